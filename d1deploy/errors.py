@@ -1,0 +1,178 @@
+"""The exception tree: every failure d1deploy reports is a `D1DeployError`.
+
+Each class carries its exit code (the contract in the README) and a hint saying what
+to do next. Core modules raise these; only `cli.py` turns them into an exit code, and
+only `output.py` prints them.
+
+    D1DeployError                     exit 1  failed while changing
+    ├── ChangeFailed                  exit 1  a migration/rollback/restore failed (report says what was undone)
+    ├── SqlError                      exit 1  D1/SQLite rejected a statement (message + SQLITE_* class)
+    ├── UsageError                    exit 2  bad usage or bad input files
+    │   ├── InputError                        a SQL/check/migration file is unusable (file:line)
+    │   ├── ConfigFileError                   malformed config, unknown key
+    │   └── ConfirmationRequired              destructive command without a TTY and without --yes
+    ├── SetupError                    exit 3  authentication, permission, not found, missing configuration
+    │   ├── ConfigMissing
+    │   ├── AuthError
+    │   └── NotFound
+    ├── Unavailable                   exit 4  the API stayed unavailable after retries
+    │   ├── RateLimited
+    │   ├── ServerError
+    │   ├── NetworkError
+    │   ├── PollTimeout
+    │   └── DownloadError                     a truncated or failed signed-URL download
+    └── Refused                       exit 5  refused before changing anything
+        ├── LockHeld
+        ├── DriftDetected
+        └── PrecheckFailed
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class D1DeployError(Exception):
+    """Base of every error d1deploy reports. `str(err)` is one sentence naming what failed."""
+
+    exit_code: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.file = file
+        self.line = line
+
+    @property
+    def location(self) -> str | None:
+        """`file:line` (or just `file`) when the error points into a file."""
+        if self.file is None:
+            return None
+        return f"{self.file}:{self.line}" if self.line is not None else self.file
+
+    def __str__(self) -> str:
+        where = self.location
+        return f"{where}: {self.message}" if where else self.message
+
+
+class ChangeFailed(D1DeployError):
+    """Something failed after changes began; the message says what was undone."""
+
+    exit_code = 1
+
+
+class SqlError(D1DeployError):
+    """D1 (or the local SQLite) rejected a statement.
+
+    `sqlite_code` is the `SQLITE_*` class D1 appends to its messages (for example
+    `SQLITE_CONSTRAINT`), `index` the position of the failing statement in its batch
+    when known (the local backend knows it; the REST API does not say).
+    """
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sqlite_code: str | None = None,
+        index: int | None = None,
+        hint: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, file=file, line=line)
+        self.sqlite_code = sqlite_code
+        self.index = index
+
+
+class UsageError(D1DeployError):
+    exit_code = 2
+
+
+class InputError(UsageError):
+    """An input file is unusable: not UTF-8, a SQLite binary, a syntax error at a line..."""
+
+
+class ConfigFileError(UsageError):
+    """A configuration file is malformed or has an unknown key."""
+
+
+class ConfirmationRequired(UsageError):
+    """A destructive command needs `--yes` when there is no terminal to ask on."""
+
+
+class SetupError(D1DeployError):
+    exit_code = 3
+
+
+class ConfigMissing(SetupError):
+    """A required setting (token, account, database) is not configured anywhere."""
+
+
+class AuthError(SetupError):
+    """The API rejected the token (invalid, expired, or without D1 permission)."""
+
+
+class NotFound(SetupError):
+    """The database, bookmark or other named thing does not exist."""
+
+
+class Unavailable(D1DeployError):
+    exit_code = 4
+
+
+class RateLimited(Unavailable):
+    def __init__(self, message: str, *, retry_after: float | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+class ServerError(Unavailable):
+    pass
+
+
+class NetworkError(Unavailable):
+    pass
+
+
+class PollTimeout(Unavailable):
+    pass
+
+
+class DownloadError(Unavailable):
+    pass
+
+
+class Refused(D1DeployError):
+    exit_code = 5
+
+
+class LockHeld(Refused):
+    pass
+
+
+class DriftDetected(Refused):
+    pass
+
+
+class PrecheckFailed(Refused):
+    pass
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "done",
+    1: "failed while changing (the report says what was rolled back)",
+    2: "bad usage or bad input files",
+    3: "authentication, permission, not found, or missing configuration",
+    4: "the API stayed unavailable after retries",
+    5: "refused before changing anything (lock held, drift, failed precheck)",
+}
