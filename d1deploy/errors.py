@@ -5,7 +5,7 @@ to do next. Core modules raise these; only `cli.py` turns them into an exit code
 only `output.py` prints them.
 
     D1DeployError                     exit 1  failed while changing
-    ├── ChangeFailed                  exit 1  a migration/rollback/restore failed (report says what was undone)
+    ├── ChangeFailed                  exit 1  a change failed (the report says what was undone)
     ├── SqlError                      exit 1  D1/SQLite rejected a statement (message + SQLITE_* class)
     ├── UsageError                    exit 2  bad usage or bad input files
     │   ├── InputError                        a SQL/check/migration file is unusable (file:line)
