@@ -6,12 +6,12 @@ only `output.py` prints them.
 
     D1DeployError                     exit 1  failed while changing
     ├── ChangeFailed                  exit 1  a change failed (the report says what was undone)
-    ├── SqlError                      exit 1  D1/SQLite rejected a statement (message + SQLITE_* class)
+    ├── SqlError                      exit 1  D1 or SQLite rejected a statement
     ├── UsageError                    exit 2  bad usage or bad input files
     │   ├── InputError                        a SQL/check/migration file is unusable (file:line)
     │   ├── ConfigFileError                   malformed config, unknown key
     │   └── ConfirmationRequired              destructive command without a TTY and without --yes
-    ├── SetupError                    exit 3  authentication, permission, not found, missing configuration
+    ├── SetupError                    exit 3  auth, permission, not found, missing config
     │   ├── ConfigMissing
     │   ├── AuthError
     │   └── NotFound
