@@ -1,0 +1,863 @@
+"""Settings: one `resolve()` turns flags, environment and config files into `Settings`.
+
+It owns the precedence rule, the config file formats (`d1deploy.toml`,
+`[tool.d1deploy]` in `pyproject.toml`, and the D1 part of wrangler's config), the
+source of every value (shown by `--verbose`), and keeping the API token out of every
+repr, description and error.
+
+Each setting, in precedence order (leftmost wins; "toml" is d1deploy.toml or
+[tool.d1deploy] in pyproject.toml, "wrangler" the wrangler config's D1 keys):
+
+    api_token           env CLOUDFLARE_API_TOKEN only (never a flag, never a file)
+    account_id          --account-id > CLOUDFLARE_ACCOUNT_ID > toml > wrangler
+    api_base_url        CLOUDFLARE_API_BASE_URL > https://api.cloudflare.com/client/v4
+    databases           --database... > D1DEPLOY_DATABASE (a,b) > toml `database`
+                        > wrangler d1_databases entry (by binding/database_name, or the only one)
+    databases_matching  --databases-matching
+    local_path          only with --local: --local PATH > toml > .d1deploy/local.sqlite
+    migrations_dir      --migrations-dir > toml > wrangler entry > ./migrations
+    migrations_table    --migrations-table > toml > wrangler entry > d1_migrations
+    backup_dir          --backup-dir > toml > ./backups
+    lock_ttl_seconds    toml > 900
+    guard_tables        toml `row_loss_guard_tables` > every table
+
+With `--env NAME`, `[env.NAME]` of either file overrides its top level. The wrangler
+entry (found by binding or database_name, as wrangler does) also gives `database_id`.
+Relative paths are resolved against the directory of the file that holds them (flags:
+the working directory), so running from a subdirectory with `--config` still works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import getpass
+import ipaddress
+import json
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from d1deploy import errors
+
+ENV_API_TOKEN = "CLOUDFLARE_API_TOKEN"
+ENV_ACCOUNT_ID = "CLOUDFLARE_ACCOUNT_ID"
+ENV_API_BASE_URL = "CLOUDFLARE_API_BASE_URL"
+ENV_DATABASE = "D1DEPLOY_DATABASE"
+
+DEFAULT_API_BASE_URL = "https://api.cloudflare.com/client/v4"
+DEFAULT_MIGRATIONS_TABLE = "d1_migrations"
+DEFAULT_LOCK_TTL_SECONDS = 900
+DEFAULT_LOCAL_PATH = Path(".d1deploy") / "local.sqlite"
+
+CONFIG_FILE_NAME = "d1deploy.toml"
+PYPROJECT_FILE_NAME = "pyproject.toml"
+WRANGLER_FILE_NAMES = ("wrangler.toml", "wrangler.json", "wrangler.jsonc")
+
+_ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_DEFAULT = "default"
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    """Everything a command needs to know, each value with its source in `sources`."""
+
+    api_token: str | None
+    account_id: str | None
+    api_base_url: str
+    databases: tuple[str, ...]
+    database_id: str | None
+    databases_matching: str | None
+    local_path: Path | None
+    migrations_dir: Path
+    migrations_table: str
+    backup_dir: Path
+    lock_ttl_seconds: int
+    guard_tables: tuple[str, ...] | None
+    env_name: str | None
+    config_file: Path | None
+    wrangler_file: Path | None
+    sources: Mapping[str, str]
+
+    def __repr__(self) -> str:
+        # Written by hand so the token can never reach a log or a traceback's locals.
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "api_token" and value is not None:
+                parts.append("api_token=<redacted>")
+            elif f.name != "sources":
+                parts.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
+
+    @property
+    def database(self) -> str | None:
+        """The database when exactly one is selected, else None."""
+        return self.databases[0] if len(self.databases) == 1 else None
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(setting, display value, source) rows for `--verbose`; the token is never shown."""
+        rows = []
+        for f in dataclasses.fields(self):
+            if f.name == "sources":
+                continue
+            value = getattr(self, f.name)
+            if f.name == "api_token":
+                shown = "set (redacted)" if value else "not set"
+            elif f.name == "guard_tables" and value is None:
+                shown = "every table"
+            elif value is None or value == ():
+                shown = "not set"
+            elif isinstance(value, tuple):
+                shown = ", ".join(value)
+            else:
+                shown = str(value)
+            rows.append((f.name, shown, self.sources.get(f.name, _DEFAULT)))
+        return rows
+
+    def require_remote(self) -> tuple[str, str]:
+        """(token, account_id) for talking to the API.
+
+        :raises errors.ConfigMissing: naming what is missing and how to set it.
+        """
+        missing, hints = [], []
+        if not self.api_token:
+            missing.append(ENV_API_TOKEN)
+            hints.append(
+                f"export {ENV_API_TOKEN} with an API token that has D1 Edit permission "
+                "(create one at https://dash.cloudflare.com/profile/api-tokens)"
+            )
+        if not self.account_id:
+            missing.append("the Cloudflare account id")
+            hints.append(
+                f"pass --account-id ID, export {ENV_ACCOUNT_ID}, or set account_id in "
+                f"{CONFIG_FILE_NAME} or wrangler.toml"
+            )
+        if missing:
+            raise errors.ConfigMissing(
+                f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set, "
+                "so the D1 API cannot be reached",
+                hint="; ".join(hints) + " (or use --local to work on a local SQLite file)",
+            )
+        assert self.api_token is not None and self.account_id is not None
+        return self.api_token, self.account_id
+
+
+def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Path) -> Settings:
+    """Build `Settings` from flags, environment, project config and wrangler config.
+
+    Precedence: flag > environment > d1deploy.toml / [tool.d1deploy] > wrangler config >
+    default (see the module docstring for the table).
+
+    :raises errors.ConfigFileError: a config file is missing, malformed, has an unknown
+        key or a value of the wrong type.
+    :raises errors.UsageError: bad flag or environment value (account id, API base URL,
+        unknown --env, --database together with --databases-matching).
+    """
+    cwd = Path(cwd)
+    sources: dict[str, str] = {}
+    env_name = _flag_text(flags, "env")
+    if env_name:
+        sources["env_name"] = "flag --env"
+
+    config = _find_project_config(flags, cwd, env_name, sources)
+    wrangler = _find_wrangler(flags, cwd, config, env_name, sources)
+    _check_env_name(env_name, config, wrangler)
+
+    token = _env_text(environ, ENV_API_TOKEN)
+    if token:
+        sources["api_token"] = f"env {ENV_API_TOKEN}"
+
+    account_id, sources["account_id"] = _pick(
+        (_flag_text(flags, "account_id"), "flag --account-id"),
+        (_env_text(environ, ENV_ACCOUNT_ID), f"env {ENV_ACCOUNT_ID}"),
+        config.text("account_id"),
+        wrangler.account_id if wrangler else (None, ""),
+    )
+    if account_id is not None and not _ACCOUNT_ID_RE.match(account_id):
+        # The value is not echoed: a mistyped secret could have landed here.
+        raise errors.UsageError(
+            f"the account id from {sources['account_id']} is not a valid Cloudflare account id",
+            hint="an account id has only letters, digits, '-' and '_'; copy it from the "
+            "dashboard's Workers & Pages overview",
+        )
+
+    base_url, sources["api_base_url"] = _pick(
+        (_env_text(environ, ENV_API_BASE_URL), f"env {ENV_API_BASE_URL}"),
+        (DEFAULT_API_BASE_URL, _DEFAULT),
+    )
+    assert base_url is not None
+    base_url = _check_base_url(base_url, sources["api_base_url"])
+
+    databases_matching = _flag_text(flags, "databases_matching")
+    flag_databases = _flag_list(flags, "database")
+    if databases_matching:
+        sources["databases_matching"] = "flag --databases-matching"
+        if flag_databases:
+            raise errors.UsageError(
+                "--database and --databases-matching were both given",
+                hint="name databases with --database, or select them by pattern with "
+                "--databases-matching, not both",
+            )
+    env_databases = _split_list(environ.get(ENV_DATABASE, ""))
+    config_database, config_database_source = config.value("database")
+    requested, database_source = _pick(
+        (flag_databases or None, "flag --database"),
+        (env_databases or None, f"env {ENV_DATABASE}"),
+        (_as_tuple(config_database), config_database_source),
+    )
+    if databases_matching:
+        # The pattern is a flag, so it beats any database named by env or file.
+        requested, database_source = None, _DEFAULT
+
+    entry = None
+    if wrangler is not None:
+        entry = wrangler.select(requested, config.text("binding"), config.label)
+    elif config.text("binding")[0] is not None:
+        raise errors.ConfigFileError(
+            "`binding` is set but no wrangler config was found",
+            file=config.label,
+            hint="put wrangler.toml/.json/.jsonc in the working directory, or set "
+            "wrangler_config (or --wrangler-config) to its path",
+        )
+    databases: tuple[str, ...] = ()
+    database_id = None
+    if requested and entry is not None:
+        databases = (entry.database,)
+        database_id = entry.database_id
+        sources["databases"] = f"{database_source} -> {entry.where}"
+    elif requested:
+        databases = requested
+        sources["databases"] = database_source
+    elif entry is not None and not databases_matching:
+        databases = (entry.database,)
+        database_id = entry.database_id
+        sources["databases"] = entry.where
+    if database_id and entry is not None:
+        sources["database_id"] = entry.source("database_id")
+
+    migrations_dir, sources["migrations_dir"] = _pick(
+        _flag_path(flags, "migrations_dir", cwd, "flag --migrations-dir"),
+        config.path("migrations_dir"),
+        entry.migrations_dir if entry else (None, ""),
+        (
+            entry.default_migrations_dir if entry else None,
+            f"wrangler's default: migrations/ beside {wrangler.label if wrangler else ''}",
+        ),
+        (cwd / "migrations", _DEFAULT),
+    )
+    config_table, config_table_source = config.text("migrations_table")
+    migrations_table, sources["migrations_table"] = _pick(
+        # An empty name falls through to the next layer, as wrangler's `||` does.
+        (_flag_text(flags, "migrations_table"), "flag --migrations-table"),
+        (config_table or None, config_table_source),
+        (
+            (entry.migrations_table or None) if entry else None,
+            entry.source("migrations_table") if entry else "",
+        ),
+        (DEFAULT_MIGRATIONS_TABLE, _DEFAULT),
+    )
+
+    local_path = None
+    local_flag = flags.get("local")
+    if local_flag is not None:
+        local_path, sources["local_path"] = _pick(
+            _flag_path(flags, "local", cwd, "flag --local") if local_flag else (None, ""),
+            config.path("local_path"),
+            (cwd / DEFAULT_LOCAL_PATH, _DEFAULT),
+        )
+
+    backup_dir, sources["backup_dir"] = _pick(
+        _flag_path(flags, "backup_dir", cwd, "flag --backup-dir"),
+        config.path("backup_dir"),
+        (cwd / "backups", _DEFAULT),
+    )
+    lock_ttl, sources["lock_ttl_seconds"] = _pick(
+        config.value("lock_ttl_seconds"), (DEFAULT_LOCK_TTL_SECONDS, _DEFAULT)
+    )
+    guard_tables, guard_source = config.value("row_loss_guard_tables")
+    if guard_tables is not None:
+        sources["guard_tables"] = guard_source
+
+    assert migrations_dir is not None and migrations_table is not None and backup_dir is not None
+    for f in dataclasses.fields(Settings):
+        if f.name != "sources":
+            sources.setdefault(f.name, _DEFAULT)
+    return Settings(
+        api_token=token,
+        account_id=account_id,
+        api_base_url=base_url,
+        databases=databases,
+        database_id=database_id,
+        databases_matching=databases_matching,
+        local_path=local_path,
+        migrations_dir=migrations_dir,
+        migrations_table=migrations_table,
+        backup_dir=backup_dir,
+        lock_ttl_seconds=lock_ttl if isinstance(lock_ttl, int) else DEFAULT_LOCK_TTL_SECONDS,
+        guard_tables=_as_tuple(guard_tables),
+        env_name=env_name,
+        config_file=config.file,
+        wrangler_file=wrangler.path if wrangler else None,
+        sources=MappingProxyType(sources),
+    )
+
+
+def actor(environ: Mapping[str, str]) -> str:
+    """Who is running: the Actions run URL in GitHub Actions, else `user@host pid N`."""
+    repository, run_id = environ.get("GITHUB_REPOSITORY"), environ.get("GITHUB_RUN_ID")
+    if environ.get("GITHUB_ACTIONS") == "true" and repository and run_id:
+        server = (environ.get("GITHUB_SERVER_URL") or "https://github.com").rstrip("/")
+        return f"{server}/{repository}/actions/runs/{run_id}"
+    # getpass reads os.environ first; the injected environ is consulted in its place.
+    user = next(
+        (environ[k] for k in ("LOGNAME", "USER", "LNAME", "USERNAME") if environ.get(k)), ""
+    )
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (OSError, KeyError):
+            user = "unknown"
+    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
+
+
+def strip_jsonc(text: str) -> str:
+    """JSONC -> JSON: blank out `//` and `/* */` comments and trailing commas.
+
+    Comments and removed commas become spaces (newlines are kept), so the JSON parser's
+    line and column numbers still point into the original file. Text inside strings is
+    never touched, so `"https://example.com"` survives.
+
+    :raises json.JSONDecodeError: for a `/*` comment that is never closed.
+    """
+    out: list[str] = []
+    pending_comma: int | None = None  # index in `out` of a comma that may be trailing
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            end = i + 1
+            while end < n and text[end] != '"':
+                end += 2 if text[end] == "\\" else 1
+            out.append(text[i : end + 1])
+            pending_comma, i = None, end + 1
+        elif text.startswith("//", i):
+            end = text.find("\n", i)
+            end = n if end == -1 else end
+            out.append(" " * (end - i))
+            i = end
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            if end == -1:
+                raise json.JSONDecodeError("Unterminated /* comment", text, i)
+            out.append(re.sub(r"[^\n]", " ", text[i : end + 2]))
+            i = end + 2
+        else:
+            if c in "}]" and pending_comma is not None:
+                out[pending_comma] = " "
+            if c == ",":
+                pending_comma = len(out)
+            elif not c.isspace():
+                pending_comma = None
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+# --- project config (d1deploy.toml / [tool.d1deploy]) --------------------------------
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _is_text_list(value: object) -> bool:
+    return isinstance(value, list) and all(_is_text(v) for v in value)
+
+
+_CONFIG_KEYS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "database": (
+        lambda v: _is_text(v) or (_is_text_list(v) and bool(v)),
+        "a string or an array of strings",
+    ),
+    "account_id": (_is_text, "a non-empty string"),
+    "migrations_dir": (_is_text, "a non-empty string (a path)"),
+    "migrations_table": (lambda v: isinstance(v, str), "a string"),
+    "local_path": (_is_text, "a non-empty string (a path)"),
+    "backup_dir": (_is_text, "a non-empty string (a path)"),
+    "lock_ttl_seconds": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "a positive integer (seconds)",
+    ),
+    "row_loss_guard_tables": (
+        lambda v: _is_text_list(v) and bool(v),
+        "a non-empty array of table names",
+    ),
+    "wrangler_config": (_is_text, "a non-empty string (a path)"),
+    "binding": (_is_text, "a non-empty string"),
+}
+
+
+@dataclass(frozen=True)
+class _ProjectConfig:
+    """A loaded d1deploy.toml (or [tool.d1deploy]), with [env.NAME] merged over the top."""
+
+    file: Path | None = None
+    label: str = ""
+    values: Mapping[str, tuple[object, str]] = dataclasses.field(default_factory=dict)
+    envs: frozenset[str] = frozenset()
+
+    def value(self, key: str) -> tuple[object | None, str]:
+        return self.values.get(key, (None, ""))
+
+    def text(self, key: str) -> tuple[str | None, str]:
+        value, source = self.value(key)
+        return (value if isinstance(value, str) else None), source
+
+    def path(self, key: str) -> tuple[Path | None, str]:
+        value, source = self.text(key)
+        if value is None or self.file is None:
+            return None, ""
+        return _join(self.file.parent, value), source
+
+
+def _find_project_config(
+    flags: Mapping[str, object], cwd: Path, env_name: str | None, sources: dict[str, str]
+) -> _ProjectConfig:
+    flag_path = _flag_text(flags, "config")
+    if flag_path:
+        path = _join(cwd, flag_path)
+        if not path.is_file():
+            raise errors.ConfigFileError(
+                f"config file {_display(path, cwd)} does not exist",
+                hint="check the --config path (relative paths start at the working directory)",
+            )
+        sources["config_file"] = "flag --config"
+        return _load_project_config(path, cwd, env_name, required_table=True)
+    if (cwd / CONFIG_FILE_NAME).is_file():
+        sources["config_file"] = "found in the working directory"
+        return _load_project_config(cwd / CONFIG_FILE_NAME, cwd, env_name, required_table=True)
+    if (cwd / PYPROJECT_FILE_NAME).is_file():
+        config = _load_project_config(
+            cwd / PYPROJECT_FILE_NAME, cwd, env_name, required_table=False
+        )
+        if config.file is not None:
+            sources["config_file"] = "found in the working directory"
+        return config
+    return _ProjectConfig()
+
+
+def _load_project_config(
+    path: Path, cwd: Path, env_name: str | None, *, required_table: bool
+) -> _ProjectConfig:
+    label = _display(path, cwd)
+    data = _parse_file(path, label)
+    key_prefix, section = "", label
+    if path.name == PYPROJECT_FILE_NAME:
+        tool = data.get("tool")
+        table = tool.get("d1deploy") if isinstance(tool, dict) else None
+        if table is None and not required_table:
+            return _ProjectConfig()
+        if not isinstance(table, dict):
+            raise errors.ConfigFileError(
+                "there is no [tool.d1deploy] table",
+                file=label,
+                hint="add a [tool.d1deploy] table, or point --config at a d1deploy.toml",
+            )
+        data, key_prefix, section = table, "tool.d1deploy.", f"{label} [tool.d1deploy]"
+
+    envs = data.get("env", {})
+    if not isinstance(envs, dict) or not all(isinstance(b, dict) for b in envs.values()):
+        raise _type_error(label, f"{key_prefix}env", "a table of [env.NAME] tables", envs)
+    _check_keys(data, set(_CONFIG_KEYS) | {"env"}, label, key_prefix)
+    for name, block in envs.items():
+        _check_keys(block, set(_CONFIG_KEYS), label, f"{key_prefix}env.{name}.")
+
+    values = {k: (v, section) for k, v in data.items() if k != "env"}
+    if env_name in envs:
+        env_section = (
+            f"{label} [tool.d1deploy.env.{env_name}]" if key_prefix else f"{label} [env.{env_name}]"
+        )
+        values.update({k: (v, env_section) for k, v in envs[env_name].items()})
+    return _ProjectConfig(path, label, values, frozenset(envs))
+
+
+def _check_keys(table: dict[str, Any], known: set[str], label: str, prefix: str) -> None:
+    for key, value in table.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            raise errors.ConfigFileError(
+                f"unknown key `{prefix}{key}`",
+                file=label,
+                hint=f"{hint}known keys: {', '.join(sorted(known))}",
+            )
+        if key in _CONFIG_KEYS:
+            check, expected = _CONFIG_KEYS[key]
+            if not check(value):
+                raise _type_error(label, prefix + key, expected, value)
+
+
+# --- wrangler config -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _WranglerEntry:
+    """One `d1_databases[]` entry, with where it was found for the `sources` strings."""
+
+    binding: str | None
+    database_name: str | None
+    database_id: str | None
+    migrations_dir: tuple[Path | None, str]
+    migrations_table: str | None
+    default_migrations_dir: Path
+    section: str  # "wrangler.toml [env.staging] d1_databases[0]"
+    note: str  # " (top level; [env.staging] has no d1_databases)" or ""
+
+    @property
+    def database(self) -> str:
+        # _load_wrangler refuses entries without either.
+        return self.database_name or self.database_id or ""
+
+    @property
+    def where(self) -> str:
+        return self.section + self.note
+
+    def source(self, key: str) -> str:
+        return f"{self.section}.{key}{self.note}"
+
+
+@dataclass(frozen=True)
+class _Wrangler:
+    path: Path
+    label: str
+    account_id: tuple[str | None, str]
+    entries: tuple[_WranglerEntry, ...]
+    envs: frozenset[str]
+
+    def select(
+        self,
+        requested: tuple[str, ...] | None,
+        binding: tuple[str | None, str],
+        config_label: str,
+    ) -> _WranglerEntry | None:
+        """The entry for the requested database (by binding or name, first match wins, as
+        wrangler does), else the one named by `binding` in d1deploy.toml, else the only one."""
+        if requested:
+            if len(requested) > 1:
+                return None
+            return next(
+                (e for e in self.entries if requested[0] in (e.binding, e.database_name)), None
+            )
+        if binding[0] is not None:
+            found = next((e for e in self.entries if e.binding == binding[0]), None)
+            if found is None:
+                known = ", ".join(e.binding for e in self.entries if e.binding) or "none"
+                raise errors.ConfigFileError(
+                    f"binding `{binding[0]}` ({binding[1]}) matches no d1_databases entry "
+                    f"in {self.label}",
+                    file=config_label,
+                    hint=f"bindings in {self.label}: {known}",
+                )
+            return found
+        return self.entries[0] if len(self.entries) == 1 else None
+
+
+def _find_wrangler(
+    flags: Mapping[str, object],
+    cwd: Path,
+    config: _ProjectConfig,
+    env_name: str | None,
+    sources: dict[str, str],
+) -> _Wrangler | None:
+    flag_path = _flag_text(flags, "wrangler_config")
+    config_path, config_source = config.path("wrangler_config")
+    named_in = None  # the config file that names the wrangler file, for the error
+    if flag_path:
+        path, source = _join(cwd, flag_path), "flag --wrangler-config"
+    elif config_path is not None:
+        path, source, named_in = config_path, f"{config_source} wrangler_config", config.label
+    else:
+        found = next((cwd / n for n in WRANGLER_FILE_NAMES if (cwd / n).is_file()), None)
+        if found is None:
+            return None
+        path, source = found, "found in the working directory"
+    if not path.is_file():
+        raise errors.ConfigFileError(
+            f"wrangler config {_display(path, cwd)} (from {source}) does not exist",
+            file=named_in,
+            hint="check the path; relative paths start at the directory of the file naming them",
+        )
+    sources["wrangler_file"] = source
+    return _load_wrangler(path, cwd, env_name)
+
+
+def _load_wrangler(path: Path, cwd: Path, env_name: str | None) -> _Wrangler:
+    label = _display(path, cwd)
+    data = _parse_file(path, label)
+    envs = data.get("env", {})
+    if not isinstance(envs, dict):
+        raise _type_error(label, "env", "a table of environments", envs)
+    block: dict[str, Any] | None = None
+    if env_name is not None and env_name in envs:
+        block = envs[env_name]
+        if not isinstance(block, dict):
+            raise _type_error(label, f"env.{env_name}", "a table", block)
+
+    def layered(key: str) -> tuple[object, str, str]:
+        """(value, source, key path): the env block's value if it has one, else the top."""
+        if block is not None and key in block:
+            return block[key], f"{label} [env.{env_name}]", f"env.{env_name}.{key}"
+        note = f" (top level; [env.{env_name}] has no {key})" if env_name else ""
+        return data.get(key), f"{label}{note}", key
+
+    account, account_source, account_key = layered("account_id")
+    if account is not None and not _is_text(account):
+        raise _type_error(label, account_key, "a non-empty string", account)
+
+    raw_entries, entries_source, entries_key = layered("d1_databases")
+    if raw_entries is None:
+        raw_entries = []
+    if not isinstance(raw_entries, list):
+        raise _type_error(label, entries_key, "an array of tables", raw_entries)
+    # The note on a top-level fallback goes last: "wrangler.toml d1_databases[0] (top ...)".
+    section, paren, note = entries_source.partition(" (")
+    entries = []
+    for index, raw in enumerate(raw_entries):
+        key = f"{entries_key}[{index}]"
+        if not isinstance(raw, dict):
+            raise _type_error(label, key, "a table", raw)
+        fields: dict[str, str | None] = {}
+        for name in ("binding", "database_name", "database_id", "migrations_dir"):
+            value = raw.get(name)
+            if value is not None and not _is_text(value):
+                raise _type_error(label, f"{key}.{name}", "a non-empty string", value)
+            fields[name] = value
+        table = raw.get("migrations_table")
+        if table is not None and not isinstance(table, str):
+            raise _type_error(label, f"{key}.migrations_table", "a string", table)
+        if not (fields["database_name"] or fields["database_id"]):
+            raise errors.ConfigFileError(
+                f"`{key}` has neither database_name nor database_id",
+                file=label,
+                hint="add database_name (and database_id) to the entry",
+            )
+        entry = _WranglerEntry(
+            binding=fields["binding"],
+            database_name=fields["database_name"],
+            database_id=fields["database_id"],
+            migrations_dir=(None, ""),
+            migrations_table=table,
+            default_migrations_dir=path.parent / "migrations",
+            section=f"{section} d1_databases[{index}]",
+            note=paren + note,
+        )
+        if fields["migrations_dir"]:
+            entry = dataclasses.replace(
+                entry,
+                migrations_dir=(
+                    _join(path.parent, _wrangler_relpath(fields["migrations_dir"])),
+                    entry.source("migrations_dir"),
+                ),
+            )
+        entries.append(entry)
+    return _Wrangler(
+        path=path,
+        label=label,
+        account_id=(account if isinstance(account, str) else None, account_source),
+        entries=tuple(entries),
+        envs=frozenset(envs),
+    )
+
+
+def _wrangler_relpath(value: str) -> str:
+    """Normalise a migrations_dir as wrangler does: `\\` -> `/`, no `./` prefix, no trailing `/`."""
+    value = value.replace("\\", "/")
+    if value.startswith("./"):
+        value = value[2:]
+    return value.rstrip("/") or "."
+
+
+# --- shared helpers --------------------------------------------------------------------
+
+
+def _check_env_name(
+    env_name: str | None, config: _ProjectConfig, wrangler: _Wrangler | None
+) -> None:
+    """Refuse an --env no file defines: a typo must not silently deploy to the top level."""
+    if not env_name:
+        return
+    known = config.envs | (wrangler.envs if wrangler else frozenset())
+    if env_name in known:
+        return
+    files = " or ".join(x for x in (config.label, wrangler.label if wrangler else "") if x)
+    close = difflib.get_close_matches(env_name, sorted(known), n=1)
+    raise errors.UsageError(
+        f"--env {env_name} was given but {files or 'no config file'} defines no [env.{env_name}]",
+        hint=(f"did you mean --env {close[0]}? " if close else "")
+        + (f"defined environments: {', '.join(sorted(known))}" if known else "drop --env")
+        + (
+            ""
+            if files
+            else f"; --env selects [env.NAME] in {CONFIG_FILE_NAME} or the wrangler config"
+        ),
+    )
+
+
+def _check_base_url(url: str, source: str) -> str:
+    """Validate the API base URL; returns it without a trailing slash."""
+    hint = (
+        f"set {ENV_API_BASE_URL} to an https:// URL ending in /client/v4 (default "
+        f"{DEFAULT_API_BASE_URL}); plain http:// is accepted only for a loopback host "
+        "(127.0.0.1, localhost, ::1)"
+    )
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise errors.UsageError(f"the API base URL from {source} is not an http(s) URL", hint=hint)
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise errors.UsageError(
+            f"the API base URL from {source} uses plain http:// to {parts.hostname}, "
+            "which would send the API token unencrypted",
+            hint=hint,
+        )
+    path = parts.path.rstrip("/")
+    if not path.endswith("/client/v4"):
+        raise errors.UsageError(
+            f"the API base URL from {source} does not end with /client/v4", hint=hint
+        )
+    return urlunsplit(parts._replace(path=path))
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _parse_file(path: Path, label: str) -> dict[str, Any]:
+    """Parse a TOML or JSON(C) file, turning every failure into a ConfigFileError."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.ConfigFileError(
+            f"cannot read the file ({exc.__class__.__name__})",
+            file=label,
+            hint="make sure the file is readable UTF-8 text",
+        ) from None
+    if path.suffix in (".json", ".jsonc"):
+        try:
+            data = json.loads(strip_jsonc(text))
+        except json.JSONDecodeError as exc:
+            raise errors.ConfigFileError(
+                f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+                file=label,
+                line=exc.lineno,
+                hint="fix the syntax there (comments and trailing commas are allowed)",
+            ) from None
+        if not isinstance(data, dict):
+            raise errors.ConfigFileError(
+                "the top level is not a JSON object", file=label, hint="wrap the settings in { }"
+            )
+        return data
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # Python 3.11's TOMLDecodeError has no lineno attribute; its message ends with
+        # "(at line N, column M)".
+        message = str(exc)
+        found = re.search(r"at line (\d+)", message)
+        raise errors.ConfigFileError(
+            f"not valid TOML: {message}",
+            file=label,
+            line=int(found.group(1)) if found else None,
+            hint="fix the syntax there",
+        ) from None
+
+
+def _type_error(label: str, key: str, expected: str, value: object) -> errors.ConfigFileError:
+    # Only the kind of the value is named, never the value: config files can hold secrets.
+    return errors.ConfigFileError(
+        f"`{key}` must be {expected}, not {_kind(value)}",
+        file=label,
+        hint=f"change `{key}` to {expected}",
+    )
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "an empty string" if value == "" else "a string"
+    if isinstance(value, int):
+        return "an integer that is not positive" if value <= 0 else "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, list):
+        return "an array of something else" if value else "an empty array"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"
+
+
+def _pick(*candidates: tuple[_T | None, str]) -> tuple[_T | None, str]:
+    """The first (value, source) whose value is set; (None, "default") when none is."""
+    return next(((v, s) for v, s in candidates if v is not None), (None, _DEFAULT))
+
+
+def _join(base: Path, relative: str) -> Path:
+    """`base / relative` with `..` folded lexically, as node's `path.resolve` does for wrangler."""
+    return Path(os.path.normpath(base / relative))
+
+
+def _display(path: Path, cwd: Path) -> str:
+    try:
+        return str(path.relative_to(cwd))
+    except ValueError:
+        return str(path)
+
+
+def _env_text(environ: Mapping[str, str], name: str) -> str | None:
+    # CI systems set unset secrets to "", which must read as "not set".
+    return environ.get(name, "").strip() or None
+
+
+def _split_list(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(p.strip() for p in value.split(",") if p.strip()))
+
+
+def _flag_text(flags: Mapping[str, object], key: str) -> str | None:
+    value = flags.get(key)
+    return value if isinstance(value, str) and value != "" else None
+
+
+def _flag_list(flags: Mapping[str, object], key: str) -> tuple[str, ...]:
+    value = flags.get(key)
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        return ()
+    return tuple(dict.fromkeys(v.strip() for v in value if isinstance(v, str) and v.strip()))
+
+
+def _flag_path(
+    flags: Mapping[str, object], key: str, cwd: Path, source: str
+) -> tuple[Path | None, str]:
+    value = _flag_text(flags, key)
+    return (_join(cwd, value) if value else None), source
+
+
+def _as_tuple(value: object) -> tuple[str, ...] | None:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(dict.fromkeys(str(v) for v in value))
+    return None
