@@ -1,0 +1,545 @@
+"""Precheck and verify files: their format, and running their checks safely.
+
+A check file holds SQL statements, each optionally preceded by `-- check: LABEL` and
+`-- expect: FORM` comment lines. Read-only checks run batched, read-only. A statement
+that writes is a *probe*: it never takes effect. On a database proven to discard
+aborted batches it runs in a batch that is forced to abort; elsewhere it runs on an
+in-memory SQLite copy of the live schema. This module owns that proof and its memory
+(`_d1deploy_meta`, `_d1deploy_scratch`).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from d1deploy import errors, guard
+from d1deploy.backend import Backend, QueryResult, SqlValue, Statement
+
+ROW_SAMPLE = 10
+"""How many offending rows a failed row expectation keeps."""
+
+META_TABLE = "_d1deploy_meta"
+SCRATCH_TABLE = "_d1deploy_scratch"
+PROOF_KEY = "aborted_batches_discarded"
+PROBE_ABORT = "probe rolled back"
+_PROOF_ABORT = "proof of aborted batches"
+
+EXPECT_FORMS = (
+    "no rows | rows = N | rows >= N | rows <= N | value = LITERAL (42, 1.5, 'text', NULL)"
+    " | error | error ~ TEXT"
+)
+
+ExpectKind = Literal["succeeds", "no_rows", "rows", "value", "error"]
+RowsOp = Literal["=", ">=", "<="]
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a check statement must do."""
+
+    kind: ExpectKind
+    op: RowsOp | None = None
+    count: int | None = None
+    value: SqlValue = None
+    error_text: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "succeeds":
+            return "succeeds"
+        if self.kind == "no_rows":
+            return "no rows"
+        if self.kind == "rows":
+            return f"rows {self.op} {self.count}"
+        if self.kind == "value":
+            return f"value = {sql_literal(self.value)}"
+        return f"error ~ {self.error_text}" if self.error_text else "error"
+
+    @property
+    def reads_rows(self) -> bool:
+        return self.kind in ("no_rows", "rows", "value")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One statement of a check file and what it must do."""
+
+    label: str
+    file: str
+    line: int
+    sql: str
+    expect: Expectation
+    writes: bool
+
+    @property
+    def location(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What one check did. `rows` holds up to ROW_SAMPLE offending rows."""
+
+    check: Check
+    ok: bool
+    outcome: str
+    columns: tuple[str, ...] = ()
+    rows: tuple[tuple[SqlValue, ...], ...] = ()
+    probe: Literal["abort", "shadow"] | None = None
+
+
+# --- the file format ----------------------------------------------------------------
+
+_DIRECTIVE = re.compile(r"--\s*(check|expect)\b\s*(:?)\s*(.*?)\s*$", re.IGNORECASE)
+_ROWS = re.compile(r"rows\s*(>=|<=|=)\s*(\d+)", re.IGNORECASE)
+_VALUE = re.compile(r"value\s*=\s*(.+)", re.IGNORECASE)
+_ERROR = re.compile(r"error(?:\s*~\s*(.*))?", re.IGNORECASE)
+_INTEGER = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?")
+_TEXT = re.compile(r"'((?:[^']|'')*)'")
+
+
+def parse_expectation(text: str) -> Expectation | None:
+    """The expectation written after `-- expect:`, or None when it is not a valid form."""
+    form = text.strip()
+    if re.fullmatch(r"no\s+rows", form, re.IGNORECASE):
+        return Expectation("no_rows")
+    if m := _ROWS.fullmatch(form):
+        op: RowsOp = ">=" if m[1] == ">=" else "<=" if m[1] == "<=" else "="
+        return Expectation("rows", op=op, count=int(m[2]))
+    if m := _VALUE.fullmatch(form):
+        literal = m[1].strip()
+        if literal.upper() == "NULL":
+            return Expectation("value", value=None)
+        if _INTEGER.fullmatch(literal):
+            return Expectation("value", value=int(literal))
+        if _FLOAT.fullmatch(literal):
+            return Expectation("value", value=float(literal))
+        if t := _TEXT.fullmatch(literal):
+            return Expectation("value", value=t[1].replace("''", "'"))
+        return None
+    if m := _ERROR.fullmatch(form):
+        if m[1] is None:
+            return Expectation("error")
+        return Expectation("error", error_text=m[1].strip()) if m[1].strip() else None
+    return None
+
+
+def parse_check_file(path: Path, *, display_name: str | None = None) -> list[Check]:
+    """Read a precheck/verify file into its checks; errors.InputError names file:line."""
+    name = display_name or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.InputError(
+            f"cannot read the check file: {exc}", hint="check the path and encoding", file=name
+        ) from exc
+    return parse_checks(text, file=name)
+
+
+def parse_checks(text: str, *, file: str) -> list[Check]:
+    """Parse check-file text (see parse_check_file)."""
+    checks: list[Check] = []
+    for prelude, sql, line in _statements(text):
+        label, expect = _directives(prelude, file)
+        if not sql:
+            if label is not None or expect is not None:
+                raise errors.InputError(
+                    "a `-- check:` or `-- expect:` line has no statement after it",
+                    hint="put the SQL statement the check runs right below its comment lines",
+                    file=file,
+                    line=min(d[0] for d in (label, expect) if d is not None),
+                )
+            continue
+        expectation = parse_expectation(expect[1]) if expect else Expectation("succeeds")
+        if expectation is None:
+            assert expect is not None
+            raise errors.InputError(
+                f"unknown expectation `{expect[1]}`",
+                hint=f"write `-- expect: FORM` with FORM one of: {EXPECT_FORMS}",
+                file=file,
+                line=expect[0],
+            )
+        writes = not is_read_only(sql)
+        if writes and expectation.reads_rows:
+            raise errors.InputError(
+                f"a statement that writes cannot expect `{expectation.describe()}`",
+                hint="a write runs as a probe that is always rolled back, so its rows are"
+                " never seen: expect `error`, `error ~ TEXT`, or nothing (it must succeed)",
+                file=file,
+                line=line,
+            )
+        checks.append(
+            Check(
+                label=label[1] if label and label[1] else _default_label(sql),
+                file=file,
+                line=line,
+                sql=sql,
+                expect=expectation,
+                writes=writes,
+            )
+        )
+    return checks
+
+
+Prelude = list[tuple[int, str]]
+
+
+def _statements(text: str) -> list[tuple[Prelude, str, int]]:
+    """Each statement with the comment lines before it and its first line; a trailing
+    prelude with no statement comes last with empty SQL."""
+    out: list[tuple[Prelude, str, int]] = []
+    prelude: Prelude = []
+    buf: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not buf:
+            stripped = raw.strip()
+            if not stripped or stripped.startswith("--"):
+                prelude.append((number, raw))
+                continue
+            start = number
+        buf.append(raw)
+        if sqlite3.complete_statement("\n".join(buf)):
+            out.append((prelude, "\n".join(buf).strip(), start))
+            prelude, buf = [], []
+    if buf or prelude:
+        out.append((prelude, "\n".join(buf).strip(), start or prelude[0][0]))
+    return out
+
+
+def _directives(
+    prelude: Prelude, file: str
+) -> tuple[tuple[int, str] | None, tuple[int, str] | None]:
+    """The `-- check:` and `-- expect:` lines of a statement's prelude, with their lines."""
+    found: dict[str, tuple[int, str]] = {}
+    for line, raw in prelude:
+        m = _DIRECTIVE.fullmatch(raw.strip())
+        if not m:
+            continue
+        key, colon, value = m[1].lower(), m[2], m[3]
+        if not colon:
+            if key == "check":
+                continue  # an ordinary comment that happens to start with "check"
+            raise errors.InputError(
+                "`-- expect` needs a colon",
+                hint=f"write `-- expect: FORM` with FORM one of: {EXPECT_FORMS}",
+                file=file,
+                line=line,
+            )
+        if key in found:
+            raise errors.InputError(
+                f"a second `-- {key}:` for the same statement (first at line {found[key][0]})",
+                hint=f"give each statement at most one `-- {key}:` line",
+                file=file,
+                line=line,
+            )
+        found[key] = (line, value)
+    return found.get("check"), found.get("expect")
+
+
+def _default_label(sql: str) -> str:
+    first = next((ln.strip() for ln in sql.splitlines() if ln.strip()), sql.strip())
+    return first if len(first) <= 60 else first[:57] + "..."
+
+
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]")
+_DML = re.compile(r"\b(?:INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+_READ_PRAGMAS = frozenset(
+    {
+        "table_info",
+        "table_xinfo",
+        "table_list",
+        "index_list",
+        "index_info",
+        "index_xinfo",
+        "foreign_key_list",
+        "foreign_key_check",
+        "integrity_check",
+        "quick_check",
+    }
+)
+
+
+def is_read_only(sql: str) -> bool:
+    """Whether a statement is clearly read-only; anything unclear counts as a write."""
+    bare = _QUOTED.sub("''", sql)
+    words = re.findall(r"[A-Za-z_]+", bare[:200])
+    first = words[0].upper() if words else ""
+    if first in ("SELECT", "VALUES", "EXPLAIN"):
+        return True
+    if first == "WITH":
+        return _DML.search(bare) is None
+    if first == "PRAGMA" and "=" not in bare and len(words) > 1:
+        return words[1].lower() in _READ_PRAGMAS
+    return False
+
+
+# --- judging ------------------------------------------------------------------------
+
+
+def sql_literal(value: SqlValue) -> str:
+    """A value written as SQL (how outcomes and expectations show values)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bytes):
+        return "X'" + value.hex().upper() + "'"
+    return repr(value)
+
+
+def _same_value(actual: SqlValue, expected: SqlValue) -> bool:
+    numeric = (int, float)
+    if isinstance(actual, numeric) and isinstance(expected, numeric):
+        return actual == expected
+    return type(actual) is type(expected) and actual == expected
+
+
+def _rows_outcome(n: int) -> str:
+    return "no rows" if n == 0 else "1 row" if n == 1 else f"{n} rows"
+
+
+def _judge(
+    check: Check,
+    *,
+    result: QueryResult | None = None,
+    error: str | None = None,
+    probe: Literal["abort", "shadow"] | None = None,
+) -> CheckResult:
+    """Compare what a statement did (a result, or an error message) with its expectation."""
+    exp = check.expect
+    if error is not None:
+        wanted = exp.kind == "error" and (
+            exp.error_text is None or exp.error_text.lower() in error.lower()
+        )
+        return CheckResult(check, wanted, f"error: {error}", probe=probe)
+    if exp.kind == "error":
+        return CheckResult(check, False, _succeeded(result, probe), probe=probe)
+    if result is None or exp.kind == "succeeds":
+        return CheckResult(check, True, _succeeded(result, probe), probe=probe)
+    n = len(result.rows)
+    if exp.kind == "value":
+        if n == 0:
+            ok, outcome = False, "no rows"
+        else:
+            actual = result.rows[0][0] if result.rows[0] else None
+            ok, outcome = _same_value(actual, exp.value), f"value {sql_literal(actual)}"
+    elif exp.kind == "no_rows":
+        ok, outcome = n == 0, _rows_outcome(n)
+    else:
+        assert exp.count is not None
+        target = exp.count
+        ok = n == target if exp.op == "=" else n >= target if exp.op == ">=" else n <= target
+        outcome = _rows_outcome(n)
+    if ok:
+        return CheckResult(check, True, outcome, probe=probe)
+    return CheckResult(check, False, outcome, result.columns, result.rows[:ROW_SAMPLE], probe)
+
+
+def _succeeded(result: QueryResult | None, probe: Literal["abort", "shadow"] | None) -> str:
+    if probe == "abort":
+        return "succeeded (probe rolled back)"
+    if probe == "shadow":
+        return "succeeded (probe ran on a schema-only copy)"
+    return "succeeded" if result is None else f"succeeded, {_rows_outcome(len(result.rows))}"
+
+
+# --- running ------------------------------------------------------------------------
+
+
+def run_checks(
+    backend: Backend, checks: Sequence[Check], *, allow_writes_proof: bool = True
+) -> list[CheckResult]:
+    """Run checks and judge them, in order. Failed checks are results, not exceptions;
+    only infrastructure errors (Unavailable, AuthError...) raise.
+
+    Read-only checks go in as few read-only requests as possible. Write probes use
+    forced-abort batches on a database proven to discard them (proving it first when
+    `allow_writes_proof`), else a schema-only in-memory copy.
+    """
+    results: dict[int, CheckResult] = {}
+    reads = [i for i, c in enumerate(checks) if not c.writes]
+    batched = [i for i in reads if checks[i].expect.kind != "error"]
+    # A statement expected to fail would fail the whole batch, so it runs alone.
+    alone = [i for i in reads if checks[i].expect.kind == "error"]
+    if batched:
+        try:
+            answers = backend.run([_statement(checks[i]) for i in batched], read_only=True)
+        except errors.SqlError:
+            alone = sorted(alone + batched)
+        else:
+            for i, answer in zip(batched, answers, strict=True):
+                results[i] = _judge(checks[i], result=answer)
+    for i in alone:
+        try:
+            answer = backend.run([_statement(checks[i])], read_only=True)[0]
+        except errors.SqlError as exc:
+            results[i] = _judge(checks[i], error=exc.message)
+        else:
+            results[i] = _judge(checks[i], result=answer)
+
+    probes = [i for i, c in enumerate(checks) if c.writes]
+    if probes:
+        proven = read_proof(backend)
+        if proven is None and allow_writes_proof:
+            proven = prove_aborted_batches(backend)
+        if proven:
+            for i in probes:
+                results[i] = _abort_probe(backend, checks[i])
+        else:
+            shadow = _Shadow.build(backend)
+            try:
+                for i in probes:
+                    results[i] = shadow.probe(checks[i])
+            finally:
+                shadow.close()
+    return [results[i] for i in range(len(checks))]
+
+
+def _statement(check: Check) -> Statement:
+    return Statement(check.sql, file=check.file, line=check.line)
+
+
+def _abort(message: str) -> Statement:
+    return Statement(guard.abort_if("1", guard.quote_text(message)))
+
+
+def _abort_probe(backend: Backend, check: Check) -> CheckResult:
+    try:
+        backend.run([_statement(check), _abort(PROBE_ABORT)])
+    except errors.SqlError as exc:
+        if guard.parse_abort(exc.message) == PROBE_ABORT:
+            return _judge(check, probe="abort")
+        return _judge(check, error=exc.message, probe="abort")
+    # The database committed a batch whose last statement cannot succeed: the probe
+    # has taken effect, and the proof recorded for this database is wrong.
+    raise errors.ChangeFailed(
+        f"the write probe at {check.location} took effect: its forced abort did not fail",
+        hint=f"inspect what `{check.label}` wrote and undo it by hand, then delete the row"
+        f" key = '{PROOF_KEY}' from {META_TABLE} so the proof runs again",
+        file=check.file,
+        line=check.line,
+    )
+
+
+_CREATE_META = (
+    f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT, at TEXT)"
+)
+_CREATE_SCRATCH = f"CREATE TABLE IF NOT EXISTS {SCRATCH_TABLE} (marker TEXT PRIMARY KEY, at TEXT)"
+
+
+def read_proof(backend: Backend) -> bool | None:
+    """The remembered proof for this database: True, False, or None when never run."""
+    exists = backend.run(
+        [
+            Statement(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+                (META_TABLE,),
+            )
+        ],
+        read_only=True,
+    )[0].first_value()
+    if not exists:
+        return None
+    value = backend.run(
+        [Statement(f"SELECT value FROM {META_TABLE} WHERE key = ?", (PROOF_KEY,))],
+        read_only=True,
+    )[0].first_value()
+    return None if value is None else value == "true"
+
+
+def prove_aborted_batches(backend: Backend) -> bool:
+    """Prove on d1deploy's scratch table that a batch forced to abort leaves nothing
+    behind, remove any trace the attempt left, and remember the answer in _d1deploy_meta.
+    """
+    marker = uuid.uuid4().hex
+    backend.run([Statement(_CREATE_META), Statement(_CREATE_SCRATCH)])
+    insert = Statement(
+        f"INSERT INTO {SCRATCH_TABLE} (marker, at) VALUES (?, datetime('now'))", (marker,)
+    )
+    try:
+        backend.run([insert, _abort(_PROOF_ABORT)])
+        aborted = False
+    except errors.SqlError as exc:
+        aborted = guard.parse_abort(exc.message) == _PROOF_ABORT
+    left = backend.run(
+        [Statement(f"SELECT count(*) FROM {SCRATCH_TABLE} WHERE marker = ?", (marker,))],
+        read_only=True,
+    )[0].first_value()
+    discarded = aborted and left == 0
+    remember = [
+        Statement(
+            f"INSERT INTO {META_TABLE} (key, value, at) VALUES (?, ?, datetime('now'))"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value, at = excluded.at",
+            (PROOF_KEY, "true" if discarded else "false"),
+        )
+    ]
+    if left:
+        remember.insert(0, Statement(f"DELETE FROM {SCRATCH_TABLE} WHERE marker = ?", (marker,)))
+    backend.run(remember)
+    return discarded
+
+
+# --- shadow probes ------------------------------------------------------------------
+
+_SCHEMA_SQL = (
+    "SELECT type, name, sql FROM sqlite_master"
+    " WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+    " AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\'"
+    " ORDER BY type <> 'table', rowid"
+)
+
+
+class _Shadow:
+    """An in-memory SQLite database holding the live schema (no rows), where write
+    probes run inside a transaction that is always rolled back."""
+
+    def __init__(self, db: sqlite3.Connection | None, problem: str | None) -> None:
+        self._db = db
+        self._problem = problem
+
+    @classmethod
+    def build(cls, backend: Backend) -> _Shadow:
+        rows = backend.run([Statement(_SCHEMA_SQL)], read_only=True)[0].rows
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        db.execute("PRAGMA foreign_keys = ON")
+        for kind, name, sql in (tuple(str(v) for v in row) for row in rows):
+            try:
+                db.execute(sql)
+            except sqlite3.Error as exc:
+                # A virtual table creates its own shadow tables, listed again after it.
+                if kind == "table" and "already exists" in str(exc):
+                    continue
+                db.close()
+                return cls(None, f"cannot copy {kind} {name} locally: {_d1_message(exc)}")
+        return cls(db, None)
+
+    def probe(self, check: Check) -> CheckResult:
+        if self._db is None:
+            return CheckResult(check, False, f"not run: {self._problem}", probe="shadow")
+        self._db.execute("BEGIN")
+        try:
+            self._db.execute(check.sql).fetchall()
+        except sqlite3.Error as exc:
+            return _judge(check, error=_d1_message(exc), probe="shadow")
+        finally:
+            # Some errors end the transaction by themselves.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        return _judge(check, probe="shadow")
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+
+def _d1_message(exc: sqlite3.Error) -> str:
+    """SQLite's message with the primary result code D1 appends, e.g. `...: SQLITE_CONSTRAINT`."""
+    name = getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR"
+    return f"{exc}: {'_'.join(name.split('_')[:2])}"

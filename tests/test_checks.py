@@ -1,0 +1,565 @@
+"""checks.py: the check-file format, judging expectations, and safe write probes."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from d1deploy import checks, errors
+from d1deploy.backend import (
+    DatabaseInfo,
+    ExportHandle,
+    ExportOptions,
+    ImportResult,
+    MessageCallback,
+    QueryResult,
+    RestoreResult,
+    Statement,
+)
+from d1deploy.checks import Check, Expectation
+
+SCHEMA = """
+CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT, balance INTEGER CHECK (balance >= 0));
+INSERT INTO accounts (id, name, balance) VALUES (1, 'a', 10), (2, 'b', 0), (3, 'it''s', 5);
+"""
+
+
+# --- parsing ------------------------------------------------------------------------
+
+
+def parse(text: str) -> list[Check]:
+    return checks.parse_checks(text, file="x.verify.sql")
+
+
+@pytest.mark.parametrize(
+    ("form", "expected"),
+    [
+        ("no rows", Expectation("no_rows")),
+        ("No  Rows", Expectation("no_rows")),
+        ("rows = 3", Expectation("rows", op="=", count=3)),
+        ("rows>=2", Expectation("rows", op=">=", count=2)),
+        ("rows <= 0", Expectation("rows", op="<=", count=0)),
+        ("value = 1", Expectation("value", value=1)),
+        ("value = -7", Expectation("value", value=-7)),
+        ("value = 1.5", Expectation("value", value=1.5)),
+        ("value = 2e3", Expectation("value", value=2000.0)),
+        ("value = NULL", Expectation("value", value=None)),
+        ("value = null", Expectation("value", value=None)),
+        ("value = 'it''s'", Expectation("value", value="it's")),
+        ("value = ''", Expectation("value", value="")),
+        ("value = '홍길동'", Expectation("value", value="홍길동")),
+        ("error", Expectation("error")),
+        (
+            "error ~ CHECK constraint failed",
+            Expectation("error", error_text="CHECK constraint failed"),
+        ),
+    ],
+)
+def test_every_expect_form_parses(form: str, expected: Expectation) -> None:
+    assert checks.parse_expectation(form) == expected
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "",
+        "no row",
+        "rows",
+        "rows = x",
+        "rows > 1",
+        "rows = -1",
+        "value 1",
+        "value = abc",
+        "value = 'open",
+        "value = 1 2",
+        "error ~",
+        "error ~   ",
+        "errors",
+        "succeeds",
+    ],
+)
+def test_unknown_expect_forms_are_refused(form: str) -> None:
+    assert checks.parse_expectation(form) is None
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "no rows",
+        "rows = 3",
+        "rows >= 2",
+        "rows <= 0",
+        "value = 1",
+        "value = 1.5",
+        "value = NULL",
+        "value = 'it''s'",
+        "error",
+        "error ~ CHECK constraint failed",
+    ],
+)
+def test_describe_round_trips(form: str) -> None:
+    parsed = checks.parse_expectation(form)
+    assert parsed is not None
+    assert parsed.describe() == form
+    assert checks.parse_expectation(parsed.describe()) == parsed
+
+
+def test_parse_labels_lines_expectations_and_writes() -> None:
+    text = (
+        "-- Verification for 001.\n"
+        "\n"
+        "-- check: no negative balances\n"
+        "-- expect: no rows\n"
+        "SELECT id, balance\n"
+        "FROM accounts WHERE balance < 0;\n"
+        "\n"
+        "-- expect: error ~ CHECK constraint failed\n"
+        "INSERT INTO accounts (balance) VALUES (-1);\n"
+        "SELECT count(*) FROM accounts;\n"
+    )
+    first, second, third = parse(text)
+    assert (first.label, first.line, first.file) == ("no negative balances", 5, "x.verify.sql")
+    assert first.expect == Expectation("no_rows")
+    assert not first.writes
+    assert first.sql.startswith("SELECT id, balance\nFROM accounts")
+    assert first.location == "x.verify.sql:5"
+    assert (second.label, second.line, second.writes) == (
+        "INSERT INTO accounts (balance) VALUES (-1);",
+        9,
+        True,
+    )
+    assert second.expect.describe() == "error ~ CHECK constraint failed"
+    assert (third.line, third.expect.kind, third.writes) == (10, "succeeds", False)
+
+
+def test_long_default_labels_are_shortened() -> None:
+    (check,) = parse("SELECT " + ", ".join(f"c{i}" for i in range(40)) + " FROM t;")
+    assert len(check.label) == 60
+    assert check.label.endswith("...")
+
+
+def test_parse_check_file_reads_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "001_x.precheck.sql"
+    path.write_text("-- check: one\n-- expect: value = 1\nSELECT 1;\n", encoding="utf-8")
+    (check,) = checks.parse_check_file(path, display_name="migrations/001_x.precheck.sql")
+    assert check.location == "migrations/001_x.precheck.sql:3"
+    assert checks.parse_check_file(path)[0].file == str(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ("SELECT 1;\n-- expect: rows = many\nSELECT 2;\n", 2, "unknown expectation"),
+        ("-- expect: no rows\n-- expect: rows = 1\nSELECT 1;\n", 2, "second `-- expect:`"),
+        ("-- check: a\n-- check: b\nSELECT 1;\n", 2, "second `-- check:`"),
+        ("SELECT 1;\n\n-- check: dangling\n", 3, "no statement after it"),
+        ("SELECT 1;\n-- expect: no rows\n", 2, "no statement after it"),
+        ("-- expect rows = 1\nSELECT 1;\n", 1, "needs a colon"),
+        ("-- expect: value = 0\nDELETE FROM t;\n", 2, "cannot expect `value = 0`"),
+        ("-- expect: no rows\nUPDATE t SET a = 1;\n", 2, "cannot expect `no rows`"),
+        ("-- expect: rows >= 1\nINSERT INTO t VALUES (1) RETURNING *;\n", 2, "cannot expect"),
+    ],
+)
+def test_parse_errors_name_file_and_line(text: str, line: int, fragment: str) -> None:
+    with pytest.raises(errors.InputError) as info:
+        parse(text)
+    err = info.value
+    assert (err.file, err.line) == ("x.verify.sql", line)
+    assert fragment in err.message
+    assert err.hint
+    assert str(err).startswith(f"x.verify.sql:{line}: ")
+    assert err.exit_code == 2
+
+
+def test_unknown_form_hint_lists_the_valid_forms() -> None:
+    with pytest.raises(errors.InputError) as info:
+        parse("-- expect: exactly one\nSELECT 1;\n")
+    assert info.value.hint is not None
+    assert "no rows" in info.value.hint
+    assert "error ~ TEXT" in info.value.hint
+    assert "value = LITERAL" in info.value.hint
+
+
+def test_ordinary_comments_are_not_directives() -> None:
+    (check,) = parse("-- checks that nothing is odd\n-- check this by hand too\nSELECT 1;\n")
+    assert check.label == "SELECT 1;"
+    assert check.expect.kind == "succeeds"
+
+
+@pytest.mark.parametrize(
+    ("sql", "read_only"),
+    [
+        ("SELECT 1", True),
+        ("  select * from t", True),
+        ("VALUES (1)", True),
+        ("EXPLAIN QUERY PLAN SELECT * FROM t", True),
+        ("WITH x AS (SELECT 1) SELECT * FROM x", True),
+        ("WITH x AS (SELECT 'delete me' AS d) SELECT d FROM x", True),
+        ("WITH x AS (SELECT 1) DELETE FROM t WHERE id IN x", False),
+        ("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", False),
+        ("PRAGMA table_info(t)", True),
+        ("PRAGMA foreign_key_check", True),
+        ("PRAGMA user_version = 3", False),
+        ("PRAGMA optimize", False),
+        ("INSERT INTO t VALUES (1)", False),
+        ("REPLACE INTO t VALUES (1)", False),
+        ("UPDATE t SET a = 1", False),
+        ("DELETE FROM t", False),
+        ("CREATE TABLE t2 (a)", False),
+        ("DROP TABLE t", False),
+        ("", False),
+    ],
+)
+def test_is_read_only_is_conservative(sql: str, read_only: bool) -> None:
+    assert checks.is_read_only(sql) is read_only
+
+
+# --- running ------------------------------------------------------------------------
+
+
+@dataclass
+class SqliteBackend:
+    """A Backend over an in-memory sqlite3 database: one transaction per `run`.
+
+    `atomic=False` commits each statement on its own, like a database that does not
+    discard aborted batches. Every request is recorded.
+    """
+
+    atomic: bool = True
+    requests: list[tuple[list[str], bool]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.db = sqlite3.connect(":memory:", isolation_level=None)
+        self.db.execute("PRAGMA foreign_keys = ON")
+
+    @property
+    def info(self) -> DatabaseInfo:
+        return DatabaseInfo(uuid="test", name="test")
+
+    @property
+    def is_remote(self) -> bool:
+        return False
+
+    def run(self, statements: Sequence[Statement], *, read_only: bool = False) -> list[QueryResult]:
+        self.requests.append(([s.sql for s in statements], read_only))
+        out: list[QueryResult] = []
+        if self.atomic:
+            self.db.execute("BEGIN")
+        for index, stmt in enumerate(statements):
+            try:
+                cursor = self.db.execute(stmt.sql, stmt.params)
+                rows = tuple(tuple(r) for r in cursor.fetchall())
+            except sqlite3.Error as exc:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise errors.SqlError(f"{exc}: SQLITE_ERROR", index=index) from exc
+            columns = tuple(d[0] for d in cursor.description or ())
+            out.append(QueryResult(columns=columns, rows=rows))
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
+        return out
+
+    def bookmark(self, at: datetime | None = None) -> str:
+        raise AssertionError("checks never ask for a bookmark")
+
+    def restore(self, bookmark: str) -> RestoreResult:
+        raise AssertionError("checks never restore")
+
+    def export(
+        self, options: ExportOptions, on_message: MessageCallback | None = None
+    ) -> ExportHandle:
+        raise AssertionError("checks never export")
+
+    def import_file(self, path: Path, on_message: MessageCallback | None = None) -> ImportResult:
+        raise AssertionError("checks never import")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def scalar(self, sql: str) -> object:
+        return self.db.execute(sql).fetchone()[0]
+
+
+@pytest.fixture
+def db() -> Iterator[SqliteBackend]:
+    backend = SqliteBackend()
+    backend.db.executescript(SCHEMA)
+    yield backend
+    backend.close()
+
+
+def outcomes(results: Sequence[checks.CheckResult]) -> list[tuple[bool, str]]:
+    return [(r.ok, r.outcome) for r in results]
+
+
+def test_every_read_expectation_is_judged(db: SqliteBackend) -> None:
+    text = """
+-- expect: no rows
+SELECT id FROM accounts WHERE balance < 0;
+-- expect: no rows
+SELECT id, name FROM accounts WHERE balance > 0;
+-- expect: rows = 3
+SELECT * FROM accounts;
+-- expect: rows = 2
+SELECT * FROM accounts;
+-- expect: rows >= 3
+SELECT * FROM accounts;
+-- expect: rows >= 4
+SELECT * FROM accounts;
+-- expect: rows <= 1
+SELECT * FROM accounts WHERE id = 1;
+-- expect: rows <= 1
+SELECT * FROM accounts;
+-- expect: value = 15
+SELECT sum(balance) FROM accounts;
+-- expect: value = 15.0
+SELECT sum(balance) FROM accounts;
+-- expect: value = 'it''s'
+SELECT name FROM accounts WHERE id = 3;
+-- expect: value = '15'
+SELECT sum(balance) FROM accounts;
+-- expect: value = NULL
+SELECT max(balance) FROM accounts WHERE id > 99;
+-- expect: value = 0
+SELECT id FROM accounts WHERE id > 99;
+SELECT 1 FROM accounts;
+"""
+    results = checks.run_checks(db, parse(text))
+    assert outcomes(results) == [
+        (True, "no rows"),
+        (False, "2 rows"),
+        (True, "3 rows"),
+        (False, "3 rows"),
+        (True, "3 rows"),
+        (False, "3 rows"),
+        (True, "1 row"),
+        (False, "3 rows"),
+        (True, "value 15"),
+        (True, "value 15"),
+        (True, "value 'it''s'"),
+        (False, "value 15"),
+        (True, "value NULL"),
+        (False, "no rows"),
+        (True, "succeeded, 3 rows"),
+    ]
+    failed = results[1]
+    assert failed.columns == ("id", "name")
+    assert failed.rows == ((1, "a"), (3, "it's"))
+    assert results[0].rows == ()  # passing checks carry no rows
+    assert all(r.probe is None for r in results)
+    # Everything went in one read-only request.
+    assert db.requests == [([c.sql for c in parse(text)], True)]
+
+
+def test_error_expectations_on_reads(db: SqliteBackend) -> None:
+    text = """
+-- expect: error
+SELECT * FROM missing;
+-- expect: error ~ NO SUCH TABLE
+SELECT * FROM missing;
+-- expect: error ~ syntax
+SELECT * FROM missing;
+-- expect: error
+SELECT 1;
+-- expect: value = 3
+SELECT count(*) FROM accounts;
+"""
+    results = checks.run_checks(db, parse(text))
+    assert outcomes(results) == [
+        (True, "error: no such table: missing: SQLITE_ERROR"),
+        (True, "error: no such table: missing: SQLITE_ERROR"),
+        (False, "error: no such table: missing: SQLITE_ERROR"),
+        (False, "succeeded, 1 row"),
+        (True, "value 3"),
+    ]
+    # Statements expected to fail each run alone; the rest share one request.
+    assert len(db.requests) == 5
+    assert all(read_only for _, read_only in db.requests)
+
+
+def test_a_failing_batch_falls_back_to_one_by_one(db: SqliteBackend) -> None:
+    text = """
+-- expect: value = 3
+SELECT count(*) FROM accounts;
+-- check: the table is there
+SELECT * FROM acounts;
+-- expect: no rows
+SELECT id FROM accounts WHERE balance < 0;
+"""
+    results = checks.run_checks(db, parse(text))
+    assert outcomes(results) == [
+        (True, "value 3"),
+        (False, "error: no such table: acounts: SQLITE_ERROR"),
+        (True, "no rows"),
+    ]
+    assert [len(sql) for sql, _ in db.requests] == [3, 1, 1, 1]
+
+
+def test_offending_rows_are_capped(db: SqliteBackend) -> None:
+    db.db.executescript(
+        "WITH RECURSIVE n(i) AS (SELECT 10 UNION ALL SELECT i + 1 FROM n WHERE i < 40)"
+        " INSERT INTO accounts (id, name, balance) SELECT i, 'n' || i, 1 FROM n;"
+    )
+    (result,) = checks.run_checks(db, parse("-- expect: no rows\nSELECT id, name FROM accounts;"))
+    assert result.outcome == "34 rows"
+    assert len(result.rows) == checks.ROW_SAMPLE == 10
+    assert result.rows[0] == (1, "a")
+    assert result.columns == ("id", "name")
+
+
+PROBES = """
+-- check: negative balances are refused
+-- expect: error ~ CHECK constraint failed: balance >= 0
+INSERT INTO accounts (name, balance) VALUES ('probe', -1000);
+-- check: ordinary rows are accepted
+INSERT INTO accounts (name, balance) VALUES ('probe', 1000);
+-- expect: error
+UPDATE accounts SET balance = 0;
+-- expect: error ~ UNIQUE
+INSERT INTO accounts (id, name, balance) VALUES (1, 'probe', 1);
+"""
+
+
+def test_write_probes_in_abort_mode_leave_nothing(db: SqliteBackend) -> None:
+    results = checks.run_checks(db, parse(PROBES))
+    assert [(r.ok, r.probe) for r in results] == [
+        (True, "abort"),
+        (True, "abort"),
+        (False, "abort"),
+        (True, "abort"),
+    ]
+    assert results[0].outcome == "error: CHECK constraint failed: balance >= 0: SQLITE_ERROR"
+    assert results[1].outcome == "succeeded (probe rolled back)"
+    assert results[2].outcome == "succeeded (probe rolled back)"
+    assert db.scalar("SELECT count(*) FROM accounts WHERE name = 'probe'") == 0
+    assert db.scalar("SELECT sum(balance) FROM accounts") == 15
+    assert checks.read_proof(db) is True
+    assert db.scalar("SELECT count(*) FROM _d1deploy_scratch") == 0
+
+
+def test_the_proof_runs_once_per_database(db: SqliteBackend) -> None:
+    checks.run_checks(db, parse(PROBES))
+    db.requests.clear()
+    checks.run_checks(db, parse(PROBES))
+    assert not any("_d1deploy_scratch" in sql for batch, _ in db.requests for sql in batch)
+
+
+def test_a_database_that_keeps_aborted_batches_gets_shadow_probes() -> None:
+    db = SqliteBackend(atomic=False)
+    db.db.executescript(SCHEMA)
+    assert checks.prove_aborted_batches(db) is False
+    # The proof cleaned up after itself and remembered the answer.
+    assert db.scalar("SELECT count(*) FROM _d1deploy_scratch") == 0
+    assert checks.read_proof(db) is False
+    results = checks.run_checks(db, parse(PROBES))
+    assert [(r.ok, r.probe) for r in results] == [
+        (True, "shadow"),
+        (True, "shadow"),
+        (False, "shadow"),
+        # The schema-only copy has no rows, so nothing conflicts with id 1 there.
+        (False, "shadow"),
+    ]
+    assert results[0].outcome == "error: CHECK constraint failed: balance >= 0: SQLITE_CONSTRAINT"
+    assert results[1].outcome == "succeeded (probe ran on a schema-only copy)"
+    assert db.scalar("SELECT count(*) FROM accounts WHERE name = 'probe'") == 0
+    assert db.scalar("SELECT sum(balance) FROM accounts") == 15
+    db.close()
+
+
+def test_plan_mode_writes_nothing_on_an_unproven_database(db: SqliteBackend) -> None:
+    results = checks.run_checks(db, parse(PROBES), allow_writes_proof=False)
+    assert {r.probe for r in results} == {"shadow"}
+    assert all(read_only for _, read_only in db.requests)
+    assert db.scalar("SELECT count(*) FROM sqlite_master WHERE name LIKE '_d1deploy%'") == 0
+
+
+def test_plan_mode_uses_a_proof_already_made(db: SqliteBackend) -> None:
+    assert checks.prove_aborted_batches(db) is True
+    results = checks.run_checks(db, parse(PROBES), allow_writes_proof=False)
+    assert {r.probe for r in results} == {"abort"}
+
+
+def test_shadow_copies_foreign_keys_views_and_triggers() -> None:
+    db = SqliteBackend(atomic=False)
+    db.db.executescript(
+        """
+        CREATE TABLE parent (id INTEGER PRIMARY KEY);
+        CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent(id));
+        CREATE INDEX child_parent ON child (parent_id);
+        CREATE VIEW v AS SELECT * FROM child;
+        CREATE TRIGGER no_zero BEFORE INSERT ON parent WHEN NEW.id = 0
+        BEGIN SELECT RAISE(ABORT, 'zero is reserved'); END;
+        """
+    )
+    text = """
+-- expect: error ~ FOREIGN KEY constraint failed
+INSERT INTO child (parent_id) VALUES (42);
+-- expect: error ~ zero is reserved
+INSERT INTO parent (id) VALUES (0);
+INSERT INTO parent (id) VALUES (7);
+"""
+    results = checks.run_checks(db, parse(text), allow_writes_proof=False)
+    assert outcomes(results) == [
+        (True, "error: FOREIGN KEY constraint failed: SQLITE_CONSTRAINT"),
+        (True, "error: zero is reserved: SQLITE_CONSTRAINT"),
+        (True, "succeeded (probe ran on a schema-only copy)"),
+    ]
+    db.close()
+
+
+def test_a_schema_the_shadow_cannot_copy_fails_the_probes_it_would_run() -> None:
+    db = SqliteBackend(atomic=False)
+    # The copy is made on a connection without this function.
+    db.db.create_function("d1_only", 1, lambda x: x)
+    db.db.execute("CREATE TABLE t (a INTEGER CHECK (d1_only(a) > 0))")
+    (result,) = checks.run_checks(db, parse("INSERT INTO t VALUES (1);"), allow_writes_proof=False)
+    assert not result.ok
+    assert result.outcome.startswith("not run: cannot copy table t locally: ")
+    db.close()
+
+
+class NoAbortBackend(SqliteBackend):
+    """A database whose forced abort does not fail (after lying to the proof)."""
+
+    def run(self, statements: Sequence[Statement], *, read_only: bool = False) -> list[QueryResult]:
+        kept = [s for s in statements if "d1deploy-abort" not in s.sql]
+        return super().run(kept, read_only=read_only)
+
+
+def test_a_probe_that_took_effect_is_an_error_not_a_result() -> None:
+    db = NoAbortBackend()
+    db.db.executescript(SCHEMA + checks._CREATE_META + ";")
+    db.db.execute("INSERT INTO _d1deploy_meta (key, value) VALUES (?, 'true')", (checks.PROOF_KEY,))
+    with pytest.raises(errors.ChangeFailed) as info:
+        checks.run_checks(db, parse("-- check: probe\nINSERT INTO accounts (balance) VALUES (1);"))
+    assert info.value.location == "x.verify.sql:2"
+    assert "took effect" in info.value.message
+    assert checks.PROOF_KEY in (info.value.hint or "")
+
+
+def test_the_proof_fails_when_the_abort_does_not_fire() -> None:
+    db = NoAbortBackend()
+    assert checks.prove_aborted_batches(db) is False
+    assert db.scalar("SELECT count(*) FROM _d1deploy_scratch") == 0
+
+
+def test_results_keep_the_order_of_the_checks(db: SqliteBackend) -> None:
+    text = """
+INSERT INTO accounts (name, balance) VALUES ('probe', 1);
+-- expect: error
+SELECT * FROM missing;
+SELECT 1;
+-- expect: error ~ CHECK
+UPDATE accounts SET balance = -1;
+-- expect: value = 3
+SELECT count(*) FROM accounts;
+"""
+    parsed = parse(text)
+    results = checks.run_checks(db, parsed)
+    assert [r.check for r in results] == parsed
+    assert all(r.ok for r in results)
