@@ -540,6 +540,8 @@ class _Shadow:
 
 
 def _d1_message(exc: sqlite3.Error) -> str:
-    """SQLite's message with the primary result code D1 appends, e.g. `...: SQLITE_CONSTRAINT`."""
+    """SQLite's message with the result class D1 appends (and the extended code, as D1
+    sometimes adds it), e.g. `...: SQLITE_CONSTRAINT (extended: SQLITE_CONSTRAINT_CHECK)`."""
     name = getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR"
-    return f"{exc}: {'_'.join(name.split('_')[:2])}"
+    code = "_".join(name.split("_")[:2])
+    return f"{exc}: {code}" + (f" (extended: {name})" if name != code else "")

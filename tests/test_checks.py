@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from d1deploy import checks, errors
+from d1deploy import checks, errors, guard
 from d1deploy.backend import (
+    Backend,
     DatabaseInfo,
     ExportHandle,
     ExportOptions,
@@ -19,14 +18,17 @@ from d1deploy.backend import (
     MessageCallback,
     QueryResult,
     RestoreResult,
+    SqlValue,
     Statement,
 )
 from d1deploy.checks import Check, Expectation
+from d1deploy.local import LocalBackend
 
-SCHEMA = """
-CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT, balance INTEGER CHECK (balance >= 0));
-INSERT INTO accounts (id, name, balance) VALUES (1, 'a', 10), (2, 'b', 0), (3, 'it''s', 5);
-"""
+SCHEMA = (
+    "CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT,"
+    " balance INTEGER CHECK (balance >= 0));\n"
+    "INSERT INTO accounts (id, name, balance) VALUES (1, 'a', 10), (2, 'b', 0), (3, 'it''s', 5);\n"
+)
 
 
 # --- parsing ------------------------------------------------------------------------
@@ -222,82 +224,87 @@ def test_is_read_only_is_conservative(sql: str, read_only: bool) -> None:
 # --- running ------------------------------------------------------------------------
 
 
-@dataclass
-class SqliteBackend:
-    """A Backend over an in-memory sqlite3 database: one transaction per `run`.
+class Recording:
+    """A Backend that records every request it passes on to another."""
 
-    `atomic=False` commits each statement on its own, like a database that does not
-    discard aborted batches. Every request is recorded.
-    """
-
-    atomic: bool = True
-    requests: list[tuple[list[str], bool]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.db = sqlite3.connect(":memory:", isolation_level=None)
-        self.db.execute("PRAGMA foreign_keys = ON")
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.requests: list[tuple[list[str], bool]] = []
 
     @property
     def info(self) -> DatabaseInfo:
-        return DatabaseInfo(uuid="test", name="test")
+        return self.inner.info
 
     @property
     def is_remote(self) -> bool:
-        return False
+        return self.inner.is_remote
 
     def run(self, statements: Sequence[Statement], *, read_only: bool = False) -> list[QueryResult]:
         self.requests.append(([s.sql for s in statements], read_only))
-        out: list[QueryResult] = []
-        if self.atomic:
-            self.db.execute("BEGIN")
-        for index, stmt in enumerate(statements):
-            try:
-                cursor = self.db.execute(stmt.sql, stmt.params)
-                rows = tuple(tuple(r) for r in cursor.fetchall())
-            except sqlite3.Error as exc:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                raise errors.SqlError(f"{exc}: SQLITE_ERROR", index=index) from exc
-            columns = tuple(d[0] for d in cursor.description or ())
-            out.append(QueryResult(columns=columns, rows=rows))
-        if self.db.in_transaction:
-            self.db.execute("COMMIT")
-        return out
+        return self.inner.run(statements, read_only=read_only)
 
     def bookmark(self, at: datetime | None = None) -> str:
-        raise AssertionError("checks never ask for a bookmark")
+        return self.inner.bookmark(at)
 
     def restore(self, bookmark: str) -> RestoreResult:
-        raise AssertionError("checks never restore")
+        return self.inner.restore(bookmark)
 
     def export(
         self, options: ExportOptions, on_message: MessageCallback | None = None
     ) -> ExportHandle:
-        raise AssertionError("checks never export")
+        return self.inner.export(options, on_message)
 
     def import_file(self, path: Path, on_message: MessageCallback | None = None) -> ImportResult:
-        raise AssertionError("checks never import")
+        return self.inner.import_file(path, on_message)
 
     def close(self) -> None:
-        self.db.close()
+        self.inner.close()
 
-    def scalar(self, sql: str) -> object:
-        return self.db.execute(sql).fetchone()[0]
+    def scalar(self, sql: str) -> SqlValue:
+        return self.inner.run([Statement(sql)], read_only=True)[0].first_value()
+
+    def script(self, sql: str) -> None:
+        self.inner.run([Statement(s) for s in sql.split(";\n") if s.strip()])
+
+
+class NoAbort(Recording):
+    """A database whose forced aborts never fire: it drops them from every batch."""
+
+    def run(self, statements: Sequence[Statement], *, read_only: bool = False) -> list[QueryResult]:
+        kept = [s for s in statements if guard.ABORT_MARKER not in s.sql]
+        return super().run(kept, read_only=read_only)
+
+
+class KeepsAbortedWrites(Recording):
+    """A database that commits what a batch did before the statement that failed."""
+
+    def run(self, statements: Sequence[Statement], *, read_only: bool = False) -> list[QueryResult]:
+        out: list[QueryResult] = []
+        for stmt in statements:
+            out += super().run([stmt], read_only=read_only)
+        return out
 
 
 @pytest.fixture
-def db() -> Iterator[SqliteBackend]:
-    backend = SqliteBackend()
-    backend.db.executescript(SCHEMA)
+def local(tmp_path: Path) -> Iterator[LocalBackend]:
+    backend = LocalBackend(tmp_path / "db.sqlite")
     yield backend
     backend.close()
+
+
+@pytest.fixture
+def db(local: LocalBackend) -> Recording:
+    backend = Recording(local)
+    backend.script(SCHEMA)
+    backend.requests.clear()
+    return backend
 
 
 def outcomes(results: Sequence[checks.CheckResult]) -> list[tuple[bool, str]]:
     return [(r.ok, r.outcome) for r in results]
 
 
-def test_every_read_expectation_is_judged(db: SqliteBackend) -> None:
+def test_every_read_expectation_is_judged(db: Recording) -> None:
     text = """
 -- expect: no rows
 SELECT id FROM accounts WHERE balance < 0;
@@ -356,7 +363,7 @@ SELECT 1 FROM accounts;
     assert db.requests == [([c.sql for c in parse(text)], True)]
 
 
-def test_error_expectations_on_reads(db: SqliteBackend) -> None:
+def test_error_expectations_on_reads(db: Recording) -> None:
     text = """
 -- expect: error
 SELECT * FROM missing;
@@ -382,7 +389,7 @@ SELECT count(*) FROM accounts;
     assert all(read_only for _, read_only in db.requests)
 
 
-def test_a_failing_batch_falls_back_to_one_by_one(db: SqliteBackend) -> None:
+def test_a_failing_batch_falls_back_to_one_by_one(db: Recording) -> None:
     text = """
 -- expect: value = 3
 SELECT count(*) FROM accounts;
@@ -400,10 +407,10 @@ SELECT id FROM accounts WHERE balance < 0;
     assert [len(sql) for sql, _ in db.requests] == [3, 1, 1, 1]
 
 
-def test_offending_rows_are_capped(db: SqliteBackend) -> None:
-    db.db.executescript(
+def test_offending_rows_are_capped(db: Recording) -> None:
+    db.script(
         "WITH RECURSIVE n(i) AS (SELECT 10 UNION ALL SELECT i + 1 FROM n WHERE i < 40)"
-        " INSERT INTO accounts (id, name, balance) SELECT i, 'n' || i, 1 FROM n;"
+        " INSERT INTO accounts (id, name, balance) SELECT i, 'n' || i, 1 FROM n"
     )
     (result,) = checks.run_checks(db, parse("-- expect: no rows\nSELECT id, name FROM accounts;"))
     assert result.outcome == "34 rows"
@@ -425,7 +432,7 @@ INSERT INTO accounts (id, name, balance) VALUES (1, 'probe', 1);
 """
 
 
-def test_write_probes_in_abort_mode_leave_nothing(db: SqliteBackend) -> None:
+def test_write_probes_in_abort_mode_leave_nothing(db: Recording) -> None:
     results = checks.run_checks(db, parse(PROBES))
     assert [(r.ok, r.probe) for r in results] == [
         (True, "abort"),
@@ -433,7 +440,10 @@ def test_write_probes_in_abort_mode_leave_nothing(db: SqliteBackend) -> None:
         (False, "abort"),
         (True, "abort"),
     ]
-    assert results[0].outcome == "error: CHECK constraint failed: balance >= 0: SQLITE_ERROR"
+    assert results[0].outcome == (
+        "error: CHECK constraint failed: balance >= 0: SQLITE_CONSTRAINT"
+        " (extended: SQLITE_CONSTRAINT_CHECK)"
+    )
     assert results[1].outcome == "succeeded (probe rolled back)"
     assert results[2].outcome == "succeeded (probe rolled back)"
     assert db.scalar("SELECT count(*) FROM accounts WHERE name = 'probe'") == 0
@@ -442,16 +452,16 @@ def test_write_probes_in_abort_mode_leave_nothing(db: SqliteBackend) -> None:
     assert db.scalar("SELECT count(*) FROM _d1deploy_scratch") == 0
 
 
-def test_the_proof_runs_once_per_database(db: SqliteBackend) -> None:
+def test_the_proof_runs_once_per_database(db: Recording) -> None:
     checks.run_checks(db, parse(PROBES))
     db.requests.clear()
     checks.run_checks(db, parse(PROBES))
     assert not any("_d1deploy_scratch" in sql for batch, _ in db.requests for sql in batch)
 
 
-def test_a_database_that_keeps_aborted_batches_gets_shadow_probes() -> None:
-    db = SqliteBackend(atomic=False)
-    db.db.executescript(SCHEMA)
+def test_a_database_that_keeps_aborted_batches_gets_shadow_probes(local: LocalBackend) -> None:
+    db = KeepsAbortedWrites(local)
+    db.script(SCHEMA)
     assert checks.prove_aborted_batches(db) is False
     # The proof cleaned up after itself and remembered the answer.
     assert db.scalar("SELECT count(*) FROM _d1deploy_scratch") == 0
@@ -464,37 +474,37 @@ def test_a_database_that_keeps_aborted_batches_gets_shadow_probes() -> None:
         # The schema-only copy has no rows, so nothing conflicts with id 1 there.
         (False, "shadow"),
     ]
-    assert results[0].outcome == "error: CHECK constraint failed: balance >= 0: SQLITE_CONSTRAINT"
+    # Shadow errors read like D1's (and the local backend's).
+    assert results[0].outcome == (
+        "error: CHECK constraint failed: balance >= 0: SQLITE_CONSTRAINT"
+        " (extended: SQLITE_CONSTRAINT_CHECK)"
+    )
     assert results[1].outcome == "succeeded (probe ran on a schema-only copy)"
     assert db.scalar("SELECT count(*) FROM accounts WHERE name = 'probe'") == 0
     assert db.scalar("SELECT sum(balance) FROM accounts") == 15
-    db.close()
 
 
-def test_plan_mode_writes_nothing_on_an_unproven_database(db: SqliteBackend) -> None:
+def test_plan_mode_writes_nothing_on_an_unproven_database(db: Recording) -> None:
     results = checks.run_checks(db, parse(PROBES), allow_writes_proof=False)
     assert {r.probe for r in results} == {"shadow"}
     assert all(read_only for _, read_only in db.requests)
     assert db.scalar("SELECT count(*) FROM sqlite_master WHERE name LIKE '_d1deploy%'") == 0
 
 
-def test_plan_mode_uses_a_proof_already_made(db: SqliteBackend) -> None:
+def test_plan_mode_uses_a_proof_already_made(db: Recording) -> None:
     assert checks.prove_aborted_batches(db) is True
     results = checks.run_checks(db, parse(PROBES), allow_writes_proof=False)
     assert {r.probe for r in results} == {"abort"}
 
 
-def test_shadow_copies_foreign_keys_views_and_triggers() -> None:
-    db = SqliteBackend(atomic=False)
-    db.db.executescript(
-        """
-        CREATE TABLE parent (id INTEGER PRIMARY KEY);
-        CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent(id));
-        CREATE INDEX child_parent ON child (parent_id);
-        CREATE VIEW v AS SELECT * FROM child;
-        CREATE TRIGGER no_zero BEFORE INSERT ON parent WHEN NEW.id = 0
-        BEGIN SELECT RAISE(ABORT, 'zero is reserved'); END;
-        """
+def test_shadow_copies_foreign_keys_views_and_triggers(db: Recording) -> None:
+    db.script(
+        "CREATE VIEW v AS SELECT * FROM child;\n"
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent(id));\n"
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY);\n"
+        "CREATE INDEX child_parent ON child (parent_id);\n"
+        "CREATE TRIGGER no_zero BEFORE INSERT ON parent WHEN NEW.id = 0"
+        " BEGIN SELECT RAISE(ABORT, 'zero is reserved'); END;\n"
     )
     text = """
 -- expect: error ~ FOREIGN KEY constraint failed
@@ -505,36 +515,42 @@ INSERT INTO parent (id) VALUES (7);
 """
     results = checks.run_checks(db, parse(text), allow_writes_proof=False)
     assert outcomes(results) == [
-        (True, "error: FOREIGN KEY constraint failed: SQLITE_CONSTRAINT"),
-        (True, "error: zero is reserved: SQLITE_CONSTRAINT"),
+        (
+            True,
+            "error: FOREIGN KEY constraint failed: SQLITE_CONSTRAINT"
+            " (extended: SQLITE_CONSTRAINT_FOREIGNKEY)",
+        ),
+        (True, "error: zero is reserved: SQLITE_CONSTRAINT (extended: SQLITE_CONSTRAINT_TRIGGER)"),
         (True, "succeeded (probe ran on a schema-only copy)"),
     ]
-    db.close()
+    assert db.scalar("SELECT count(*) FROM parent") == 0
 
 
-def test_a_schema_the_shadow_cannot_copy_fails_the_probes_it_would_run() -> None:
-    db = SqliteBackend(atomic=False)
-    # The copy is made on a connection without this function.
-    db.db.create_function("d1_only", 1, lambda x: x)
-    db.db.execute("CREATE TABLE t (a INTEGER CHECK (d1_only(a) > 0))")
-    (result,) = checks.run_checks(db, parse("INSERT INTO t VALUES (1);"), allow_writes_proof=False)
-    assert not result.ok
-    assert result.outcome.startswith("not run: cannot copy table t locally: ")
-    db.close()
-
-
-class NoAbortBackend(SqliteBackend):
-    """A database whose forced abort does not fail (after lying to the proof)."""
+class ForeignSchema(Recording):
+    """A database whose schema uses a function this SQLite does not have."""
 
     def run(self, statements: Sequence[Statement], *, read_only: bool = False) -> list[QueryResult]:
-        kept = [s for s in statements if "d1deploy-abort" not in s.sql]
-        return super().run(kept, read_only=read_only)
+        if "FROM sqlite_master" in statements[0].sql and "ORDER BY" in statements[0].sql:
+            sql = "CREATE TABLE t (a INTEGER CHECK (d1_only(a) > 0))"
+            return [QueryResult(("type", "name", "sql"), (("table", "t", sql),))]
+        return super().run(statements, read_only=read_only)
 
 
-def test_a_probe_that_took_effect_is_an_error_not_a_result() -> None:
-    db = NoAbortBackend()
-    db.db.executescript(SCHEMA + checks._CREATE_META + ";")
-    db.db.execute("INSERT INTO _d1deploy_meta (key, value) VALUES (?, 'true')", (checks.PROOF_KEY,))
+def test_a_schema_the_shadow_cannot_copy_fails_the_probes_it_would_run(
+    local: LocalBackend,
+) -> None:
+    db = ForeignSchema(local)
+    (result,) = checks.run_checks(db, parse("INSERT INTO t VALUES (1);"), allow_writes_proof=False)
+    assert not result.ok
+    assert result.outcome == (
+        "not run: cannot copy table t locally: no such function: d1_only: SQLITE_ERROR"
+    )
+
+
+def test_a_probe_that_took_effect_is_an_error_not_a_result(local: LocalBackend) -> None:
+    db = NoAbort(local)
+    db.script(SCHEMA)
+    assert checks.prove_aborted_batches(local) is True
     with pytest.raises(errors.ChangeFailed) as info:
         checks.run_checks(db, parse("-- check: probe\nINSERT INTO accounts (balance) VALUES (1);"))
     assert info.value.location == "x.verify.sql:2"
@@ -542,13 +558,13 @@ def test_a_probe_that_took_effect_is_an_error_not_a_result() -> None:
     assert checks.PROOF_KEY in (info.value.hint or "")
 
 
-def test_the_proof_fails_when_the_abort_does_not_fire() -> None:
-    db = NoAbortBackend()
+def test_the_proof_fails_when_the_abort_does_not_fire(local: LocalBackend) -> None:
+    db = NoAbort(local)
     assert checks.prove_aborted_batches(db) is False
     assert db.scalar("SELECT count(*) FROM _d1deploy_scratch") == 0
 
 
-def test_results_keep_the_order_of_the_checks(db: SqliteBackend) -> None:
+def test_results_keep_the_order_of_the_checks(db: Recording) -> None:
     text = """
 INSERT INTO accounts (name, balance) VALUES ('probe', 1);
 -- expect: error
