@@ -1,0 +1,270 @@
+"""The seed deployment in migrations/: the bot's base schema, migration 001 with its
+rollback, prechecks and verification, on fresh and realistic databases."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from d1deploy import checks
+from d1deploy.backend import Backend, SqlValue, Statement
+from d1deploy.local import LocalBackend
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+BASE = MIGRATIONS / "000_base_schema.sql"
+M001 = MIGRATIONS / "001_schema_enhancements.sql"
+ROLLBACK = MIGRATIONS / "001_rollback.sql"
+PRECHECK = MIGRATIONS / "001_schema_enhancements.precheck.sql"
+VERIFY = MIGRATIONS / "001_schema_enhancements.verify.sql"
+
+USER_TABLES = ("users", "user_deposits", "deposit_transactions")
+INDEXES = {
+    "idx_deposit_transactions_user",
+    "idx_deposit_transactions_status",
+    "sqlite_autoindex_user_deposits_1",
+    "sqlite_autoindex_users_1",
+}
+AUDIT_INDEXES = {"idx_audit_logs_telegram_created", "idx_audit_logs_action_created"}
+
+FIFTEEN_KOREAN = "가나다라마바사아자차카타파하거"
+FIFTEEN_ASCII = "ABCDEFGHIJKLMNO"
+
+REALISTIC_DATA = f"""
+INSERT INTO users (id, telegram_id, username, first_name, created_at) VALUES
+  (1, '123456', 'hong', '길동', '2025-12-01 09:00:00'),
+  (2, '654321', NULL, 'Kim', '2025-12-02 10:30:00'),
+  (3, '777', 'it''s_me', NULL, '2025-12-03 11:45:00');
+INSERT INTO user_deposits (id, user_id, balance, created_at, updated_at) VALUES
+  (1, 1, 15000, '2025-12-01 09:05:00', '2026-01-10 08:00:00'),
+  (2, 2, 0, '2025-12-02 10:31:00', '2025-12-02 10:31:00'),
+  (3, 3, 2500, '2025-12-03 11:46:00', '2026-01-15 22:10:00');
+INSERT INTO deposit_transactions
+  (id, user_id, type, amount, depositor_name, status, description, created_at, confirmed_at)
+VALUES
+  (1, 1, 'deposit', 5000, '홍길동', 'confirmed', NULL, '2026-01-10 07:55:00',
+   '2026-01-10 08:00:00'),
+  (2, 1, 'deposit', 10000, '{FIFTEEN_KOREAN}', 'confirmed', 'bank SMS', '2026-01-11 12:00:00',
+   '2026-01-11 12:01:00'),
+  (3, 2, 'deposit', 3000, '{FIFTEEN_ASCII}', 'pending', NULL, '2026-01-12 18:20:00', NULL),
+  (4, 3, 'withdrawal', -500, NULL, 'cancelled', 'user cancelled', '2026-01-15 22:00:00', NULL),
+  (5, 3, 'deposit', 3000, 'O''Brien', 'confirmed', NULL, '2026-01-15 22:05:00',
+   '2026-01-15 22:10:00');
+"""
+
+
+def statements(text: str) -> list[Statement]:
+    """Statements of a migration file, one per batch item (they hold no `;` in strings)."""
+    return [Statement(s) for s in re.split(r";\s*\n", text) if s.strip()]
+
+
+def apply(backend: Backend, path: Path) -> None:
+    """Apply a migration file as one batch, the way d1deploy sends it."""
+    backend.run(statements(path.read_text(encoding="utf-8")))
+
+
+def query(backend: Backend, sql: str) -> list[tuple[SqlValue, ...]]:
+    return list(backend.run([Statement(sql)], read_only=True)[0].rows)
+
+
+def schema(backend: Backend) -> set[tuple[SqlValue, ...]]:
+    """The user schema, with whitespace and identifier quoting normalised (a renamed
+    table's CREATE TABLE reads `"name"`)."""
+    rows = query(
+        backend,
+        "SELECT type, name, tbl_name, sql FROM sqlite_master"
+        " WHERE name NOT LIKE '\\_d1deploy%' ESCAPE '\\' AND name <> 'd1_migrations'",
+    )
+    return {
+        (kind, name, table, None if sql is None else " ".join(str(sql).replace('"', "").split()))
+        for kind, name, table, sql in rows
+    }
+
+
+def data(backend: Backend) -> dict[str, list[tuple[SqlValue, ...]]]:
+    return {t: query(backend, f"SELECT * FROM {t} ORDER BY id") for t in USER_TABLES}
+
+
+def index_names(backend: Backend) -> set[SqlValue]:
+    return {row[0] for row in query(backend, "SELECT name FROM sqlite_master WHERE type='index'")}
+
+
+def run_file(backend: Backend, path: Path) -> list[checks.CheckResult]:
+    return checks.run_checks(backend, checks.parse_check_file(path, display_name=path.name))
+
+
+def failures(results: list[checks.CheckResult]) -> list[str]:
+    return [r.check.label for r in results if not r.ok]
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[LocalBackend]:
+    backend = LocalBackend(tmp_path / "bot.sqlite")
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def base(local: LocalBackend) -> LocalBackend:
+    apply(local, BASE)
+    # IF NOT EXISTS: applying it over the schema it describes changes nothing.
+    apply(local, BASE)
+    return local
+
+
+@pytest.fixture
+def populated(base: LocalBackend) -> LocalBackend:
+    base.run(statements(REALISTIC_DATA))
+    return base
+
+
+def test_every_seed_file_parses() -> None:
+    prechecks = checks.parse_check_file(PRECHECK)
+    verify = checks.parse_check_file(VERIFY)
+    assert [c.label for c in prechecks] == [
+        "no negative balances",
+        "no depositor names over 15 characters",
+        "audit_logs does not exist yet",
+    ]
+    probes = [c for c in verify if c.writes]
+    assert [c.sql.splitlines()[0] for c in probes] == [
+        "INSERT INTO user_deposits (user_id, balance) VALUES (999999, -1000);",
+        "INSERT INTO deposit_transactions (user_id, amount, depositor_name)",
+        "INSERT INTO deposit_transactions (user_id, amount, depositor_name)",
+    ]
+    assert [c.expect.describe() for c in probes] == [
+        "error ~ CHECK constraint failed: balance >= 0",
+        "error ~ CHECK constraint failed: length(depositor_name) <= 15",
+        "succeeds",
+    ]
+
+
+def test_fresh_database_takes_the_whole_deployment(base: LocalBackend) -> None:
+    assert not failures(run_file(base, PRECHECK))
+    apply(base, M001)
+    assert index_names(base) == INDEXES | AUDIT_INDEXES
+    results = run_file(base, VERIFY)
+    assert not failures(results)
+    assert {r.probe for r in results if r.check.writes} == {"abort"}
+    assert query(base, "SELECT count(*) FROM user_deposits") == [(0,)]
+    assert query(base, "SELECT count(*) FROM deposit_transactions") == [(0,)]
+
+
+def test_001_keeps_every_row_and_index(populated: LocalBackend) -> None:
+    before = data(populated)
+    assert not failures(run_file(populated, PRECHECK))
+    apply(populated, M001)
+    assert data(populated) == before
+    assert index_names(populated) == INDEXES | AUDIT_INDEXES
+    assert not failures(run_file(populated, VERIFY))
+    # The constraints are live for the bot's own writes, not only for the probes.
+    names = query(populated, "SELECT depositor_name FROM deposit_transactions ORDER BY id")
+    assert (FIFTEEN_KOREAN,) in names
+    assert (FIFTEEN_ASCII,) in names
+
+
+def test_the_audit_log_answers_the_seeds_queries(populated: LocalBackend) -> None:
+    apply(populated, M001)
+    populated.run(
+        [
+            Statement(
+                "INSERT INTO audit_logs (user_id, telegram_id, action, resource_type,"
+                " resource_id, details) VALUES (1, '123456', 'deposit_confirmed',"
+                " 'deposit_transaction', '1', json_object('amount', 5000,"
+                " 'depositor_name', '홍길동'))"
+            )
+        ]
+    )
+    today = query(
+        populated,
+        "SELECT COUNT(*), SUM(json_extract(details, '$.amount')) FROM audit_logs"
+        " WHERE action = 'deposit_confirmed' AND date(created_at) = date('now')",
+    )
+    assert today == [(1, 5000)]
+    plan = query(
+        populated,
+        "EXPLAIN QUERY PLAN SELECT action, details, created_at FROM audit_logs"
+        " WHERE telegram_id = '123456' ORDER BY created_at DESC LIMIT 10",
+    )
+    assert any("idx_audit_logs_telegram_created" in str(row[-1]) for row in plan)
+
+
+def test_rollback_restores_the_exact_pre_001_schema_and_data(populated: LocalBackend) -> None:
+    schema_before, data_before = schema(populated), data(populated)
+    apply(populated, M001)
+    assert schema(populated) != schema_before
+    apply(populated, ROLLBACK)
+    assert schema(populated) == schema_before
+    assert data(populated) == data_before
+    # The seed's own rollback checks: audit_logs gone, negative balances accepted again.
+    assert query(populated, "SELECT COUNT(*) FROM sqlite_master WHERE name='audit_logs'") == [(0,)]
+    populated.run([Statement("INSERT INTO user_deposits (user_id, balance) VALUES (999, -500)")])
+
+
+def test_a_negative_balance_blocks_the_deployment_until_fixed(populated: LocalBackend) -> None:
+    populated.run([Statement("UPDATE user_deposits SET balance = -300 WHERE id = 2")])
+    results = run_file(populated, PRECHECK)
+    assert failures(results) == ["no negative balances"]
+    failed = results[0]
+    assert failed.outcome == "1 row"
+    assert failed.columns == ("id", "user_id", "balance")
+    assert failed.rows == ((2, 2, -300),)
+    assert failed.check.location == "001_schema_enhancements.precheck.sql:6"
+    populated.run([Statement("UPDATE user_deposits SET balance = 0 WHERE id = 2")])
+    assert not failures(run_file(populated, PRECHECK))
+
+
+def test_a_16_character_name_blocks_the_deployment_until_fixed(populated: LocalBackend) -> None:
+    long_name = FIFTEEN_KOREAN + "너"
+    populated.run(
+        [Statement("UPDATE deposit_transactions SET depositor_name = ? WHERE id = 2", (long_name,))]
+    )
+    results = run_file(populated, PRECHECK)
+    assert failures(results) == ["no depositor names over 15 characters"]
+    failed = results[1]
+    assert failed.columns == ("id", "depositor_name", "len")
+    assert failed.rows == ((2, long_name, 16),)
+    populated.run(
+        [Statement("UPDATE deposit_transactions SET depositor_name = ? WHERE id = 2", ("홍길동",))]
+    )
+    assert not failures(run_file(populated, PRECHECK))
+
+
+def test_prechecks_refuse_a_second_run_of_001(populated: LocalBackend) -> None:
+    apply(populated, M001)
+    assert failures(run_file(populated, PRECHECK)) == ["audit_logs does not exist yet"]
+
+
+def without_checks(tmp_path: Path) -> Path:
+    """Migration 001 as someone might have botched it: the balance CHECK left out."""
+    text = M001.read_text(encoding="utf-8")
+    broken = text.replace(" CHECK (balance >= 0)", "")
+    assert broken != text
+    path = tmp_path / "001_schema_enhancements.sql"
+    path.write_text(broken, encoding="utf-8")
+    shutil.copy(VERIFY, tmp_path / VERIFY.name)
+    return path
+
+
+def assert_verify_catches_the_missing_check(backend: Backend, tmp_path: Path) -> None:
+    apply(backend, BASE)
+    backend.run(statements(REALISTIC_DATA))
+    apply(backend, without_checks(tmp_path))
+    results = run_file(backend, tmp_path / VERIFY.name)
+    assert failures(results) == ["a negative balance is refused"]
+    (probe,) = [r for r in results if not r.ok]
+    assert probe.outcome.startswith("succeeded (probe")
+    assert probe.check.location == f"{VERIFY.name}:7"
+    # The probe that succeeded left nothing behind.
+    assert query(backend, "SELECT count(*) FROM user_deposits WHERE balance = -1000") == [(0,)]
+    assert query(backend, "SELECT count(*) FROM user_deposits WHERE user_id = 999999") == [(0,)]
+    assert query(backend, "SELECT count(*) FROM deposit_transactions WHERE user_id = 999999") == [
+        (0,)
+    ]
+
+
+def test_verify_fails_when_001_omits_the_check(local: LocalBackend, tmp_path: Path) -> None:
+    assert_verify_catches_the_missing_check(local, tmp_path)
