@@ -1,0 +1,755 @@
+"""backup.py: backup files (atomic, 0600, sidecar, retried downloads), restores from them,
+and Time Travel restore points, against a fake backend, the local backend and the emulator."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from d1deploy import __version__, backup, errors, ledger
+from d1deploy.backend import (
+    Backend,
+    DatabaseInfo,
+    ExportHandle,
+    ExportOptions,
+    ImportResult,
+    MessageCallback,
+    QueryResult,
+    RestoreResult,
+    SqlValue,
+    Statement,
+)
+from d1deploy.client import D1Client
+from d1deploy.local import LocalBackend
+from d1deploy.remote import RemoteBackend
+from tests.emulator.api import SIGNED_PREFIX, D1Emulator, RecordedRequest
+
+Row = tuple[SqlValue, ...]
+NOW = datetime(2024, 5, 1, 12, 30, 45, tzinfo=UTC)
+
+# Everything a dump must carry across: blobs, NULLs, unicode, quotes, newlines, reals,
+# a quoted table name, an index, a trigger and a view.
+SOURCE_SQL = """
+CREATE TABLE user_deposits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER NOT NULL,
+    depositor_name TEXT,
+    balance INTEGER NOT NULL DEFAULT 0 CHECK (balance >= 0),
+    rate REAL,
+    avatar BLOB
+);
+CREATE TABLE "audit log" (id INTEGER PRIMARY KEY, deposit_id INTEGER
+    REFERENCES user_deposits(id) ON DELETE CASCADE, note TEXT);
+CREATE INDEX idx_deposits_user ON user_deposits(user_id);
+CREATE VIEW rich AS SELECT user_id FROM user_deposits WHERE balance > 100;
+CREATE TRIGGER audit_insert AFTER INSERT ON user_deposits BEGIN
+    INSERT INTO "audit log" (deposit_id, note) VALUES (NEW.id, 'created; ok');
+END;
+INSERT INTO user_deposits (user_id, depositor_name, balance, rate, avatar) VALUES
+    (1, '홍길동', 1000, 0.1, X'00ff10'),
+    (2, NULL, 0, NULL, NULL),
+    (3, 'O''Brien "the" quote', 5, -1.5e-300, X''),
+    (4, 'line one
+line two' || char(13) || 'cr', 7, 3.0, zeroblob(3));
+"""
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def local_db(path: Path, sql: str = "") -> LocalBackend:
+    db = LocalBackend(path)
+    if sql:
+        script = path.with_suffix(".seed.sql")
+        script.write_text(sql, encoding="utf-8")
+        db.import_file(script)
+    return db
+
+
+def snapshot(db: Backend) -> tuple[list[Row], dict[str, list[Row]]]:
+    """The user schema and every table's rows, comparable across databases."""
+    (schema,) = db.run(
+        [
+            Statement(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master"
+                " WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+                " AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\' ORDER BY type, name"
+            )
+        ],
+        read_only=True,
+    )
+    rows = {}
+    for kind, name, _tbl, _sql in schema.rows:
+        if kind == "table":
+            quoted = '"' + str(name).replace('"', '""') + '"'
+            (result,) = db.run(
+                [Statement(f"SELECT * FROM {quoted} ORDER BY rowid")], read_only=True
+            )
+            rows[str(name)] = list(result.rows)
+    return list(schema.rows), rows
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@dataclass
+class FakeBackend:
+    """Serves a fixed dump; `cut` attempts end short (by error, or silently when
+    `silent_cut` and the size is announced); `tables` are what the target holds."""
+
+    dump: bytes = b"PRAGMA defer_foreign_keys=TRUE;\nCREATE TABLE t (x);\n" * 50
+    cut: int = 0
+    silent_cut: bool = False
+    remote: bool = False
+    tables: tuple[str, ...] = ()
+    export_error: errors.D1DeployError | None = None
+    download_error: BaseException | None = None
+    downloads: int = 0
+    imported: list[bytes] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+
+    @property
+    def info(self) -> DatabaseInfo:
+        return DatabaseInfo(uuid="0000-uuid", name="prod-db")
+
+    @property
+    def is_remote(self) -> bool:
+        return self.remote
+
+    def run(self, statements: Sequence[Statement], *, read_only: bool = False) -> list[QueryResult]:
+        assert read_only
+        (stmt,) = statements
+        assert "sqlite_master" in stmt.sql
+        if "count(*)" in stmt.sql:  # the history table lookup: the fake has none
+            return [QueryResult(columns=("n",), rows=((0,),))]
+        return [QueryResult(columns=("name",), rows=tuple((t,) for t in self.tables))]
+
+    def bookmark(self, at: datetime | None = None) -> str:
+        return "bm-at" if at else "bm-now"
+
+    def restore(self, bookmark: str) -> RestoreResult:
+        self.restored.append(bookmark)
+        return RestoreResult(bookmark="bm-new")
+
+    def export(
+        self, options: ExportOptions, on_message: MessageCallback | None = None
+    ) -> ExportHandle:
+        if on_message:
+            on_message("Generating prod-db.sql")
+        if self.export_error:
+            raise self.export_error
+        return ExportHandle(
+            bookmark="bm-export",
+            filename="prod-db.sql",
+            size=len(self.dump) if self.silent_cut else None,
+            download=self._download,
+        )
+
+    def _download(self) -> Iterator[bytes]:
+        self.downloads += 1
+        half = len(self.dump) // 2
+        yield self.dump[:half]
+        if self.download_error is not None:
+            raise self.download_error
+        if self.downloads <= self.cut:
+            if self.silent_cut:
+                return
+            raise errors.DownloadError("connection closed after 100 of 200 bytes")
+        yield self.dump[half:]
+
+    def import_file(self, path: Path, on_message: MessageCallback | None = None) -> ImportResult:
+        self.imported.append(path.read_bytes())
+        return ImportResult(num_queries=3, rows_written=2, final_bookmark="bm-final")
+
+    def close(self) -> None:
+        pass
+
+
+def run_backup(
+    db: Backend, tmp_path: Path, **kwargs: object
+) -> tuple[backup.BackupResult, list[str]]:
+    said: list[str] = []
+    result = backup.backup(
+        db,
+        dest=kwargs.pop("dest", None),  # type: ignore[arg-type]
+        backup_dir=tmp_path / "backups",
+        notify=said.append,
+        now=lambda: NOW,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return result, said
+
+
+# --- backup files -------------------------------------------------------------------
+
+
+def test_backup_writes_dump_and_sidecar_private_and_consistent(tmp_path: Path) -> None:
+    db = FakeBackend()
+    progress: list[tuple[int, int | None]] = []
+    result, said = run_backup(
+        db, tmp_path, on_bytes=lambda done, total: progress.append((done, total))
+    )
+
+    assert result.path == tmp_path / "backups" / "prod-db-20240501T123045Z.sql"
+    assert result.path.read_bytes() == db.dump
+    assert result.sidecar == tmp_path / "backups" / "prod-db-20240501T123045Z.sql.json"
+    assert mode(result.path) == 0o600 and mode(result.sidecar) == 0o600
+    assert files_in(tmp_path / "backups") == [result.path.name, result.sidecar.name]
+    assert progress[-1] == (len(db.dump), None)
+    assert "Generating prod-db.sql" in said
+    assert not any("blocks" in line for line in said)  # the warning is for D1 only
+
+    side = json.loads(result.sidecar.read_text())
+    assert side == {
+        "format": "d1-sql-dump",
+        "tool": f"d1deploy {__version__}",
+        "database": {"name": "prod-db", "uuid": "0000-uuid"},
+        "bookmark": "bm-export",
+        "created_at": "2024-05-01T12:30:45Z",
+        "bytes": len(db.dump),
+        "sha256": hashlib.sha256(db.dump).hexdigest(),
+        "options": {"no_data": False, "no_schema": False, "tables": [], "gzip": False},
+    }
+    assert result.sha256 == side["sha256"] and result.bytes == side["bytes"]
+    assert result.attempts == 1 and result.bookmark == "bm-export"
+
+    parsed = backup.verify_backup(result.path)
+    assert parsed.sha256 == result.sha256
+    assert parsed.created_at == NOW
+    assert (parsed.database_name, parsed.database_uuid) == ("prod-db", "0000-uuid")
+
+
+def test_remote_backup_warns_first_that_queries_are_blocked(tmp_path: Path) -> None:
+    _, said = run_backup(FakeBackend(remote=True), tmp_path)
+    assert "blocks every query to prod-db" in said[0]
+
+
+def test_gzip_backup_is_hashed_as_written_and_records_options(tmp_path: Path) -> None:
+    db = FakeBackend()
+    opts = ExportOptions(no_data=True, tables=("t", "u"))
+    result, _ = run_backup(db, tmp_path, gzip=True, options=opts)
+
+    assert result.path.name == "prod-db-20240501T123045Z.sql.gz"
+    on_disk = result.path.read_bytes()
+    assert gzip.decompress(on_disk) == db.dump
+    assert result.sha256 == hashlib.sha256(on_disk).hexdigest()
+    assert result.bytes == len(on_disk) < len(db.dump)
+    side = backup.verify_backup(result.path)
+    assert side.gzip and side.options == opts
+
+
+def test_explicit_destination_and_gzip_name_mismatch(tmp_path: Path) -> None:
+    dest = tmp_path / "nested" / "dir" / "mine.sql"
+    result, _ = run_backup(FakeBackend(), tmp_path, dest=dest)
+    assert result.path == dest and dest.exists()
+
+    db = FakeBackend()
+    with pytest.raises(errors.UsageError, match="gzip"):
+        run_backup(db, tmp_path, dest=tmp_path / "other.sql", gzip=True)
+    with pytest.raises(errors.UsageError, match="gzip"):
+        run_backup(db, tmp_path, dest=tmp_path / "other.sql.gz")
+    assert db.downloads == 0
+
+
+def test_refuses_to_overwrite_an_existing_backup_before_exporting(tmp_path: Path) -> None:
+    dest = tmp_path / "keep.sql"
+    dest.write_bytes(b"precious")
+    db = FakeBackend(export_error=errors.ServerError("export must not run"))
+    with pytest.raises(errors.UsageError, match="already exists") as caught:
+        run_backup(db, tmp_path, dest=dest)
+    assert caught.value.hint
+    assert dest.read_bytes() == b"precious"
+
+
+def test_leftover_sidecar_is_not_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "b.sql.json").write_text("{}")
+    with pytest.raises(errors.UsageError, match=r"b\.sql\.json already exists"):
+        run_backup(FakeBackend(), tmp_path, dest=tmp_path / "b.sql")
+    assert files_in(tmp_path) == ["b.sql.json"]
+
+
+def test_destination_created_during_the_download_is_not_overwritten(tmp_path: Path) -> None:
+    dest = tmp_path / "race.sql"
+
+    class Racing(FakeBackend):
+        def _download(self) -> Iterator[bytes]:
+            dest.write_bytes(b"theirs")
+            yield from super()._download()
+
+    with pytest.raises(errors.UsageError, match="already exists"):
+        run_backup(Racing(), tmp_path, dest=dest)
+    assert dest.read_bytes() == b"theirs"
+    assert files_in(tmp_path) == ["race.sql"]
+
+
+def test_leftover_part_file_is_reported_and_left_alone(tmp_path: Path) -> None:
+    dest = tmp_path / "b.sql"
+    part = tmp_path / "b.sql.part"
+    part.write_bytes(b"someone else's")
+    with pytest.raises(errors.UsageError, match=r"b\.sql\.part already exists"):
+        run_backup(FakeBackend(), tmp_path, dest=dest)
+    assert part.read_bytes() == b"someone else's"
+    assert not dest.exists()
+
+
+def test_truncated_download_is_retried_from_the_start(tmp_path: Path) -> None:
+    db = FakeBackend(cut=2)
+    result, said = run_backup(db, tmp_path, attempts=3)
+    assert db.downloads == 3 and result.attempts == 3
+    assert result.path.read_bytes() == db.dump
+    assert backup.verify_backup(result.path).bytes == len(db.dump)
+    assert sum("starting it again" in line for line in said) == 2
+
+
+def test_silently_short_download_is_caught_by_the_announced_size(tmp_path: Path) -> None:
+    db = FakeBackend(cut=1, silent_cut=True)
+    result, _ = run_backup(db, tmp_path)
+    assert db.downloads == 2
+    assert result.path.read_bytes() == db.dump
+
+
+@pytest.mark.parametrize("silent", [False, True])
+def test_download_failing_every_time_leaves_nothing(tmp_path: Path, silent: bool) -> None:
+    db = FakeBackend(cut=99, silent_cut=silent)
+    with pytest.raises(errors.DownloadError, match="failed 2 times") as caught:
+        run_backup(db, tmp_path, attempts=2)
+    assert caught.value.exit_code == 4
+    assert db.downloads == 2
+    assert files_in(tmp_path / "backups") == []
+
+
+def test_other_failure_while_writing_removes_the_part_file(tmp_path: Path) -> None:
+    db = FakeBackend(download_error=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        run_backup(db, tmp_path)
+    assert db.downloads == 1  # only download errors are retried
+    assert files_in(tmp_path / "backups") == []
+
+
+def test_export_failure_leaves_no_files_and_explains_fts5(tmp_path: Path) -> None:
+    fts = errors.SqlError("D1 Export error: cannot export databases with Virtual Tables (fts5)")
+    with pytest.raises(errors.SqlError) as caught:
+        run_backup(FakeBackend(export_error=fts), tmp_path)
+    assert caught.value.hint and "Time Travel" in caught.value.hint
+    assert files_in(tmp_path / "backups") == []
+
+    with pytest.raises(errors.PollTimeout):
+        run_backup(FakeBackend(export_error=errors.PollTimeout("export poll")), tmp_path)
+    assert files_in(tmp_path / "backups") == []
+
+
+def test_sidecar_write_failure_removes_the_dump(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(path: Path, data: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(backup, "_write_json_atomically", boom)
+    with pytest.raises(OSError, match="No space"):
+        run_backup(FakeBackend(), tmp_path)
+    assert files_in(tmp_path / "backups") == []
+
+
+# --- reading and verifying ------------------------------------------------------------
+
+
+@pytest.fixture
+def made(tmp_path: Path) -> backup.BackupResult:
+    return run_backup(FakeBackend(), tmp_path)[0]
+
+
+def test_verify_rejects_a_tampered_or_truncated_dump(made: backup.BackupResult) -> None:
+    data = made.path.read_bytes()
+    made.path.write_bytes(data.replace(b"CREATE TABLE t", b"CREATE TABLE u", 1))
+    with pytest.raises(errors.InputError, match="damaged") as caught:
+        backup.verify_backup(made.path)
+    assert caught.value.exit_code == 2 and caught.value.hint
+    made.path.write_bytes(data[:-10])
+    with pytest.raises(errors.InputError, match="damaged"):
+        backup.verify_backup(made.path)
+
+
+def test_missing_sidecar_means_not_a_backup(made: backup.BackupResult) -> None:
+    made.sidecar.unlink()
+    with pytest.raises(errors.InputError, match="not a d1deploy backup") as caught:
+        backup.verify_backup(made.path)
+    assert caught.value.hint
+
+
+def test_sidecar_path_given_instead_of_the_dump(made: backup.BackupResult) -> None:
+    with pytest.raises(errors.InputError) as caught:
+        backup.read_sidecar(made.sidecar)
+    assert caught.value.hint and made.path.name in caught.value.hint
+
+
+def test_missing_dump_with_sidecar(made: backup.BackupResult) -> None:
+    made.path.unlink()
+    with pytest.raises(errors.InputError, match="missing"):
+        backup.verify_backup(made.path)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: "not json",
+        lambda d: json.dumps([d]),
+        lambda d: json.dumps({**d, "format": "other"}),
+        lambda d: json.dumps({**d, "sha256": "xyz"}),
+        lambda d: json.dumps({**d, "bytes": True}),
+        lambda d: json.dumps({**d, "created_at": "yesterday"}),
+        lambda d: json.dumps({k: v for k, v in d.items() if k != "database"}),
+    ],
+)
+def test_malformed_sidecar_is_refused(
+    made: backup.BackupResult, damage: Callable[[dict[str, object]], str]
+) -> None:
+    made.sidecar.write_text(damage(json.loads(made.sidecar.read_text())))
+    with pytest.raises(errors.InputError, match="not a d1deploy backup sidecar"):
+        backup.read_sidecar(made.path)
+
+
+# --- restore from a backup ------------------------------------------------------------
+
+
+def test_restore_refuses_a_non_empty_target_unless_forced(made: backup.BackupResult) -> None:
+    target = FakeBackend(tables=("d1_migrations", "users"))
+    with pytest.raises(errors.Refused, match="2 tables") as caught:
+        backup.restore_from_backup(target, made.path)
+    assert caught.value.exit_code == 5
+    assert caught.value.hint and "--force" in caught.value.hint
+    assert target.imported == []
+
+    said: list[str] = []
+    result = backup.restore_from_backup(target, made.path, force=True, notify=said.append)
+    assert target.imported == [made.path.read_bytes()]
+    assert result.tables_before == ("d1_migrations", "users")
+    assert result.bookmark_before == "bm-now"
+    assert any("restore --bookmark bm-now" in line for line in said)
+    assert (result.num_queries, result.rows_written, result.final_bookmark) == (3, 2, "bm-final")
+
+
+def test_data_only_backup_into_existing_tables_says_force_is_expected(tmp_path: Path) -> None:
+    made, _ = run_backup(FakeBackend(), tmp_path, options=ExportOptions(no_schema=True))
+    with pytest.raises(errors.Refused, match="1 table ") as caught:
+        backup.restore_from_backup(FakeBackend(tables=("t",)), made.path)
+    assert caught.value.hint and "data only" in caught.value.hint
+
+
+def test_restore_refuses_a_tampered_backup_before_touching_the_target(
+    made: backup.BackupResult,
+) -> None:
+    made.path.write_bytes(made.path.read_bytes() + b"DROP TABLE t;\n")
+    target = FakeBackend()
+    with pytest.raises(errors.InputError, match="damaged"):
+        backup.restore_from_backup(target, made.path)
+    assert target.imported == []
+
+
+def test_restore_gunzips_into_a_temporary_file_it_removes(tmp_path: Path) -> None:
+    source = FakeBackend()
+    made, _ = run_backup(source, tmp_path, gzip=True)
+    seen: list[Path] = []
+
+    class Target(FakeBackend):
+        def import_file(
+            self, path: Path, on_message: MessageCallback | None = None
+        ) -> ImportResult:
+            seen.append(path)
+            assert mode(path) == 0o600
+            return super().import_file(path, on_message)
+
+    target = Target()
+    result = backup.restore_from_backup(target, made.path)
+    assert target.imported == [source.dump]
+    assert result.source.gzip and result.tables_before == ()
+    assert not seen[0].exists()
+
+
+def test_restore_reports_a_gzip_backup_that_is_not_gzip(tmp_path: Path) -> None:
+    made, _ = run_backup(FakeBackend(), tmp_path)
+    side = json.loads(made.sidecar.read_text())
+    side["options"]["gzip"] = True
+    made.sidecar.write_text(json.dumps(side))
+    with pytest.raises(errors.InputError, match="not valid gzip"):
+        backup.restore_from_backup(FakeBackend(), made.path)
+
+
+# --- round trips through the local backend ---------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_local_backup_restores_into_an_empty_database_identically(tmp_path: Path, gz: bool) -> None:
+    source = local_db(tmp_path / "src.sqlite", SOURCE_SQL)
+    made, _ = run_backup(source, tmp_path, gzip=gz)
+    assert made.bookmark
+
+    target = local_db(tmp_path / "fresh.sqlite")
+    result = backup.restore_from_backup(target, made.path)
+    assert result.num_queries > 8
+    assert snapshot(target) == snapshot(source)
+    rows = snapshot(target)[1]["user_deposits"]
+    assert rows[0][2] == "홍길동" and rows[0][5] == b"\x00\xff\x10"
+    assert rows[1][2:] == (None, 0, None, None)
+    assert rows[3][2] == "line one\nline two\rcr"
+
+    with pytest.raises(errors.Refused, match=r"2 tables \(audit log, user_deposits\)"):
+        backup.restore_from_backup(target, made.path)
+
+
+def test_local_backup_of_a_table_subset(tmp_path: Path) -> None:
+    source = local_db(tmp_path / "src.sqlite", SOURCE_SQL)
+    made, _ = run_backup(source, tmp_path, options=ExportOptions(tables=("user_deposits",)))
+    target = local_db(tmp_path / "fresh.sqlite")
+    backup.restore_from_backup(target, made.path)
+    assert backup.user_tables(target) == ("user_deposits",)
+
+
+def test_local_fts5_export_failure_keeps_its_own_hint(tmp_path: Path) -> None:
+    source = local_db(tmp_path / "src.sqlite", "CREATE VIRTUAL TABLE docs USING fts5(body);")
+    with pytest.raises(errors.SqlError, match="Virtual Tables") as caught:
+        run_backup(source, tmp_path)
+    assert caught.value.hint
+    assert files_in(tmp_path / "backups") == []
+
+
+# --- Time Travel -----------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def count(db: Backend, table: str = "user_deposits") -> object:
+    (result,) = db.run([Statement(f"SELECT count(*) FROM {table}")], read_only=True)
+    return result.first_value()
+
+
+def test_restore_point_by_bookmark_returns_the_local_database_there(tmp_path: Path) -> None:
+    clock = Clock(NOW)
+    db = LocalBackend(tmp_path / "db.sqlite", clock=clock)
+    db.run([Statement(s) for s in ("CREATE TABLE user_deposits (id INTEGER PRIMARY KEY)",)])
+    db.run([Statement("INSERT INTO user_deposits VALUES (1)")])
+    mark = db.bookmark()
+    clock.now += timedelta(minutes=5)
+    db.run([Statement("INSERT INTO user_deposits VALUES (2)")])
+
+    point = backup.describe_restore_point(db, bookmark=mark, timestamp=None, now=clock)
+    assert point.bookmark == mark and not point.is_current
+    assert point.point_in_time is None and point.span is None  # no history to date it
+    result = backup.restore_point(db, point)
+    assert count(db) == 1
+    assert result.previous_bookmark == point.current_bookmark
+
+    # The previous bookmark is the undo.
+    undo = backup.describe_restore_point(
+        db, bookmark=result.previous_bookmark, timestamp=None, now=clock
+    )
+    backup.restore_point(db, undo)
+    assert count(db) == 2
+
+
+def test_restore_point_by_timestamp_reports_the_span(tmp_path: Path) -> None:
+    clock = Clock(NOW)
+    db = LocalBackend(tmp_path / "db.sqlite", clock=clock)
+    db.run([Statement("CREATE TABLE user_deposits (id INTEGER PRIMARY KEY)")])
+    mark = db.bookmark()
+    clock.now += timedelta(hours=2)
+    db.run([Statement("INSERT INTO user_deposits VALUES (1)")])
+    db.bookmark()
+    clock.now += timedelta(hours=1)
+
+    point = backup.describe_restore_point(
+        db, bookmark=None, timestamp=NOW + timedelta(hours=1), now=clock
+    )
+    assert point.bookmark == mark
+    assert point.span == timedelta(hours=2)
+    backup.restore_point(db, point)
+    assert count(db) == 0
+
+
+def test_restore_point_dates_a_bookmark_from_the_history(tmp_path: Path) -> None:
+    db = local_db(tmp_path / "db.sqlite")
+    db.run([Statement(ledger.CREATE_HISTORY)])
+    insert = (
+        f"INSERT INTO {ledger.HISTORY_TABLE} (name, event, bookmark_before, duration_ms, at)"
+        " VALUES (?, ?, ?, ?, ?)"
+    )
+    db.run(
+        [
+            Statement(insert, ("000_base.sql", "apply", "bm-0", 3, "2024-04-01T00:00:00.000Z")),
+            Statement(insert, ("001_x.sql", "apply", "bm-1", 5, "2024-05-01T10:30:45.000Z")),
+            Statement(insert, ("002_y.sql", "apply", "bm-1", 7, "2024-05-01T10:30:46.000Z")),
+            Statement(insert, ("003_torn.sql", "apply", "bm-1", None, "2024-05-01T10:31:00Z")),
+        ]
+    )
+    point = backup.describe_restore_point(db, bookmark="bm-1", timestamp=None, now=lambda: NOW)
+    assert point.migrations_since == ("001_x.sql", "002_y.sql")
+    assert point.point_in_time == datetime(2024, 5, 1, 10, 30, 45, tzinfo=UTC)
+    assert point.span == timedelta(hours=2)
+
+    unknown = backup.describe_restore_point(db, bookmark="bm-9", timestamp=None, now=lambda: NOW)
+    assert unknown.migrations_since == () and unknown.span is None
+
+
+def test_restore_point_arguments_are_checked(tmp_path: Path) -> None:
+    db = FakeBackend()
+    with pytest.raises(errors.UsageError, match="exactly one"):
+        backup.describe_restore_point(db, bookmark=None, timestamp=None)
+    with pytest.raises(errors.UsageError, match="exactly one"):
+        backup.describe_restore_point(db, bookmark="b", timestamp=NOW)
+    with pytest.raises(errors.UsageError, match="future"):
+        backup.describe_restore_point(
+            db, bookmark=None, timestamp=NOW + timedelta(seconds=1), now=lambda: NOW
+        )
+    naive = backup.describe_restore_point(
+        db, bookmark=None, timestamp=datetime(2024, 5, 1, 12), now=lambda: NOW
+    )
+    assert naive.bookmark == "bm-at" and naive.span == timedelta(minutes=30, seconds=45)
+    result = backup.restore_point(db, naive)
+    assert db.restored == ["bm-at"] and result.previous_bookmark == "bm-now"
+
+
+# --- the emulator, through the REST client -----------------------------------------------
+
+
+@pytest.fixture
+def remote(emulator: D1Emulator) -> Iterator[Callable[[str], RemoteBackend]]:
+    """Opens a new emulated D1 database through the real client."""
+    opened: list[RemoteBackend] = []
+
+    def make(name: str) -> RemoteBackend:
+        ref = emulator.create_database(name)
+        client = D1Client(
+            token=emulator.token,
+            account_id=emulator.account_id,
+            base_url=emulator.base_url,
+            transport=emulator.transport(),
+            sleep=lambda _seconds: None,
+        )
+        db = RemoteBackend(client, DatabaseInfo(uuid=ref.uuid, name=name))
+        opened.append(db)
+        return db
+
+    yield make
+    for db in opened:
+        db.close()
+
+
+def seeded_remote(remote: Callable[[str], RemoteBackend], tmp_path: Path) -> RemoteBackend:
+    db = remote("prod")
+    script = tmp_path / "seed.sql"
+    script.write_text(SOURCE_SQL, encoding="utf-8")
+    db.import_file(script)
+    return db
+
+
+def signed_requests(emulator: D1Emulator) -> list[RecordedRequest]:
+    return [r for r in emulator.requests if r.path.startswith(SIGNED_PREFIX)]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_emulator_backup_restores_identically_without_leaking_the_token(
+    emulator: D1Emulator,
+    remote: Callable[[str], RemoteBackend],
+    tmp_path: Path,
+    gz: bool,
+) -> None:
+    source = seeded_remote(remote, tmp_path)
+    made, said = run_backup(source, tmp_path, gzip=gz)
+    assert "blocks every query to prod" in said[0]
+    assert backup.verify_backup(made.path).bookmark == made.bookmark
+    assert mode(made.path) == 0o600 and mode(made.sidecar) == 0o600
+
+    fresh = remote("fresh")
+    result = backup.restore_from_backup(fresh, made.path)
+    assert result.final_bookmark and result.num_queries > 8
+    assert snapshot(fresh) == snapshot(source)
+
+    local = local_db(tmp_path / "copy.sqlite")
+    backup.restore_from_backup(local, made.path)
+    assert snapshot(local) == snapshot(source)
+
+    # The export download and the import upload both went to presigned URLs, bare.
+    methods = sorted(r.method for r in signed_requests(emulator))
+    assert methods.count("GET") == 1 and methods.count("PUT") == 2
+    assert all("authorization" not in r.headers for r in signed_requests(emulator))
+    assert emulator.auth_leaks == 0
+
+
+def test_emulator_truncated_download_is_retried_to_a_verified_file(
+    emulator: D1Emulator, remote: Callable[[str], RemoteBackend], tmp_path: Path
+) -> None:
+    source = seeded_remote(remote, tmp_path)
+    emulator.faults.add("GET", "^/__signed/exports/", truncate=100, times=1)
+    made, said = run_backup(source, tmp_path)
+    assert made.attempts == 2
+    assert any("starting it again" in line for line in said)
+    assert backup.verify_backup(made.path).bytes == made.bytes > 100
+
+
+def test_emulator_download_truncated_every_time_leaves_nothing(
+    emulator: D1Emulator, remote: Callable[[str], RemoteBackend], tmp_path: Path
+) -> None:
+    source = seeded_remote(remote, tmp_path)
+    emulator.faults.add("GET", "^/__signed/exports/", truncate=100)
+    with pytest.raises(errors.DownloadError) as caught:
+        run_backup(source, tmp_path, attempts=3)
+    assert caught.value.exit_code == 4
+    assert len([r for r in signed_requests(emulator) if r.method == "GET"]) == 3
+    assert files_in(tmp_path / "backups") == []
+
+
+def test_emulator_export_failure_leaves_nothing(
+    emulator: D1Emulator, remote: Callable[[str], RemoteBackend], tmp_path: Path
+) -> None:
+    source = seeded_remote(remote, tmp_path)
+    emulator.faults.add(export_fails="D1 Export error: out of cheese")
+    with pytest.raises(errors.D1DeployError, match="out of cheese"):
+        run_backup(source, tmp_path)
+    assert files_in(tmp_path / "backups") == []
+
+
+def test_emulator_refuses_to_restore_into_a_non_empty_database(
+    remote: Callable[[str], RemoteBackend], tmp_path: Path
+) -> None:
+    source = seeded_remote(remote, tmp_path)
+    made, _ = run_backup(source, tmp_path)
+    with pytest.raises(errors.Refused, match="2 tables"):
+        backup.restore_from_backup(source, made.path)
+
+
+def test_emulator_time_travel_by_bookmark_and_undo(
+    remote: Callable[[str], RemoteBackend], tmp_path: Path
+) -> None:
+    db = seeded_remote(remote, tmp_path)
+    before = snapshot(db)
+    mark = db.bookmark()
+    db.run([Statement("DELETE FROM user_deposits WHERE user_id > 1")])
+    after = snapshot(db)
+    assert after != before
+
+    point = backup.describe_restore_point(db, bookmark=mark, timestamp=None)
+    assert not point.is_current
+    result = backup.restore_point(db, point)
+    assert snapshot(db) == before
+    assert result.previous_bookmark
+
+    undo = backup.describe_restore_point(db, bookmark=result.previous_bookmark, timestamp=None)
+    backup.restore_point(db, undo)
+    assert snapshot(db) == after
