@@ -1,0 +1,77 @@
+"""`RemoteBackend`: the `Backend` protocol over the D1 REST API.
+
+A thin adapter: every method delegates to `client.D1Client` for the one database it was
+opened on. Its only logic is pointing a failed statement's `SqlError` at its file and
+line when the failing statement is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from d1deploy import errors
+from d1deploy.backend import (
+    DatabaseInfo,
+    ExportHandle,
+    ExportOptions,
+    ImportResult,
+    MessageCallback,
+    QueryResult,
+    RestoreResult,
+    Statement,
+)
+from d1deploy.client import D1Client
+
+
+class RemoteBackend:
+    """A D1 database reached through `client`; `info` says which one."""
+
+    def __init__(self, client: D1Client, info: DatabaseInfo) -> None:
+        self._client = client
+        self._info = info
+
+    @property
+    def info(self) -> DatabaseInfo:
+        return self._info
+
+    @property
+    def is_remote(self) -> bool:
+        return True
+
+    def run(self, statements: Sequence[Statement], *, read_only: bool = False) -> list[QueryResult]:
+        try:
+            return self._client.query(self._info.uuid, statements, read_only=read_only)
+        except errors.SqlError as err:
+            # A REST batch failure does not say which item failed; with one statement
+            # there is no doubt. The client sets `index` when D1 does say (per item).
+            index = err.index if err.index is not None else 0 if len(statements) == 1 else None
+            if index is None or not 0 <= index < len(statements) or err.file is not None:
+                raise
+            stmt = statements[index]
+            raise errors.SqlError(
+                err.message,
+                sqlite_code=err.sqlite_code,
+                index=index,
+                hint=err.hint,
+                file=stmt.file,
+                line=stmt.line,
+            ) from err
+
+    def bookmark(self, at: datetime | None = None) -> str:
+        return self._client.bookmark(self._info.uuid, at)
+
+    def restore(self, bookmark: str) -> RestoreResult:
+        return self._client.restore(self._info.uuid, bookmark=bookmark)
+
+    def export(
+        self, options: ExportOptions, on_message: MessageCallback | None = None
+    ) -> ExportHandle:
+        return self._client.export(self._info.uuid, options, on_message)
+
+    def import_file(self, path: Path, on_message: MessageCallback | None = None) -> ImportResult:
+        return self._client.import_file(self._info.uuid, path, on_message)
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,893 @@
+"""D1Client against a scripted in-process transport: request shapes, error mapping,
+retries with recorded (never real) sleeps, polling flows and signed-URL transfers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+
+from d1deploy import errors
+from d1deploy.backend import ExportOptions, Statement
+from d1deploy.client import DEFAULT_BASE_URL, D1Client, RateGate, validate_base_url
+
+TOKEN = "tok-SECRET-123"
+ACCOUNT = "acc123"
+BASE = "https://api.test/client/v4"
+DB = "0b6b1c5e-1111-2222-3333-444455556666"
+ROOT = f"{BASE}/accounts/{ACCOUNT}/d1/database"
+SIGNED = "https://r2.test/bucket/dump.sql"
+SIGNED_QUERY = "?X-Amz-Signature=sig-SECRET&X-Amz-Expires=3600"
+SPEC_FILE = Path("/work/shared/reference/cloudflare-d1-openapi.json")
+
+Reply = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
+
+
+class Fake:
+    """A scripted server: replies per (method, url without query), the last one repeats."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], list[Reply]] = {}
+        self.requests: list[httpx.Request] = []
+
+    def on(self, method: str, url: str, *replies: Reply) -> None:
+        self.routes.setdefault((method, url), []).extend(replies)
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        url = request.url.copy_with(query=None)
+        queue = self.routes[(request.method, str(url))]
+        reply = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply(request) if callable(reply) else reply
+
+    def to(self, url: str) -> list[httpx.Request]:
+        return [r for r in self.requests if str(r.url.copy_with(query=None)) == url]
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake() -> Fake:
+    return Fake()
+
+
+@pytest.fixture
+def ft() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def make(fake: Fake, ft: FakeTime) -> Iterator[Callable[..., D1Client]]:
+    made: list[D1Client] = []
+
+    def build(**kw: Any) -> D1Client:
+        options: dict[str, Any] = {
+            "token": TOKEN,
+            "account_id": ACCOUNT,
+            "base_url": BASE,
+            "transport": httpx.MockTransport(fake.handler),
+            "sleep": ft.sleep,
+            "clock": ft.clock,
+            "jitter": lambda: 0.0,
+        }
+        options.update(kw)
+        client = D1Client(**options)
+        made.append(client)
+        return client
+
+    yield build
+    for client in made:
+        client.close()
+
+
+def ok(result: Any, status: int = 200, **extra: Any) -> httpx.Response:
+    body = {"success": True, "errors": [], "messages": [], "result": result, **extra}
+    return httpx.Response(status, json=body)
+
+
+def fail(
+    status: int, code: int, message: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    body = {"success": False, "errors": [{"code": code, "message": message}], "messages": []}
+    return httpx.Response(status, json={**body, "result": None}, headers=headers)
+
+
+def body(request: httpx.Request) -> Any:
+    return json.loads(request.content)
+
+
+def row(n: int = 1) -> dict[str, Any]:
+    return {"success": True, "results": [{"n": n}], "meta": {"duration": 0.5, "changes": 0}}
+
+
+def request_schema(path: str) -> dict[str, Any]:
+    """A request-body schema from Cloudflare's OpenAPI, with its $refs resolvable."""
+    spec = json.loads(SPEC_FILE.read_text())
+    op = spec["paths"][f"/accounts/{{account_id}}/d1/database{path}"]["post"]
+    schema = op["requestBody"]["content"]["application/json"]["schema"]
+    return {**schema, "components": spec["components"]}
+
+
+def select(n: int = 1) -> list[Statement]:
+    return [Statement(f"SELECT {n} AS n")]
+
+
+# -- base URL and token ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (DEFAULT_BASE_URL, DEFAULT_BASE_URL),
+        ("https://proxy.example/cf/client/v4/", "https://proxy.example/cf/client/v4"),
+        ("http://127.0.0.1:8787/client/v4", "http://127.0.0.1:8787/client/v4"),
+        ("http://127.9.9.9/client/v4", "http://127.9.9.9/client/v4"),
+        ("http://localhost:1/client/v4/", "http://localhost:1/client/v4"),
+        ("http://[::1]:8787/client/v4", "http://[::1]:8787/client/v4"),
+    ],
+)
+def test_base_url_accepted(url: str, expected: str) -> None:
+    assert validate_base_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://api.cloudflare.com/client/v4", "unencrypted"),
+        ("http://10.0.0.1/client/v4", "unencrypted"),
+        ("ftp://127.0.0.1/client/v4", "not an http(s) URL"),
+        ("api.cloudflare.com/client/v4", "not an http(s) URL"),
+        ("https://api.cloudflare.com/", "/client/v4"),
+        ("https://api.cloudflare.com/client/v3", "/client/v4"),
+    ],
+)
+def test_base_url_refused(url: str, why: str) -> None:
+    with pytest.raises(errors.UsageError) as info:
+        validate_base_url(url)
+    assert why in str(info.value)
+    assert info.value.hint and "loopback" in info.value.hint
+
+
+def test_constructor_validates_base_url() -> None:
+    with pytest.raises(errors.UsageError):
+        D1Client(token=TOKEN, account_id=ACCOUNT, base_url="http://example.com/client/v4")
+
+
+@pytest.mark.parametrize(
+    "token", ["tok-SECRET-123…", "tok-SECRET-123\u2019x", "tok-SÉCRET-123", " tok"]
+)
+def test_unusable_token_refused_without_echo(token: str) -> None:
+    with pytest.raises(errors.UsageError) as info:
+        D1Client(token=token, account_id=ACCOUNT)
+    assert "SECRET" not in str(info.value) and "SECRET" not in repr(info.value)
+    assert "SECRET" not in (info.value.hint or "")
+
+
+def test_copy_paste_character_named_as_such() -> None:
+    with pytest.raises(errors.UsageError, match="copy-paste"):
+        D1Client(token="abc…", account_id=ACCOUNT)
+
+
+def test_api_headers_and_context_manager(fake: Fake, make: Callable[..., D1Client]) -> None:
+    fake.on("GET", f"{ROOT}/{DB}", ok({"uuid": DB, "name": "prod"}))
+    with make() as client:
+        client.get_database(DB)
+    sent = fake.requests[0]
+    assert sent.headers["authorization"] == f"Bearer {TOKEN}"
+    assert sent.headers["content-type"] == "application/json"
+    assert sent.headers["user-agent"].startswith("d1deploy/")
+    with pytest.raises(RuntimeError):
+        client.get_database(DB)
+
+
+# -- databases ------------------------------------------------------------------------------
+def db(name: str, n: int = 0) -> dict[str, Any]:
+    return {"uuid": f"00000000-0000-0000-0000-{n:012d}", "name": name, "version": "production"}
+
+
+def test_list_pages_until_total_count(fake: Fake, make: Callable[..., D1Client]) -> None:
+    dbs = [db(f"db{i}", i) for i in range(25)]
+    fake.on(
+        "GET",
+        ROOT,
+        *(
+            ok(dbs[i : i + 10], result_info={"page": p, "per_page": 10, "total_count": 25})
+            for p, i in enumerate(range(0, 30, 10), 1)
+        ),
+    )
+    found = make().list_databases(per_page=10)
+    assert [d.name for d in found] == [d["name"] for d in dbs]
+    assert found[3].uuid == dbs[3]["uuid"] and found[3].version == "production"
+    pages = [dict(r.url.params) for r in fake.requests]
+    assert pages == [{"page": str(p), "per_page": "10"} for p in (1, 2, 3)]
+    spec = json.loads(SPEC_FILE.read_text())
+    parameters = spec["paths"]["/accounts/{account_id}/d1/database"]["get"]["parameters"]
+    schema = {
+        "type": "object",
+        "properties": {p["name"]: p["schema"] for p in parameters if p["in"] == "query"},
+        "additionalProperties": False,
+    }
+    for params in pages:
+        jsonschema.validate({k: float(v) for k, v in params.items()}, schema)
+
+
+def test_list_stops_on_exact_total_and_on_short_page(
+    fake: Fake, make: Callable[..., D1Client]
+) -> None:
+    full = [db(f"a{i}", i) for i in range(10)]
+    fake.on("GET", ROOT, ok(full, result_info={"total_count": 10}), ok([]))
+    assert len(make().list_databases(per_page=10)) == 10
+    assert len(fake.requests) == 1
+    fake.routes.clear()
+    fake.on("GET", ROOT, ok(full), ok(full[:3]), ok([]))
+    assert len(make().list_databases("a", per_page=10)) == 13
+    assert [r.url.params["name"] for r in fake.requests[1:]] == ["a", "a"]
+
+
+def test_get_database_details(fake: Fake, make: Callable[..., D1Client]) -> None:
+    details = {**db("prod"), "num_tables": 4, "file_size": 12288, "created_at": "2024-01-01"}
+    fake.on("GET", f"{ROOT}/{DB}", ok(details))
+    info = make().get_database(DB)
+    assert (info.name, info.num_tables, info.file_size, info.created_at) == (
+        "prod",
+        4,
+        12288,
+        "2024-01-01",
+    )
+
+
+def test_resolve_name_matches_exactly(fake: Fake, make: Callable[..., D1Client]) -> None:
+    fake.on("GET", ROOT, ok([db("prod-db-2", 2), db("prod-db", 1)]))
+    info = make().resolve_database("prod-db")
+    assert info.name == "prod-db" and info.uuid.endswith("1")
+    assert fake.requests[0].url.params["name"] == "prod-db"
+
+
+def test_resolve_uuid_gets(fake: Fake, make: Callable[..., D1Client]) -> None:
+    fake.on("GET", f"{ROOT}/{DB}", ok({"uuid": DB, "name": "prod"}))
+    assert make().resolve_database(DB).name == "prod"
+
+
+def test_resolve_not_found_lists_existing_names(fake: Fake, make: Callable[..., D1Client]) -> None:
+    existing = [db(f"other{i}", i) for i in range(25)]
+    fake.on("GET", ROOT, ok([db("prod-db-2")]), ok(existing, result_info={"total_count": 25}))
+    with pytest.raises(errors.NotFound) as info:
+        make().resolve_database("prod-db")
+    message = str(info.value)
+    assert "'prod-db' not found" in message
+    assert "other0" in message and "other19" in message and "other20" not in message
+    assert "(and 5 more)" in message
+    assert "name" not in fake.requests[1].url.params
+
+
+def test_resolve_unknown_uuid_lists_names(fake: Fake, make: Callable[..., D1Client]) -> None:
+    fake.on("GET", f"{ROOT}/{DB}", fail(404, 7404, "Not Found"))
+    fake.on("GET", ROOT, ok([]))
+    with pytest.raises(errors.NotFound, match="has no D1 databases"):
+        make().resolve_database(DB)
+
+
+# -- query ----------------------------------------------------------------------------------
+def test_query_request_and_results(fake: Fake, make: Callable[..., D1Client]) -> None:
+    results = [
+        {
+            "success": True,
+            "results": [],
+            "meta": {
+                "changes": 1,
+                "rows_read": 0,
+                "rows_written": 2,
+                "duration": 0.25,
+                "last_row_id": 7,
+                "served_by": "v3-prod",
+            },
+        },
+        {
+            "success": True,
+            "results": [
+                {"id": 1, "name": "a", "data": [0, 255, 16], "score": 1.5},
+                {"id": 2, "name": None, "data": [], "score": None},
+            ],
+            "meta": {"rows_read": 2},
+        },
+    ]
+    fake.on("POST", f"{ROOT}/{DB}/query", ok(results))
+    got = make().query(
+        DB,
+        [
+            Statement("INSERT INTO t (a, b, c, d) VALUES (?, ?, ?, ?)", (1, "x", None, 2.5)),
+            Statement("SELECT id, name, data, score FROM t"),
+        ],
+    )
+    assert body(fake.requests[0]) == {
+        "batch": [
+            {
+                "sql": "INSERT INTO t (a, b, c, d) VALUES (?, ?, ?, ?)",
+                "params": [1, "x", None, 2.5],
+            },
+            {"sql": "SELECT id, name, data, score FROM t"},
+        ]
+    }
+    first, second = got
+    assert (first.changes, first.rows_written, first.duration_ms, first.last_row_id) == (
+        1,
+        2,
+        0.25,
+        7,
+    )
+    assert second.columns == ("id", "name", "data", "score")
+    assert second.rows == ((1, "a", b"\x00\xff\x10", 1.5), (2, None, b"", None))
+    assert second.rows_read == 2 and second.last_row_id is None
+
+
+def test_query_batch_items_fit_the_published_query_schema(
+    fake: Fake, make: Callable[..., D1Client]
+) -> None:
+    fake.on("POST", f"{ROOT}/{DB}/query", ok([row(), row()]))
+    make().query(DB, [Statement("SELECT ?", ("a",)), Statement("SELECT 2")], read_only=True)
+    schema = request_schema("/{database_id}/query")
+    for item in body(fake.requests[0])["batch"]:
+        jsonschema.validate(item, schema)
+
+
+def test_query_blob_param_refused_before_sending(fake: Fake, make: Callable[..., D1Client]) -> None:
+    with pytest.raises(errors.InputError) as info:
+        make().query(DB, [Statement("INSERT INTO t VALUES (?)", (b"\x00",), "m.sql", 3)])
+    assert info.value.location == "m.sql:3" and "X'" in (info.value.hint or "")
+    assert fake.requests == []
+
+
+def test_query_nothing_sends_nothing(fake: Fake, make: Callable[..., D1Client]) -> None:
+    assert make().query(DB, []) == []
+    assert fake.requests == []
+
+
+def test_query_item_failure_inside_success_envelope(
+    fake: Fake, make: Callable[..., D1Client]
+) -> None:
+    bad = {"success": False, "error": "no such table: x: SQLITE_ERROR"}
+    fake.on("POST", f"{ROOT}/{DB}/query", ok([row(), bad]))
+    with pytest.raises(errors.SqlError) as info:
+        make().query(DB, [Statement("SELECT 1"), Statement("SELECT * FROM x")])
+    assert info.value.index == 1 and info.value.sqlite_code == "SQLITE_ERROR"
+
+
+def test_query_result_count_mismatch_is_malformed(
+    fake: Fake, make: Callable[..., D1Client]
+) -> None:
+    fake.on("POST", f"{ROOT}/{DB}/query", ok([row()]))
+    with pytest.raises(errors.ServerError, match="1 results for 2 statements"):
+        make().query(DB, [Statement("SELECT 1"), Statement("SELECT 2")])
+
+
+# -- error mapping --------------------------------------------------------------------------
+HTML = {"content-type": "text/html"}
+
+
+@pytest.mark.parametrize(
+    ("response", "kind", "text"),
+    [
+        (fail(400, 7500, "no such table: events: SQLITE_ERROR"), errors.SqlError, "no such"),
+        (fail(400, 7500, "incomplete input: SQLITE_ERROR [code: 7500]"), errors.SqlError, "inc"),
+        (fail(500, 7500, "UNIQUE constraint failed: t.a: SQLITE_CONSTRAINT"), errors.SqlError, "U"),
+        (fail(400, 9106, "Missing X-Auth-Key"), errors.AuthError, "token was refused"),
+        (fail(403, 10000, "Authentication error"), errors.AuthError, "Authentication error"),
+        (fail(403, 7403, "account is not valid"), errors.AuthError, "not valid"),
+        (fail(401, 1000, "Unauthorized"), errors.AuthError, "Unauthorized"),
+        (fail(404, 7404, "Not Found"), errors.NotFound, "not found"),
+        (fail(200, 7404, "Not Found"), errors.NotFound, "not found"),
+        (fail(429, 971, "D1 DB is overloaded"), errors.RateLimited, "overloaded"),
+        (fail(500, 7500, "internal error; reference = e_1"), errors.ServerError, "HTTP 500"),
+        (fail(503, 1, "unavailable"), errors.ServerError, "HTTP 503"),
+        (fail(200, 1234, "odd"), errors.ServerError, "odd"),
+        (fail(400, 7406, "System limit reached"), errors.UsageError, "System limit"),
+        (
+            httpx.Response(502, text="<html>bad gateway</html>", headers=HTML),
+            errors.ServerError,
+            "malformed",
+        ),
+        (httpx.Response(200, text="not json"), errors.ServerError, "malformed"),
+        (httpx.Response(200, json={"result": []}), errors.ServerError, "malformed"),
+        (
+            httpx.Response(403, text="<html>", headers={**HTML, "cf-mitigated": "challenge"}),
+            errors.AuthError,
+            "challenge",
+        ),
+        (httpx.ConnectError("connection refused"), errors.NetworkError, "could not reach"),
+        (httpx.ReadTimeout("timed out"), errors.NetworkError, "ReadTimeout"),
+    ],
+)
+def test_error_mapping(
+    fake: Fake,
+    make: Callable[..., D1Client],
+    response: Reply,
+    kind: type[errors.D1DeployError],
+    text: str,
+) -> None:
+    fake.on("POST", f"{ROOT}/{DB}/query", response)
+    with pytest.raises(errors.D1DeployError) as info:
+        make(max_attempts=1).query(DB, select())
+    err = info.value
+    assert type(err) is kind
+    assert text in str(err)
+    if kind is errors.SqlError:
+        assert isinstance(err, errors.SqlError) and err.sqlite_code is not None
+        assert str(err) == err.message == response.json()["errors"][0]["message"]  # type: ignore[union-attr]
+    else:
+        assert str(err).startswith(f"query on database {DB}")
+    if kind is errors.AuthError and "challenge" not in text:
+        assert err.hint and "Account > D1 > Edit" in err.hint
+    for shown in (str(err), repr(err), err.hint or ""):
+        assert TOKEN not in shown
+
+
+def test_sqlite_code_of_extended_form(fake: Fake, make: Callable[..., D1Client]) -> None:
+    text = (
+        "FOREIGN KEY constraint failed: SQLITE_CONSTRAINT (extended: SQLITE_CONSTRAINT_FOREIGNKEY)"
+    )
+    fake.on("POST", f"{ROOT}/{DB}/query", fail(400, 7500, text))
+    with pytest.raises(errors.SqlError) as info:
+        make().query(DB, select())
+    assert info.value.sqlite_code == "SQLITE_CONSTRAINT" and info.value.message == text
+    assert len(fake.requests) == 1
+
+
+def test_echoed_token_is_redacted(fake: Fake, make: Callable[..., D1Client]) -> None:
+    fake.on("GET", f"{ROOT}/{DB}", fail(400, 1001, f"bad header: Bearer {TOKEN}"))
+    fake.on(
+        "POST",
+        f"{ROOT}/{DB}/query",
+        ok([{"success": False, "error": f"near {TOKEN}: syntax error: SQLITE_ERROR"}]),
+    )
+    client = make()
+    for call in (lambda: client.get_database(DB), lambda: client.query(DB, select())):
+        with pytest.raises(errors.D1DeployError) as info:
+            call()
+        assert "[redacted]" in str(info.value)
+        assert TOKEN not in str(info.value) and TOKEN not in repr(info.value)
+
+
+# -- retries --------------------------------------------------------------------------------
+def limited(retry_after: str, **headers: str) -> httpx.Response:
+    return fail(429, 971, "rate limited", {"retry-after": retry_after, **headers})
+
+
+def test_429_honours_retry_after_seconds_even_for_writes(
+    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+) -> None:
+    said: list[str] = []
+    fake.on("POST", f"{ROOT}/{DB}/query", limited("3"), ok([row()]))
+    make(on_retry=said.append).query(DB, [Statement("INSERT INTO t VALUES (1)")])
+    assert len(fake.requests) == 2 and ft.sleeps == [3.0]
+    assert said == ["429 from D1, retrying in 3.0 s (attempt 2/5)"]
+
+
+def test_429_honours_retry_after_http_date(
+    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+) -> None:
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    later = format_datetime(now + timedelta(seconds=7), usegmt=True)
+    fake.on(
+        "GET",
+        f"{ROOT}/{DB}/time_travel/bookmark",
+        limited(later, date=format_datetime(now, usegmt=True)),
+        ok({"bookmark": "b1"}),
+    )
+    assert make().bookmark(DB) == "b1"
+    assert ft.sleeps == [7.0]
+
+
+def test_429_waits_at_least_a_second(
+    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+) -> None:
+    fake.on("GET", f"{ROOT}/{DB}", limited("0"), ok(db("x")))
+    make().get_database(DB)
+    assert ft.sleeps == [1.0]
+
+
+def test_429_asking_over_60_s_fails_fast(
+    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+) -> None:
+    fake.on("GET", f"{ROOT}/{DB}", limited("120"), ok(db("x")))
+    with pytest.raises(errors.RateLimited) as info:
+        make().get_database(DB)
+    assert info.value.retry_after == 120.0 and "120 s" in str(info.value)
+    assert len(fake.requests) == 1 and ft.sleeps == []
+    assert info.value.exit_code == 4
+
+
+def test_jitter_is_bounded(fake: Fake, ft: FakeTime, make: Callable[..., D1Client]) -> None:
+    fake.on("GET", f"{ROOT}/{DB}", limited("2"), ok(db("x")))
+    make(jitter=lambda: 5.0).get_database(DB)
+    fake.routes.clear()
+    fake.on("GET", f"{ROOT}/{DB}", *[limited("2")] * 20, ok(db("x")))
+    make(jitter=random.random, max_attempts=30, max_retry_time=1e9).get_database(DB)
+    assert ft.sleeps[0] == 3.0
+    assert all(2.0 <= s < 3.0 for s in ft.sleeps[1:]) and len(ft.sleeps) == 21
+
+
+def test_5xx_retried_for_reads_with_exponential_backoff(
+    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+) -> None:
+    said: list[str] = []
+    fake.on("POST", f"{ROOT}/{DB}/query", fail(503, 1, "down"), fail(502, 1, "down"), ok([row()]))
+    got = make(on_retry=said.append).query(DB, select(), read_only=True)
+    assert got[0].rows == ((1,),)
+    assert ft.sleeps == [1.0, 2.0] and len(fake.requests) == 3
+    assert said[1] == "502 from D1, retrying in 2.0 s (attempt 3/5)"
+
+
+def test_5xx_not_retried_for_a_write(
+    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+) -> None:
+    fake.on("POST", f"{ROOT}/{DB}/query", fail(503, 1, "down"), ok([row()]))
+    with pytest.raises(errors.ServerError) as info:
+        make().query(DB, [Statement("INSERT INTO t VALUES (1)")])
+    assert len(fake.requests) == 1 and ft.sleeps == []
+    assert info.value.hint and "may or may not have run" in info.value.hint
+
+
+def test_read_error_not_retried_for_a_write(fake: Fake, make: Callable[..., D1Client]) -> None:
+    fake.on("POST", f"{ROOT}/{DB}/time_travel/restore", httpx.ReadError("reset"), ok({}))
+    with pytest.raises(errors.NetworkError):
+        make().restore(DB, bookmark="b0")
+    assert len(fake.requests) == 1
+
+
+def test_connect_error_retried_for_a_write(
+    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+) -> None:
+    said: list[str] = []
+    fake.on("POST", f"{ROOT}/{DB}/query", httpx.ConnectError("refused"), ok([row()]))
+    make(on_retry=said.append).query(DB, [Statement("INSERT INTO t VALUES (1)")])
+    assert len(fake.requests) == 2 and ft.sleeps == [1.0]
+    assert said == ["network error (ConnectError), retrying in 1.0 s (attempt 2/5)"]
+
+
+def test_attempts_are_bounded(fake: Fake, ft: FakeTime, make: Callable[..., D1Client]) -> None:
+    fake.on("GET", f"{ROOT}/{DB}", fail(500, 1, "down"))
+    with pytest.raises(errors.ServerError) as info:
+        make().get_database(DB)
+    assert len(fake.requests) == 5 and ft.sleeps == [1.0, 2.0, 4.0, 8.0]
+    assert "gave up after 5 attempts over 15.0 s" in str(info.value)
+
+
+def test_total_retry_time_is_bounded(
+    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+) -> None:
+    fake.on("GET", f"{ROOT}/{DB}", httpx.ReadTimeout("slow"))
+    with pytest.raises(errors.NetworkError, match=r"gave up after 3 attempts over 3\.0 s"):
+        make(max_retry_time=5.0).get_database(DB)
+    assert ft.sleeps == [1.0, 2.0]
+
+
+def test_backoff_capped_at_ten_seconds(
+    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+) -> None:
+    fake.on("GET", f"{ROOT}/{DB}", fail(500, 1, "down"))
+    with pytest.raises(errors.ServerError):
+        make(max_attempts=7, max_retry_time=1000).get_database(DB)
+    assert ft.sleeps == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+def test_429_gives_up_with_rate_limited(
+    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+) -> None:
+    fake.on("POST", f"{ROOT}/{DB}/time_travel/restore", limited("2"))
+    with pytest.raises(errors.RateLimited, match=r"gave up after 3 attempts over 4\.0 s"):
+        make(max_attempts=3).restore(DB, bookmark="b0")
+
+
+def test_rate_gate_pauses_other_clients(
+    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+) -> None:
+    gate = RateGate(clock=ft.clock, sleep=ft.sleep)
+    fake.on("GET", f"{ROOT}/{DB}", limited("5"))
+    fake.on("GET", f"{ROOT}/other", ok(db("other")))
+    with pytest.raises(errors.RateLimited):
+        make(rate_gate=gate, max_attempts=1).get_database(DB)
+    assert ft.sleeps == []
+    make(rate_gate=gate).get_database("other")
+    assert ft.sleeps == [5.0]
+
+
+def test_rate_gate_keeps_the_longest_pause_across_threads(ft: FakeTime) -> None:
+    gate = RateGate(clock=ft.clock, sleep=ft.sleep)
+    threads = [threading.Thread(target=gate.pause, args=(s,)) for s in (3.0, 9.0, 1.0, 4.0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    gate.wait()
+    gate.wait()
+    assert ft.sleeps == [9.0]
+
+
+# -- Time Travel ----------------------------------------------------------------------------
+def test_bookmark_requests(fake: Fake, make: Callable[..., D1Client]) -> None:
+    fake.on("GET", f"{ROOT}/{DB}/time_travel/bookmark", ok({"bookmark": "00000085-0000024c"}))
+    client = make()
+    assert client.bookmark(DB) == "00000085-0000024c"
+    client.bookmark(DB, datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2))))
+    client.bookmark(DB, datetime(2026, 1, 2, 3, 4, 5))
+    assert [dict(r.url.params) for r in fake.requests] == [
+        {},
+        {"timestamp": "2026-01-02T03:04:05Z"},
+        {"timestamp": "2026-01-02T03:04:05Z"},
+    ]
+
+
+def test_bookmark_missing_is_malformed(fake: Fake, make: Callable[..., D1Client]) -> None:
+    fake.on("GET", f"{ROOT}/{DB}/time_travel/bookmark", ok({}))
+    with pytest.raises(errors.ServerError, match="missing `bookmark`"):
+        make(max_attempts=1).bookmark(DB)
+
+
+def test_restore_sends_query_params_not_a_body(fake: Fake, make: Callable[..., D1Client]) -> None:
+    reply = {"bookmark": "b2", "previous_bookmark": "b1", "message": "Database restored"}
+    fake.on("POST", f"{ROOT}/{DB}/time_travel/restore", ok(reply))
+    result = make().restore(DB, bookmark="b0")
+    sent = fake.requests[0]
+    assert dict(sent.url.params) == {"bookmark": "b0"} and sent.content == b""
+    assert (result.bookmark, result.previous_bookmark, result.message) == (
+        "b2",
+        "b1",
+        "Database restored",
+    )
+
+
+# -- export ---------------------------------------------------------------------------------
+def export_reply(status: str, *messages: str, **extra: Any) -> httpx.Response:
+    result = {"success": True, "type": "export", "at_bookmark": "bm-1", "status": status}
+    code = 202 if status == "active" else 200
+    return ok({**result, "messages": list(messages), **extra}, status=code)
+
+
+def complete(**extra: Any) -> httpx.Response:
+    done = {"filename": "db.sql", "signed_url": SIGNED + SIGNED_QUERY}
+    return export_reply("complete", "Finished", result=done, **extra)
+
+
+def test_export_polls_until_complete(
+    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+) -> None:
+    fake.on(
+        "POST",
+        f"{ROOT}/{DB}/export",
+        export_reply("active", "Generating db.sql"),
+        export_reply("active", "Uploaded part 2", "Uploaded part 1"),
+        export_reply("active"),
+        complete(),
+    )
+    seen: list[str] = []
+    handle = make().export(DB, ExportOptions(no_data=True, tables=("a", "b")), seen.append)
+    assert seen == ["Generating db.sql", "Uploaded part 2", "Uploaded part 1", "Finished"]
+    assert ft.sleeps == [1.0, 1.0, 1.0]
+    assert (handle.bookmark, handle.filename) == ("bm-1", "db.sql")
+    bodies = [body(r) for r in fake.requests]
+    dump = {"no_data": True, "no_schema": False, "tables": ["a", "b"]}
+    assert bodies[0] == {"output_format": "polling", "dump_options": dump}
+    assert all(b == {**bodies[0], "current_bookmark": "bm-1"} for b in bodies[1:])
+    schema = request_schema("/{database_id}/export")
+    for sent in bodies:
+        jsonschema.validate(sent, schema)
+
+
+def test_export_poll_timeout(fake: Fake, ft: FakeTime, make: Callable[..., D1Client]) -> None:
+    fake.on("POST", f"{ROOT}/{DB}/export", export_reply("active"))
+    with pytest.raises(errors.PollTimeout) as info:
+        make(poll_timeout=5.0, poll_interval=1.0).export(DB, ExportOptions())
+    assert len(fake.requests) == 6 and ft.sleeps == [1.0] * 5
+    assert "5 s" in str(info.value) and "blocks" in (info.value.hint or "")
+
+
+def test_export_virtual_tables_hint(fake: Fake, make: Callable[..., D1Client]) -> None:
+    error = "D1 Export error: cannot export databases with Virtual Tables (fts5)"
+    fake.on("POST", f"{ROOT}/{DB}/export", export_reply("error", error=error))
+    with pytest.raises(errors.UsageError) as info:
+        make().export(DB, ExportOptions())
+    assert "Virtual Tables" in str(info.value)
+    assert info.value.hint and "FTS5" in info.value.hint and "--table" in info.value.hint
+
+
+def test_export_error_explained(fake: Fake, make: Callable[..., D1Client]) -> None:
+    fake.on("POST", f"{ROOT}/{DB}/export", export_reply("error", "step 1", error="disk full"))
+    with pytest.raises(errors.ServerError) as info:
+        make().export(DB, ExportOptions())
+    assert "disk full" in str(info.value) and "step 1" in (info.value.hint or "")
+
+
+def test_export_download_streams_without_token(fake: Fake, make: Callable[..., D1Client]) -> None:
+    dump = b"PRAGMA defer_foreign_keys=TRUE;\n" + b"x" * (3 << 20)
+    fake.on("POST", f"{ROOT}/{DB}/export", complete())
+    fake.on("GET", SIGNED, httpx.Response(200, content=dump))
+    handle = make().export(DB, ExportOptions())
+    chunks = list(handle.download())
+    assert b"".join(chunks) == dump and len(chunks) >= 3
+    assert list(handle.download())  # each call starts over
+    downloads = fake.to(SIGNED)
+    assert len(downloads) == 2
+    assert all("authorization" not in r.headers for r in downloads)
+    assert downloads[0].url.params["X-Amz-Signature"] == "sig-SECRET"
+
+
+class Dropping(httpx.SyncByteStream):
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"PRAGMA"
+        raise httpx.ReadError("connection reset")
+
+
+@pytest.mark.parametrize(
+    ("reply", "text"),
+    [
+        (httpx.Response(200, content=b"short", headers={"content-length": "100"}), "5 of 100"),
+        (
+            httpx.Response(200, headers={"content-length": "9"}, stream=httpx.ByteStream(b"abc")),
+            "3 of 9",
+        ),
+        (httpx.Response(200, stream=Dropping()), "connection lost"),
+        (httpx.Response(403, text="<Error><Code>AccessDenied</Code></Error>"), "HTTP 403"),
+        (httpx.ConnectError("refused"), "connection lost"),
+    ],
+)
+def test_export_download_failures(
+    fake: Fake, make: Callable[..., D1Client], reply: Reply, text: str
+) -> None:
+    fake.on("POST", f"{ROOT}/{DB}/export", complete())
+    fake.on("GET", SIGNED, reply)
+    handle = make().export(DB, ExportOptions())
+    with pytest.raises(errors.DownloadError) as info:
+        b"".join(handle.download())
+    assert text in str(info.value) and SIGNED in str(info.value)
+    assert "sig-SECRET" not in str(info.value) and "sig-SECRET" not in repr(info.value)
+    assert info.value.__cause__ is None
+
+
+# -- import ---------------------------------------------------------------------------------
+UPLOAD = "https://r2.test/upload/import.sql"
+
+
+def poll_reply(status: str, *messages: str, **extra: Any) -> httpx.Response:
+    result = {"success": True, "type": "import", "at_bookmark": "bm-9", "status": status}
+    return ok({**result, "messages": list(messages), **extra}, 202 if status == "active" else 200)
+
+
+def imported() -> httpx.Response:
+    meta = {"rows_read": 3, "rows_written": 4, "duration": 12.5}
+    done = {"final_bookmark": "bm-10", "num_queries": 2, "meta": meta}
+    return poll_reply("complete", "Done", result=done)
+
+
+@pytest.fixture
+def sql_file(tmp_path: Path) -> Path:
+    path = tmp_path / "seed.sql"
+    path.write_bytes(b"INSERT INTO t VALUES (1);\nINSERT INTO t VALUES (2);\n" * 5000)
+    return path
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def uploaded(etag: str) -> Callable[[httpx.Request], httpx.Response]:
+    return lambda request: httpx.Response(200, headers={"etag": f'"{etag}"'})
+
+
+def test_import_full_flow(
+    fake: Fake, ft: FakeTime, make: Callable[..., D1Client], sql_file: Path
+) -> None:
+    etag = md5(sql_file)
+    fake.on(
+        "POST",
+        f"{ROOT}/{DB}/import",
+        ok({"filename": "f.sql", "upload_url": UPLOAD + "?sig=up-SECRET"}),
+        poll_reply("active", "Ingesting"),
+        poll_reply("active"),
+        imported(),
+    )
+    fake.on("PUT", UPLOAD, uploaded(etag))
+    seen: list[str] = []
+    result = make().import_file(DB, sql_file, seen.append)
+    assert (result.num_queries, result.rows_read, result.rows_written) == (2, 3, 4)
+    assert (result.final_bookmark, result.duration_ms) == ("bm-10", 12.5)
+    assert seen == ["Ingesting", "Done"] and ft.sleeps == [1.0, 1.0]
+    api = fake.to(f"{ROOT}/{DB}/import")
+    assert [body(r) for r in api] == [
+        {"action": "init", "etag": etag},
+        {"action": "ingest", "etag": etag, "filename": "f.sql"},
+        {"action": "poll", "current_bookmark": "bm-9"},
+        {"action": "poll", "current_bookmark": "bm-9"},
+    ]
+    schema = request_schema("/{database_id}/import")
+    for sent in api:
+        jsonschema.validate(body(sent), schema)
+    (put,) = fake.to(UPLOAD)
+    assert put.content == sql_file.read_bytes()
+    assert put.headers["content-length"] == str(sql_file.stat().st_size)
+    assert "transfer-encoding" not in put.headers and "authorization" not in put.headers
+
+
+def test_import_already_uploaded(fake: Fake, make: Callable[..., D1Client], sql_file: Path) -> None:
+    fake.on("POST", f"{ROOT}/{DB}/import", poll_reply("active", "Processing"), imported())
+    seen: list[str] = []
+    assert make().import_file(DB, sql_file, seen.append).num_queries == 2
+    assert "already uploaded" in seen[0] and seen[1:] == ["Processing", "Done"]
+    assert [body(r)["action"] for r in fake.requests] == ["init", "poll"]
+
+
+def test_import_etag_mismatch(fake: Fake, make: Callable[..., D1Client], sql_file: Path) -> None:
+    fake.on("POST", f"{ROOT}/{DB}/import", ok({"filename": "f.sql", "upload_url": UPLOAD}))
+    fake.on("PUT", UPLOAD, uploaded("0" * 32))
+    with pytest.raises(errors.NetworkError, match="upload corrupted"):
+        make().import_file(DB, sql_file)
+    assert [body(r)["action"] for r in fake.to(f"{ROOT}/{DB}/import")] == ["init"]
+
+
+def test_import_upload_refused(fake: Fake, make: Callable[..., D1Client], sql_file: Path) -> None:
+    fake.on("POST", f"{ROOT}/{DB}/import", ok({"filename": "f.sql", "upload_url": UPLOAD + "?s=x"}))
+    fake.on("PUT", UPLOAD, httpx.Response(403, text="<Error>AccessDenied</Error>"))
+    with pytest.raises(errors.NetworkError) as info:
+        make().import_file(DB, sql_file)
+    assert "HTTP 403" in str(info.value) and "s=x" not in str(info.value)
+
+
+def test_import_error_joins_errors_and_messages(
+    fake: Fake, make: Callable[..., D1Client], sql_file: Path
+) -> None:
+    fake.on(
+        "POST",
+        f"{ROOT}/{DB}/import",
+        poll_reply(
+            "error",
+            "Executing line 7",
+            error="statement failed",
+            errors=["UNIQUE constraint failed: t.id: SQLITE_CONSTRAINT"],
+        ),
+    )
+    with pytest.raises(errors.SqlError) as info:
+        make().import_file(DB, sql_file)
+    text = str(info.value)
+    assert "statement failed; UNIQUE constraint failed" in text and "Executing line 7" in text
+    assert info.value.sqlite_code == "SQLITE_CONSTRAINT" and info.value.file == str(sql_file)
+
+
+def test_import_polling_failure(fake: Fake, make: Callable[..., D1Client], sql_file: Path) -> None:
+    failure = ok({"success": False, "error": "Not currently importing anything."})
+    fake.on("POST", f"{ROOT}/{DB}/import", poll_reply("active"), failure)
+    with pytest.raises(errors.SqlError, match="Not currently importing anything"):
+        make().import_file(DB, sql_file)
+
+
+def test_import_unreadable_file(make: Callable[..., D1Client], tmp_path: Path) -> None:
+    with pytest.raises(errors.InputError, match="cannot read"):
+        make().import_file(DB, tmp_path / "missing.sql")
+
+
+def test_import_reply_without_status_is_malformed(
+    fake: Fake, make: Callable[..., D1Client], sql_file: Path
+) -> None:
+    fake.on("POST", f"{ROOT}/{DB}/import", ok({"filename": "f.sql"}))
+    with pytest.raises(errors.ServerError, match="unknown import status"):
+        make().import_file(DB, sql_file)
