@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from d1deploy import errors, guard
+from d1deploy import errors, guard, sqlsplit
 from d1deploy.backend import Backend, QueryResult, SqlValue, Statement
 
 ROW_SAMPLE = 10
@@ -133,21 +133,15 @@ def parse_expectation(text: str) -> Expectation | None:
 def parse_check_file(path: Path, *, display_name: str | None = None) -> list[Check]:
     """Read a precheck/verify file into its checks; errors.InputError names file:line."""
     name = display_name or str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise errors.InputError(
-            f"cannot read the check file: {exc}", hint="check the path and encoding", file=name
-        ) from exc
-    return parse_checks(text, file=name)
+    return parse_checks(sqlsplit.read_sql_file(path, display_name=name), file=name)
 
 
 def parse_checks(text: str, *, file: str) -> list[Check]:
     """Parse check-file text (see parse_check_file)."""
     checks: list[Check] = []
-    for prelude, sql, line in _statements(text):
-        label, expect = _directives(prelude, file)
-        if not sql:
+    for chunk in sqlsplit.split_chunks(sqlsplit.normalize_line_endings(text), file=file):
+        label, expect = _directives(chunk, file)
+        if chunk.sql in ("", ";"):
             if label is not None or expect is not None:
                 raise errors.InputError(
                     "a `-- check:` or `-- expect:` line has no statement after it",
@@ -165,21 +159,21 @@ def parse_checks(text: str, *, file: str) -> list[Check]:
                 file=file,
                 line=expect[0],
             )
-        writes = not is_read_only(sql)
+        writes = not is_read_only(chunk.sql)
         if writes and expectation.reads_rows:
             raise errors.InputError(
                 f"a statement that writes cannot expect `{expectation.describe()}`",
                 hint="a write runs as a probe that is always rolled back, so its rows are"
                 " never seen: expect `error`, `error ~ TEXT`, or nothing (it must succeed)",
                 file=file,
-                line=line,
+                line=chunk.line,
             )
         checks.append(
             Check(
-                label=label[1] if label and label[1] else _default_label(sql),
+                label=label[1] if label and label[1] else _default_label(chunk.sql),
                 file=file,
-                line=line,
-                sql=sql,
+                line=chunk.line,
+                sql=chunk.sql,
                 expect=expectation,
                 writes=writes,
             )
@@ -187,38 +181,12 @@ def parse_checks(text: str, *, file: str) -> list[Check]:
     return checks
 
 
-Prelude = list[tuple[int, str]]
-
-
-def _statements(text: str) -> list[tuple[Prelude, str, int]]:
-    """Each statement with the comment lines before it and its first line; a trailing
-    prelude with no statement comes last with empty SQL."""
-    out: list[tuple[Prelude, str, int]] = []
-    prelude: Prelude = []
-    buf: list[str] = []
-    start = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not buf:
-            stripped = raw.strip()
-            if not stripped or stripped.startswith("--"):
-                prelude.append((number, raw))
-                continue
-            start = number
-        buf.append(raw)
-        if sqlite3.complete_statement("\n".join(buf)):
-            out.append((prelude, "\n".join(buf).strip(), start))
-            prelude, buf = [], []
-    if buf or prelude:
-        out.append((prelude, "\n".join(buf).strip(), start or prelude[0][0]))
-    return out
-
-
 def _directives(
-    prelude: Prelude, file: str
+    chunk: sqlsplit.Chunk, file: str
 ) -> tuple[tuple[int, str] | None, tuple[int, str] | None]:
-    """The `-- check:` and `-- expect:` lines of a statement's prelude, with their lines."""
+    """The `-- check:` and `-- expect:` lines before a statement, with their lines."""
     found: dict[str, tuple[int, str]] = {}
-    for line, raw in prelude:
+    for line, raw in enumerate(chunk.prelude.splitlines(), start=chunk.prelude_line):
         m = _DIRECTIVE.fullmatch(raw.strip())
         if not m:
             continue

@@ -22,7 +22,10 @@ from d1deploy.backend import (
     Statement,
 )
 from d1deploy.checks import Check, Expectation
+from d1deploy.client import D1Client
 from d1deploy.local import LocalBackend
+from d1deploy.remote import RemoteBackend
+from tests.emulator import D1Emulator
 
 SCHEMA = (
     "CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT,"
@@ -178,6 +181,24 @@ def test_parse_errors_name_file_and_line(text: str, line: int, fragment: str) ->
     assert err.exit_code == 2
 
 
+def test_crlf_files_parse_like_lf_files(tmp_path: Path) -> None:
+    text = (
+        "-- check: one\n-- expect: value = 1\nSELECT\n  1;\n\n"
+        "-- expect: no rows\nSELECT 2 WHERE 0;\n"
+    )
+    path = tmp_path / "crlf.verify.sql"
+    path.write_bytes(text.replace("\n", "\r\n").encode())
+    crlf = checks.parse_check_file(path, display_name="x.verify.sql")
+    assert crlf == parse(text)
+    assert [c.line for c in crlf] == [3, 7]
+
+
+def test_an_unfinished_statement_names_its_line() -> None:
+    with pytest.raises(errors.InputError) as info:
+        parse("SELECT 1;\n-- expect: value = 'x'\nSELECT 'x;\n")
+    assert (info.value.file, info.value.line) == ("x.verify.sql", 3)
+
+
 def test_unknown_form_hint_lists_the_valid_forms() -> None:
     with pytest.raises(errors.InputError) as info:
         parse("-- expect: exactly one\nSELECT 1;\n")
@@ -232,8 +253,9 @@ def test_is_read_only_is_conservative(sql: str, read_only: bool) -> None:
 class Recording:
     """A Backend that records every request it passes on to another."""
 
-    def __init__(self, inner: Backend) -> None:
+    def __init__(self, inner: Backend, kind: str = "local") -> None:
         self.inner = inner
+        self.kind = kind
         self.requests: list[tuple[list[str], bool]] = []
 
     @property
@@ -293,6 +315,38 @@ class KeepsAbortedWrites(Recording):
 @pytest.fixture
 def local(tmp_path: Path) -> Iterator[LocalBackend]:
     backend = LocalBackend(tmp_path / "db.sqlite")
+    yield backend
+    backend.close()
+
+
+def remote_backend(emulator: D1Emulator) -> RemoteBackend:
+    """A RemoteBackend on the emulator's database, in process."""
+    client = D1Client(
+        token=emulator.token,
+        account_id=emulator.account_id,
+        base_url=emulator.base_url,
+        transport=emulator.transport(),
+        sleep=lambda _: None,
+    )
+    assert emulator.default_db is not None
+    ref = emulator.default_db
+    return RemoteBackend(client, DatabaseInfo(uuid=ref.uuid, name=ref.name))
+
+
+@pytest.fixture(params=["local", "emulator", "emulator-nonatomic"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Recording]:
+    """The same database on the LocalBackend, the emulator, and an emulator whose
+    batches are not atomic (each statement commits on its own)."""
+    inner: Backend
+    if request.param == "local":
+        inner = LocalBackend(tmp_path / "db.sqlite")
+    else:
+        emulator: D1Emulator = request.getfixturevalue("emulator")
+        emulator.atomic_batches = request.param == "emulator"
+        inner = remote_backend(emulator)
+    backend = Recording(inner, request.param)
+    backend.script(SCHEMA)
+    backend.requests.clear()
     yield backend
     backend.close()
 
@@ -584,3 +638,52 @@ SELECT count(*) FROM accounts;
     results = checks.run_checks(db, parsed)
     assert [r.check for r in results] == parsed
     assert all(r.ok for r in results)
+
+
+def test_every_backend_judges_reads_in_one_request(any_db: Recording) -> None:
+    text = """
+-- expect: value = 15
+SELECT sum(balance) FROM accounts;
+-- expect: no rows
+SELECT id, name, balance FROM accounts WHERE balance > 0;
+-- expect: rows >= 3
+SELECT * FROM accounts;
+-- expect: value = 'it''s'
+SELECT name FROM accounts WHERE id = 3;
+"""
+    results = checks.run_checks(any_db, parse(text))
+    assert outcomes(results) == [
+        (True, "value 15"),
+        (False, "2 rows"),
+        (True, "3 rows"),
+        (True, "value 'it''s'"),
+    ]
+    assert results[1].columns == ("id", "name", "balance")
+    assert results[1].rows == ((1, "a", 10), (3, "it's", 5))
+    assert len(any_db.requests) == 1
+    assert any_db.requests[0][1] is True
+
+
+def test_every_backend_reports_errors_in_d1s_words(any_db: Recording) -> None:
+    text = """
+-- expect: error ~ no such table: missing
+SELECT * FROM missing;
+-- expect: value = 3
+SELECT count(*) FROM accounts;
+"""
+    results = checks.run_checks(any_db, parse(text))
+    assert [r.ok for r in results] == [True, True]
+    assert results[0].outcome.endswith("SQLITE_ERROR")
+
+
+def test_probes_never_leave_a_row_on_any_backend(any_db: Recording) -> None:
+    results = checks.run_checks(any_db, parse(PROBES))
+    assert [r.ok for r in results[:3]] == [True, True, False]
+    assert results[0].outcome.startswith("error: CHECK constraint failed: balance >= 0")
+    assert any_db.scalar("SELECT count(*) FROM accounts WHERE name = 'probe'") == 0
+    assert any_db.scalar("SELECT sum(balance) FROM accounts") == 15
+    assert any_db.scalar("SELECT count(*) FROM _d1deploy_scratch") == 0
+    # The proof fails exactly where batches are not atomic, and is remembered.
+    proven = any_db.kind != "emulator-nonatomic"
+    assert checks.read_proof(any_db) is proven
+    assert {r.probe for r in results} == {"abort" if proven else "shadow"}
