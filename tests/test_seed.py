@@ -3,16 +3,17 @@ rollback, prechecks and verification, on fresh and realistic databases."""
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from d1deploy import checks
+from d1deploy import checks, sqlsplit
 from d1deploy.backend import Backend, SqlValue, Statement
 from d1deploy.local import LocalBackend
+from tests.emulator import D1Emulator
+from tests.test_checks import remote_backend
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 BASE = MIGRATIONS / "000_base_schema.sql"
@@ -56,14 +57,9 @@ VALUES
 """
 
 
-def statements(text: str) -> list[Statement]:
-    """Statements of a migration file, one per batch item (they hold no `;` in strings)."""
-    return [Statement(s) for s in re.split(r";\s*\n", text) if s.strip()]
-
-
 def apply(backend: Backend, path: Path) -> None:
-    """Apply a migration file as one batch, the way d1deploy sends it."""
-    backend.run(statements(path.read_text(encoding="utf-8")))
+    """Apply a migration file as one batch, one statement per item, as d1deploy sends it."""
+    backend.run(sqlsplit.split(sqlsplit.read_sql_file(path), file=path.name))
 
 
 def query(backend: Backend, sql: str) -> list[tuple[SqlValue, ...]]:
@@ -100,24 +96,29 @@ def failures(results: list[checks.CheckResult]) -> list[str]:
     return [r.check.label for r in results if not r.ok]
 
 
-@pytest.fixture
-def local(tmp_path: Path) -> Iterator[LocalBackend]:
-    backend = LocalBackend(tmp_path / "bot.sqlite")
+@pytest.fixture(params=["local", "emulator"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """An empty bot database, as a local file and on the D1 emulator."""
+    backend: Backend
+    if request.param == "local":
+        backend = LocalBackend(tmp_path / "bot.sqlite")
+    else:
+        backend = remote_backend(request.getfixturevalue("emulator"))
     yield backend
     backend.close()
 
 
 @pytest.fixture
-def base(local: LocalBackend) -> LocalBackend:
-    apply(local, BASE)
+def base(db: Backend) -> Backend:
+    apply(db, BASE)
     # IF NOT EXISTS: applying it over the schema it describes changes nothing.
-    apply(local, BASE)
-    return local
+    apply(db, BASE)
+    return db
 
 
 @pytest.fixture
-def populated(base: LocalBackend) -> LocalBackend:
-    base.run(statements(REALISTIC_DATA))
+def populated(base: Backend) -> Backend:
+    base.run(sqlsplit.split(REALISTIC_DATA))
     return base
 
 
@@ -142,7 +143,7 @@ def test_every_seed_file_parses() -> None:
     ]
 
 
-def test_fresh_database_takes_the_whole_deployment(base: LocalBackend) -> None:
+def test_fresh_database_takes_the_whole_deployment(base: Backend) -> None:
     assert not failures(run_file(base, PRECHECK))
     apply(base, M001)
     assert index_names(base) == INDEXES | AUDIT_INDEXES
@@ -153,7 +154,7 @@ def test_fresh_database_takes_the_whole_deployment(base: LocalBackend) -> None:
     assert query(base, "SELECT count(*) FROM deposit_transactions") == [(0,)]
 
 
-def test_001_keeps_every_row_and_index(populated: LocalBackend) -> None:
+def test_001_keeps_every_row_and_index(populated: Backend) -> None:
     before = data(populated)
     assert not failures(run_file(populated, PRECHECK))
     apply(populated, M001)
@@ -166,7 +167,7 @@ def test_001_keeps_every_row_and_index(populated: LocalBackend) -> None:
     assert (FIFTEEN_ASCII,) in names
 
 
-def test_the_audit_log_answers_the_seeds_queries(populated: LocalBackend) -> None:
+def test_the_audit_log_answers_the_seeds_queries(populated: Backend) -> None:
     apply(populated, M001)
     populated.run(
         [
@@ -192,7 +193,7 @@ def test_the_audit_log_answers_the_seeds_queries(populated: LocalBackend) -> Non
     assert any("idx_audit_logs_telegram_created" in str(row[-1]) for row in plan)
 
 
-def test_rollback_restores_the_exact_pre_001_schema_and_data(populated: LocalBackend) -> None:
+def test_rollback_restores_the_exact_pre_001_schema_and_data(populated: Backend) -> None:
     schema_before, data_before = schema(populated), data(populated)
     apply(populated, M001)
     assert schema(populated) != schema_before
@@ -204,7 +205,7 @@ def test_rollback_restores_the_exact_pre_001_schema_and_data(populated: LocalBac
     populated.run([Statement("INSERT INTO user_deposits (user_id, balance) VALUES (999, -500)")])
 
 
-def test_a_negative_balance_blocks_the_deployment_until_fixed(populated: LocalBackend) -> None:
+def test_a_negative_balance_blocks_the_deployment_until_fixed(populated: Backend) -> None:
     populated.run([Statement("UPDATE user_deposits SET balance = -300 WHERE id = 2")])
     results = run_file(populated, PRECHECK)
     assert failures(results) == ["no negative balances"]
@@ -217,7 +218,7 @@ def test_a_negative_balance_blocks_the_deployment_until_fixed(populated: LocalBa
     assert not failures(run_file(populated, PRECHECK))
 
 
-def test_a_16_character_name_blocks_the_deployment_until_fixed(populated: LocalBackend) -> None:
+def test_a_16_character_name_blocks_the_deployment_until_fixed(populated: Backend) -> None:
     long_name = FIFTEEN_KOREAN + "너"
     populated.run(
         [Statement("UPDATE deposit_transactions SET depositor_name = ? WHERE id = 2", (long_name,))]
@@ -233,7 +234,7 @@ def test_a_16_character_name_blocks_the_deployment_until_fixed(populated: LocalB
     assert not failures(run_file(populated, PRECHECK))
 
 
-def test_prechecks_refuse_a_second_run_of_001(populated: LocalBackend) -> None:
+def test_prechecks_refuse_a_second_run_of_001(populated: Backend) -> None:
     apply(populated, M001)
     assert failures(run_file(populated, PRECHECK)) == ["audit_logs does not exist yet"]
 
@@ -251,7 +252,7 @@ def without_checks(tmp_path: Path) -> Path:
 
 def assert_verify_catches_the_missing_check(backend: Backend, tmp_path: Path) -> None:
     apply(backend, BASE)
-    backend.run(statements(REALISTIC_DATA))
+    backend.run(sqlsplit.split(REALISTIC_DATA))
     apply(backend, without_checks(tmp_path))
     results = run_file(backend, tmp_path / VERIFY.name)
     assert failures(results) == ["a negative balance is refused"]
@@ -266,5 +267,17 @@ def assert_verify_catches_the_missing_check(backend: Backend, tmp_path: Path) ->
     ]
 
 
-def test_verify_fails_when_001_omits_the_check(local: LocalBackend, tmp_path: Path) -> None:
-    assert_verify_catches_the_missing_check(local, tmp_path)
+def test_verify_fails_when_001_omits_the_check(db: Backend, tmp_path: Path) -> None:
+    assert_verify_catches_the_missing_check(db, tmp_path)
+
+
+def test_verify_fails_without_a_trace_where_batches_are_not_atomic(
+    emulator: D1Emulator, tmp_path: Path
+) -> None:
+    emulator.atomic_batches = False
+    backend = remote_backend(emulator)
+    try:
+        assert_verify_catches_the_missing_check(backend, tmp_path)
+        assert checks.read_proof(backend) is False
+    finally:
+        backend.close()
