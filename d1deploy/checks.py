@@ -216,10 +216,6 @@ def _default_label(sql: str) -> str:
     return first if len(first) <= 60 else first[:57] + "..."
 
 
-# Strings, quoted names and comments, scanned together so that each hides the others.
-_OPAQUE = re.compile(
-    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?(?:\*/|\Z)", re.DOTALL
-)
 # replace() is also a function, so only REPLACE INTO counts.
 _DML = re.compile(r"\b(?:INSERT|UPDATE|DELETE)\b|\bREPLACE\s+INTO\b", re.IGNORECASE)
 _READ_PRAGMAS = frozenset(
@@ -240,7 +236,7 @@ _READ_PRAGMAS = frozenset(
 
 def is_read_only(sql: str) -> bool:
     """Whether a statement is clearly read-only; anything unclear counts as a write."""
-    bare = _OPAQUE.sub(" ", sql)
+    bare = sqlsplit.without_literals(sql)
     words = re.findall(r"[A-Za-z_]+", bare[:200])
     first = words[0].upper() if words else ""
     if first in ("SELECT", "VALUES", "EXPLAIN"):
