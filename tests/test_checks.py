@@ -687,3 +687,14 @@ def test_probes_never_leave_a_row_on_any_backend(any_db: Recording) -> None:
     proven = any_db.kind != "emulator-nonatomic"
     assert checks.read_proof(any_db) is proven
     assert {r.probe for r in results} == {"abort" if proven else "shadow"}
+
+
+class Unreachable(Recording):
+    def run(self, statements: Sequence[Statement], *, read_only: bool = False) -> list[QueryResult]:
+        raise errors.NetworkError("the API could not be reached")
+
+
+@pytest.mark.parametrize("text", ["SELECT 1;", "INSERT INTO accounts (balance) VALUES (1);"])
+def test_infrastructure_errors_are_raised_not_judged(local: LocalBackend, text: str) -> None:
+    with pytest.raises(errors.NetworkError):
+        checks.run_checks(Unreachable(local), parse(text))
