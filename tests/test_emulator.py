@@ -104,7 +104,6 @@ def _clients(emu: D1Emulator, base: str, transport: httpx.BaseTransport | None) 
     auth = {"Authorization": f"Bearer {emu.token}"}
     root = f"{base}/accounts/{emu.account_id}/d1/database"
     client = httpx.Client(base_url=root, headers=auth, transport=transport)
-    assert emu.default_db is not None
     return Api(emu, client, httpx.Client(transport=transport), emu.default_db)
 
 
@@ -146,7 +145,7 @@ class FakeTime:
 def timed(tmp_path: Path) -> Iterator[tuple[Api, FakeTime]]:
     fake = FakeTime()
     emu = D1Emulator(tmp_path / "timed", clock=fake.clock, sleep=fake.sleep)
-    emu.default_db = emu.create_database("telegram-conversations")
+    emu.create_database("telegram-conversations")
     yield _clients(emu, emu.base_url, emu.transport()), fake
     emu.close()
 
@@ -357,6 +356,22 @@ def test_create_get_by_uuid_or_name_and_delete(api: Api) -> None:
     assert api.client.get(f"/{uuid}").status_code == 404
 
 
+def test_default_database_and_request_log(tmp_path: Path) -> None:
+    emu = D1Emulator(tmp_path)
+    with pytest.raises(LookupError):
+        _ = emu.default_db
+    first = emu.create_database("first")
+    emu.create_database("second")
+    assert emu.default_db == first == first.uuid and emu.default_db.name == "first"
+    assert emu.db_path("first") == emu.db_path(first) == first.path
+    api = _clients(emu, emu.base_url, emu.transport())
+    api.ok("SELECT 1")
+    api.client.get("")
+    assert emu.requests.count(method="POST", path_contains="/query") == emu.count("POST") == 1
+    assert emu.requests[-1].json is None and emu.requests[0].json == {"sql": "SELECT 1"}
+    emu.close()
+
+
 # -- export ----------------------------------------------------------------------------------
 
 
@@ -384,6 +399,8 @@ def test_export_polls_then_serves_a_signed_url_that_refuses_credentials(both: Ap
     assert both.emu.auth_leaks == 1
     forged = both.plain.get(url.split("X-Amz-Signature=")[0] + "X-Amz-Signature=0")
     assert "<Code>SignatureDoesNotMatch</Code>" in forged.text
+    both.emu.reset_log()
+    assert both.emu.auth_leaks == 1 and both.emu.requests == []  # a leak is never forgotten
 
 
 def test_dump_matches_d1s_format(api: Api) -> None:
@@ -541,7 +558,7 @@ def test_timestamps_map_to_the_newest_bookmark_at_or_before(timed: tuple[Api, Fa
 
 def test_lazy_snapshots_notice_changes_made_behind_the_api(tmp_path: Path) -> None:
     emu = D1Emulator(tmp_path, snapshots=False)
-    emu.default_db = emu.create_database("db")
+    emu.create_database("db")
     api = _clients(emu, emu.base_url, emu.transport())
     first = api.client.get(f"/{api.db}/time_travel/bookmark").json()["result"]["bookmark"]
     with sqlite3.connect(emu.db_path("db")) as conn:

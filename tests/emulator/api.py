@@ -232,7 +232,7 @@ class D1Emulator:
         self.requests = RequestLog()
         self.auth_leaks = 0
         self.signed_origin = IN_PROCESS_ORIGIN
-        self.default_db: DatabaseRef | None = None
+        self._default_db: DatabaseRef | None = None
         self._clock, self._sleep = clock, sleep
         self._lock = threading.RLock()
         self._dbs: dict[str, Database] = {}
@@ -240,6 +240,17 @@ class D1Emulator:
         self._imports: dict[tuple[str, str], _ImportJob] = {}
         self._uploads: dict[str, _Upload] = {}
         self._signatures: dict[str, dict[str, float]] = {}  # path -> signature -> expiry
+
+    @property
+    def default_db(self) -> DatabaseRef:
+        """The database tests work on: the first one created unless set explicitly."""
+        if self._default_db is None:
+            raise LookupError("the emulator has no database yet; call create_database()")
+        return self._default_db
+
+    @default_db.setter
+    def default_db(self, ref: DatabaseRef) -> None:
+        self._default_db = ref
 
     @property
     def base_url(self) -> str:
@@ -263,7 +274,9 @@ class D1Emulator:
                 clock=self._clock,
             )
             self._dbs[uuid] = db
-            return DatabaseRef(uuid, name, db.path)
+            ref = DatabaseRef(uuid, name, db.path)
+            self._default_db = self._default_db or ref
+            return ref
 
     def db_path(self, name_or_uuid: str) -> Path:
         return self._find(name_or_uuid, by_name=True).path
@@ -272,8 +285,8 @@ class D1Emulator:
         return self.requests.count(method, path_contains)
 
     def reset_log(self) -> None:
+        """Forget logged requests; `auth_leaks` is kept, so a leak can never be wiped."""
         self.requests.clear()
-        self.auth_leaks = 0
 
     def close(self) -> None:
         with self._lock:
