@@ -1,0 +1,164 @@
+"""The deploy lock: a lease row in `_d1deploy_lock`, so two deploys never interleave.
+
+The lease is taken in ONE request (an upsert that only replaces an expired lease,
+then a read of whoever holds it), with every time taken from the database's clock so
+that clock skew between machines does not matter. A crashed run's lease simply
+expires. Each migration batch starts with `check_and_extend`, which fails the batch
+(through `guard.abort_if`) when the lease is no longer ours, and pushes the expiry on;
+until the first change, the lease is short (START_TTL).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from d1deploy import guard
+from d1deploy.backend import Backend, QueryResult, Statement
+from d1deploy.errors import LockHeld
+
+LOCK_TABLE = "_d1deploy_lock"
+START_TTL = 120
+"""Seconds a freshly taken lease lasts until the first change extends it. Short, because
+the Time Travel bookmark of a deploy is taken while the lease is held: restoring it
+brings the lease back, and it should not block the next deploy for long."""
+LOST_PREFIX = "deploy lock lost"
+NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+CREATE_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {LOCK_TABLE}("
+    "id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT NOT NULL, token TEXT NOT NULL,"
+    " acquired_at TEXT NOT NULL, expires_at TEXT NOT NULL)"
+)
+_READ = f"SELECT holder, token, acquired_at, expires_at, {NOW} FROM {LOCK_TABLE} WHERE id = 1"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds the lock, with times from the database clock (ISO 8601, UTC)."""
+
+    holder: str
+    token: str
+    acquired_at: str
+    expires_at: str
+    now: str = ""
+    """The database clock when the lease was read."""
+
+    @property
+    def expired(self) -> bool:
+        # ISO timestamps in one format compare as text.
+        return bool(self.now) and self.expires_at <= self.now
+
+
+def _expiry(ttl_seconds: int) -> str:
+    return f"strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+{int(ttl_seconds)} seconds')"
+
+
+def acquire_statements(holder: str, token: str, ttl_seconds: int) -> list[Statement]:
+    """Create the table if needed, take the lease unless someone else holds an unexpired
+    one, and read who holds it. `lease_from` interprets the last result."""
+    take = Statement(
+        f"INSERT INTO {LOCK_TABLE}(id, holder, token, acquired_at, expires_at)"
+        f" VALUES (1, ?, ?, {NOW}, {_expiry(ttl_seconds)})"
+        " ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, token = excluded.token,"
+        " acquired_at = excluded.acquired_at, expires_at = excluded.expires_at"
+        f" WHERE {LOCK_TABLE}.expires_at <= {NOW}",
+        (holder, token),
+    )
+    return [Statement(CREATE_TABLE), take, Statement(_READ)]
+
+
+def _lease(result: QueryResult) -> Lease | None:
+    if not result.rows:
+        return None
+    holder, token, acquired_at, expires_at, now = result.rows[0]
+    return Lease(str(holder), str(token), str(acquired_at), str(expires_at), str(now))
+
+
+def lease_from(result: QueryResult, token: str) -> Lease:
+    """The lease read by `acquire_statements`, when it is ours.
+
+    :raises LockHeld: naming the holder and when the lease expires.
+    """
+    lease = _lease(result)
+    if lease is None:
+        raise LockHeld("the deploy lock could not be taken: its row is missing after the upsert")
+    if lease.token != token:
+        raise LockHeld(
+            f"another deploy holds the lock: {lease.holder}, since {lease.acquired_at},"
+            f" until {lease.expires_at}",
+            hint="wait for that deploy to finish. If it is no longer running, its lock expires"
+            f" by itself at {lease.expires_at}, or release it now with `d1deploy unlock --force`",
+        )
+    return lease
+
+
+def new_token() -> str:
+    return secrets.token_hex(16)
+
+
+def acquire(backend: Backend, holder: str, ttl_seconds: int) -> Lease:
+    """Take the lock in one request.
+
+    :raises LockHeld: when another unexpired lease exists.
+    """
+    token = new_token()
+    results = backend.run(acquire_statements(holder, token, ttl_seconds))
+    return lease_from(results[-1], token)
+
+
+def check_and_extend(lease: Lease, ttl_seconds: int) -> list[Statement]:
+    """Statements that fail their batch unless `lease` is still ours, then extend it.
+
+    Only the token is compared: a lease can only change hands after it expired, and
+    then the token changes, so an expired lease that nobody took is still safe to use.
+    """
+    token = guard.quote_text(lease.token)
+    holder = f"coalesce((SELECT holder FROM {LOCK_TABLE} WHERE id = 1), 'nobody')"
+    return [
+        Statement(
+            guard.abort_if(
+                f"NOT EXISTS (SELECT 1 FROM {LOCK_TABLE} WHERE id = 1 AND token = {token})",
+                f"'{LOST_PREFIX}: it is now held by ' || {holder}",
+            )
+        ),
+        Statement(
+            f"UPDATE {LOCK_TABLE} SET expires_at = {_expiry(ttl_seconds)}"
+            " WHERE id = 1 AND token = ?",
+            (lease.token,),
+        ),
+    ]
+
+
+def release_statements(lease: Lease) -> list[Statement]:
+    """Release `lease` (and nothing else: a lease taken over by someone stays theirs)."""
+    return [Statement(f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND token = ?", (lease.token,))]
+
+
+def release(backend: Backend, lease: Lease) -> None:
+    backend.run(release_statements(lease))
+
+
+def current(backend: Backend) -> Lease | None:
+    """Who holds the lock now (possibly expired), read-only; None when nobody does."""
+    exists = backend.run(
+        [Statement("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LOCK_TABLE,))],
+        read_only=True,
+    )[0]
+    if not exists.rows:
+        return None
+    return _lease(backend.run([Statement(_READ)], read_only=True)[0])
+
+
+def force_release(backend: Backend) -> Lease | None:
+    """Remove whatever lease exists, in one request; returns the lease that was removed."""
+    results = backend.run(
+        [Statement(CREATE_TABLE), Statement(_READ), Statement(f"DELETE FROM {LOCK_TABLE}")]
+    )
+    return _lease(results[1])
+
+
+def is_lost(message: str) -> bool:
+    """Whether a batch failed because `check_and_extend` found the lease gone."""
+    found = guard.parse_abort(message)
+    return found is not None and found.startswith(LOST_PREFIX)
