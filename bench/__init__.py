@@ -1,0 +1,1 @@
+"""d1deploy's benchmarks: `python -m bench` (see README.md); results in RESULTS.md."""

@@ -1,0 +1,127 @@
+"""`python -m bench [all|migrate|start|backup|split] [--runs N] [--latency S] [--quick]`.
+
+Runs the chosen benchmarks against the D1 emulator on loopback, prints each row as its
+benchmark finishes, and writes the table to `bench/RESULTS.md` (or `--output`).
+Run it from the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+# `tests.emulator` and `bench` are imported as packages of the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import bench_backup, bench_migrate, bench_split, bench_start, wrangler
+from bench.harness import (
+    ORDER,
+    RESULTS_PATH,
+    WORK_DIR,
+    Options,
+    Row,
+    d1deploy_has,
+    machine_info,
+    write_results,
+)
+
+QUICK = {"backup_mb": 50, "split_mb": 10, "runs": 3}
+FULL = {"backup_mb": 500, "split_mb": 100, "runs": 5}
+MIGRATIONS = 30
+NEEDS_COMMAND = {"migrate": "migrate", "backup": "backup"}
+NEEDS_WRANGLER = ("migrate", "start")
+
+
+def split_rows(opts: Options, size_mb: int) -> list[Row]:
+    """Time `sqlsplit.split` on a generated dump (bench/bench_split.py)."""
+    result = bench_split.run(size_mb)
+    return [
+        Row(
+            bench="split",
+            measure=f"`sqlsplit.split` of a {result['mb']:.0f} MB D1 dump",
+            d1deploy=f"{result['mb_per_s']:.1f} MB/s ({result['seconds']:.2f} s, median of 3)",
+            produced_by=opts.invocation,
+            commands=(
+                f"python -c 'from bench import bench_split; print(bench_split.run({size_mb}))'",
+            ),
+        )
+    ]
+
+
+def benchmarks(quick: bool) -> dict[str, Callable[[Options], list[Row]]]:
+    sizes = QUICK if quick else FULL
+    return {
+        "migrate": lambda o: bench_migrate.run(o, migrations=MIGRATIONS),
+        "start": bench_start.run,
+        "backup": lambda o: bench_backup.run(o, size_mb=sizes["backup_mb"]),
+        "split": lambda o: split_rows(o, sizes["split_mb"]),
+    }
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("which", nargs="*", default=["all"], choices=["all", *ORDER])
+    parser.add_argument("--runs", type=int, help="timed runs per measure (default 5; quick 3)")
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds per API request")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs")
+    parser.add_argument("--no-wrangler", action="store_true", help="skip the wrangler baseline")
+    parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="the Markdown file")
+    args = parser.parse_args(argv)
+    if args.runs is not None and args.runs < 1:
+        parser.error("--runs must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = parse(given)
+    chosen = [name for name in ORDER if "all" in args.which or name in args.which]
+    runs = args.runs or (QUICK if args.quick else FULL)["runs"]
+    opts = Options(
+        runs=runs,
+        latency=args.latency,
+        quick=args.quick,
+        invocation=shlex.join(["python", "-m", "bench", *given]),
+    )
+    if any(name in NEEDS_WRANGLER for name in chosen):
+        if args.no_wrangler:
+            opts = replace(opts, wrangler_note="wrangler skipped (--no-wrangler)")
+        else:
+            print("Looking for wrangler (npm install into bench/.work/npm if missing)...")
+            tool, note = wrangler.ensure(WORK_DIR / "npm")
+            print(note)
+            opts = replace(opts, wrangler=tool, wrangler_note=note)
+    rows: list[Row] = []
+    failed = []
+    for name in chosen:
+        command = NEEDS_COMMAND.get(name)
+        if command and not d1deploy_has(command):
+            print(f"[{name}] skipped: `d1deploy {command}` is not available yet")
+            continue
+        started = time.perf_counter()
+        print(f"[{name}] running...", flush=True)
+        try:
+            produced = benchmarks(args.quick)[name](opts)
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            print(f"[{name}] FAILED: {exc}", file=sys.stderr)
+            failed.append(name)
+            continue
+        for row in produced:
+            print(row.line(), flush=True)
+        print(f"[{name}] done in {time.perf_counter() - started:.0f} s", flush=True)
+        rows += produced
+    if rows:
+        write_results(
+            args.output, rows, machine_info(opts.wrangler or wrangler.find(WORK_DIR / "npm"))
+        )
+        print(f"Wrote {args.output}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Benchmark: applying N fresh migrations to a fresh database, d1deploy against wrangler.
+
+Both tools run in the same generated project (a `wrangler.toml` binding the database,
+a `migrations/` folder of small CREATE TABLE / INSERT / CREATE INDEX files) against the
+emulator with a fixed per-request latency, alternating run by run. Every run gets a new
+database and is checked afterwards: the ledger must list all N migrations. Reported:
+median wall time, API requests per deploy (from the emulator's log), and the ratios.
+d1deploy also runs with its automatic backup, reported on its own row.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import wrangler
+from bench.harness import (
+    Measured,
+    Options,
+    Row,
+    Served,
+    checked,
+    clean_env,
+    count_rows,
+    d1deploy_argv,
+    display,
+    median,
+    run_measured,
+    seconds_text,
+    serving,
+    verdict,
+)
+
+LEDGER = "d1_migrations"
+ENV_NAMES = ("CLOUDFLARE_API_BASE_URL", "CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID")
+
+
+def write_migrations(directory: Path, count: int) -> list[Path]:
+    """`count` small migrations, numbered the way `wrangler d1 migrations create` does."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n in range(1, count + 1):
+        table = f"t{n:03d}"
+        path = directory / f"{n:04d}_create_{table}.sql"
+        path.write_text(
+            f"-- Migration number: {n:04d}\n"
+            f"CREATE TABLE {table} (\n"
+            "  id INTEGER PRIMARY KEY,\n"
+            "  name TEXT NOT NULL,\n"
+            "  score INTEGER NOT NULL DEFAULT 0,\n"
+            "  created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP\n"
+            ");\n"
+            f"INSERT INTO {table} (name, score) VALUES ('alpha', 1), ('beta', 2), "
+            "('it''s; tricky', 3);\n"
+            f"CREATE INDEX idx_{table}_name ON {table} (name);\n",
+            encoding="utf-8",
+        )
+        paths.append(path)
+    return paths
+
+
+@dataclass(frozen=True)
+class _Sample:
+    seconds: float
+    requests: int
+    downloads: int
+
+
+@dataclass(frozen=True)
+class _Variant:
+    """One way of deploying: how to build its command for a database, and its label."""
+
+    label: str
+    argv: Callable[[str], list[str]]
+    env: dict[str, str]
+    check_json: bool
+
+
+def run(opts: Options, *, migrations: int = 30) -> list[Row]:
+    """Deploy `migrations` migrations `opts.runs` times per tool; return the rows."""
+    with serving(latency=opts.latency) as served:
+        project = served.root / "project"
+        write_migrations(project / "migrations", migrations)
+        backups = served.root / "backups"
+        variants = _variants(opts, served)
+        samples: dict[str, list[_Sample]] = {v.label: [] for v in variants}
+        for attempt in range(opts.warmup + opts.runs):
+            for variant in variants:
+                sample = _deploy_once(served, project, variant, f"{attempt}", migrations)
+                shutil.rmtree(backups, ignore_errors=True)
+                if attempt >= opts.warmup:
+                    samples[variant.label].append(sample)
+    commands = {v.label: display(v.argv("bench"), ENV_NAMES) for v in variants}
+    return _rows(opts, migrations, samples, commands)
+
+
+def _variants(opts: Options, served: Served) -> list[_Variant]:
+    env = clean_env(served.env)
+    ours = [*d1deploy_argv(), "migrate", "--migrations-dir", "migrations", "--json"]
+    chosen = [
+        _Variant("d1deploy", lambda db: [*ours, "--database", db, "--no-backup"], env, True),
+        _Variant(
+            "d1deploy+backup",
+            lambda db: [*ours, "--database", db, "--backup-dir", "../backups"],
+            env,
+            True,
+        ),
+    ]
+    tool = opts.wrangler
+    if tool is not None:
+        chosen.append(
+            _Variant(
+                "wrangler",
+                lambda db: tool.argv("d1", "migrations", "apply", db, "--remote"),
+                tool.env(env, served.root),
+                False,
+            )
+        )
+    return chosen
+
+
+def _deploy_once(
+    served: Served, project: Path, variant: _Variant, attempt: str, migrations: int
+) -> _Sample:
+    emulator = served.emulator
+    name = f"{variant.label.replace('+', '-')}-{attempt}"
+    db = emulator.create_database(name)
+    wrangler.write_config(project, name=name, uuid=db.uuid, migrations_dir="migrations")
+    before = len(emulator.requests)
+    measured = checked(
+        run_measured(variant.argv(name), env=variant.env, cwd=project),
+        f"{variant.label} deploying to {name}",
+    )
+    log = emulator.requests[before:]
+    _verify(measured, variant, db.path, migrations)
+    api = sum(1 for r in log if r.path.startswith("/client/v4/"))
+    return _Sample(measured.seconds, api, len(log) - api)
+
+
+def _verify(measured: Measured, variant: _Variant, db_file: Path, migrations: int) -> None:
+    """Both tools must really have applied every migration, or the timing means nothing."""
+    if variant.check_json:
+        report = json.loads(measured.stdout)
+        applied = report.get("applied") or []
+        if not report.get("ok") or len(applied) != migrations:
+            raise RuntimeError(
+                f"{variant.label} reported ok={report.get('ok')} with {len(applied)} of "
+                f"{migrations} migrations applied"
+            )
+    recorded = count_rows(db_file, LEDGER)
+    if recorded != migrations:
+        raise RuntimeError(f"{variant.label} left {recorded} of {migrations} rows in {LEDGER}")
+
+
+def _rows(
+    opts: Options, migrations: int, samples: dict[str, list[_Sample]], commands: dict[str, str]
+) -> list[Row]:
+    at = f"{migrations} migrations, fresh database, {opts.latency * 1000:.0f} ms/request"
+    runs = f"median of {opts.runs}"
+
+    def time_of(label: str) -> float:
+        return median([s.seconds for s in samples[label]])
+
+    def requests_of(label: str) -> int:
+        return round(median([s.requests for s in samples[label]]))
+
+    ours, ours_backup = time_of("d1deploy"), time_of("d1deploy+backup")
+    theirs = time_of("wrangler") if "wrangler" in samples else None
+    base_time = f"{seconds_text(theirs)} ({runs})" if theirs else opts.wrangler_note
+    base_requests = str(requests_of("wrangler")) if theirs else opts.wrangler_note
+    time_ratio = ours / theirs if theirs else None
+    request_ratio = requests_of("d1deploy") / requests_of("wrangler") if theirs else None
+    downloads = round(median([s.downloads for s in samples["d1deploy+backup"]]))
+    wrangler_cmd = [commands["wrangler"]] if theirs else []
+    return [
+        Row(
+            measure=f"wall time, {at}, `--no-backup`",
+            d1deploy=f"{seconds_text(ours)} ({runs})",
+            baseline=base_time,
+            ratio=time_ratio,
+            target="≤ 0.5x (#3); ≤ 0.3x (#8)",
+            verdict=(
+                f"0.5x: {verdict(time_ratio <= 0.5)}; 0.3x: {verdict(time_ratio <= 0.3)}"
+                if time_ratio is not None
+                else "no baseline"
+            ),
+            commands=(commands["d1deploy"], *wrangler_cmd),
+            bench="migrate",
+            produced_by=opts.invocation,
+        ),
+        Row(
+            measure=f"API requests per deploy, {migrations} migrations, `--no-backup`",
+            d1deploy=str(requests_of("d1deploy")),
+            baseline=base_requests,
+            ratio=request_ratio,
+            commands=(commands["d1deploy"], *wrangler_cmd),
+            bench="migrate",
+            produced_by=opts.invocation,
+        ),
+        Row(
+            measure=f"wall time, {at}, with the automatic backup",
+            d1deploy=(
+                f"{seconds_text(ours_backup)} ({runs}); {requests_of('d1deploy+backup')} API "
+                f"requests + {downloads} download"
+            ),
+            baseline=(base_time + " (takes no backup)") if theirs else opts.wrangler_note,
+            ratio=ours_backup / theirs if theirs else None,
+            commands=(commands["d1deploy+backup"], *wrangler_cmd),
+            bench="migrate",
+            produced_by=opts.invocation,
+        ),
+    ]

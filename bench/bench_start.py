@@ -1,0 +1,100 @@
+"""Benchmark: CLI start-up, `d1deploy --version` and `--help` against `wrangler --version`.
+
+Each command runs as a fresh subprocess, alternating, `opts.runs` times after the
+warm-up; the median wall time is reported. It also records which heavy modules
+(`httpx`, `rich`) the two d1deploy commands import, since lazy imports are what keep
+them fast (issue #8).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from bench.harness import (
+    REPO_ROOT,
+    WORK_DIR,
+    Options,
+    Row,
+    checked,
+    clean_env,
+    d1deploy_argv,
+    display,
+    median,
+    run_measured,
+    seconds_text,
+    verdict,
+)
+
+TARGET_SECONDS = 0.150
+HEAVY_MODULES = ("httpx", "rich")
+
+# Runs the real entry point in-process, then reports which heavy modules got loaded.
+_PROBE = """
+import json, sys
+args, heavy = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+sys.argv = ["d1deploy", *args]
+from d1deploy.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+sys.stderr.write("HEAVY=" + json.dumps([m for m in heavy if m in sys.modules]) + "\\n")
+"""
+
+
+def heavy_imports(args: list[str]) -> list[str]:
+    """The heavy modules `d1deploy ARGS` imports before it exits."""
+    argv = [sys.executable, "-c", _PROBE, json.dumps(args), json.dumps(HEAVY_MODULES)]
+    proc = checked(
+        run_measured(argv, env=clean_env(), cwd=REPO_ROOT),
+        f"import probe for d1deploy {' '.join(args)}",
+    )
+    for line in proc.stderr.splitlines():
+        if line.startswith("HEAVY="):
+            found: list[str] = json.loads(line[len("HEAVY=") :])
+            return found
+    raise RuntimeError(f"the import probe printed no result: {proc.stderr[-500:]}")
+
+
+def run(opts: Options) -> list[Row]:
+    env = clean_env()
+    commands = {
+        "version": [*d1deploy_argv(), "--version"],
+        "help": [*d1deploy_argv(), "--help"],
+    }
+    tool = opts.wrangler
+    if tool is not None:
+        commands["wrangler"] = tool.argv("--version")
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for attempt in range(opts.warmup + opts.runs):
+        for name, argv in commands.items():
+            run_env = tool.env(env, WORK_DIR) if name == "wrangler" and tool else env
+            measured = checked(run_measured(argv, env=run_env, cwd=REPO_ROOT), display(argv))
+            if attempt >= opts.warmup:
+                times[name].append(measured.seconds)
+    medians = {name: median(values) for name, values in times.items()}
+    theirs = medians.get("wrangler")
+    runs = f"median of {opts.runs}"
+    baseline = f"`wrangler --version` {seconds_text(theirs)} ({runs})" if theirs else None
+    rows = []
+    for name, target in (("version", TARGET_SECONDS), ("help", None)):
+        ours = medians[name]
+        heavy = heavy_imports([f"--{name}"])
+        loads = ", ".join(heavy) if heavy else "neither httpx nor rich"
+        rows.append(
+            Row(
+                bench="start",
+                measure=f"`d1deploy --{name}` wall time (imports: {loads})",
+                d1deploy=f"{seconds_text(ours)} ({runs})",
+                baseline=baseline or opts.wrangler_note,
+                ratio=ours / theirs if theirs else None,
+                target="< 150 ms (#8)" if target else "—",
+                verdict=verdict(ours < target) if target else "—",
+                produced_by=opts.invocation,
+                commands=tuple(
+                    display(commands[key]) for key in (name, "wrangler") if key in commands
+                ),
+            )
+        )
+    return rows
