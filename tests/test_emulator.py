@@ -103,8 +103,10 @@ class Api:
 def _clients(emu: D1Emulator, base: str, transport: httpx.BaseTransport | None) -> Api:
     auth = {"Authorization": f"Bearer {emu.token}"}
     root = f"{base}/accounts/{emu.account_id}/d1/database"
-    client = httpx.Client(base_url=root, headers=auth, transport=transport)
-    return Api(emu, client, httpx.Client(transport=transport), emu.default_db)
+    # trust_env=False: a proxy from the environment must never see loopback traffic.
+    client = httpx.Client(base_url=root, headers=auth, transport=transport, trust_env=False)
+    plain = httpx.Client(transport=transport, trust_env=False)
+    return Api(emu, client, plain, emu.default_db)
 
 
 @pytest.fixture
@@ -764,7 +766,8 @@ def test_d1_env_points_at_the_served_emulator(
     headers = {"Authorization": f"Bearer {d1_env['CLOUDFLARE_API_TOKEN']}"}
     account = d1_env["CLOUDFLARE_ACCOUNT_ID"]
     url = f"{d1_env['CLOUDFLARE_API_BASE_URL']}/accounts/{account}/d1/database"
-    assert httpx.get(url, headers=headers).json()["result"][0]["name"] == "telegram-conversations"
+    listed = httpx.get(url, headers=headers, trust_env=False).json()["result"]
+    assert listed[0]["name"] == "telegram-conversations"
 
 
 def test_serving_refuses_non_loopback_hosts(emulator: D1Emulator) -> None:
@@ -784,7 +787,8 @@ def test_command_line_entry_point_serves_until_stopped(tmp_path: Path) -> None:
         assert process.stdout is not None
         base_url = process.stdout.readline().strip()
         url = f"{base_url}/accounts/{'0123456789abcdef' * 2}/d1/database"
-        listed = httpx.get(url, headers={"Authorization": "Bearer test-token"}).json()
+        auth = {"Authorization": "Bearer test-token"}
+        listed = httpx.get(url, headers=auth, trust_env=False).json()
         assert [d["name"] for d in listed["result"]] == ["a", "b"]
     finally:
         process.terminate()
