@@ -16,12 +16,9 @@ unless the migration declares the loss with `-- d1deploy: allow-row-loss TABLE`.
 from __future__ import annotations
 
 import re
-import sqlite3
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 
 from d1deploy.backend import Statement
-from d1deploy.errors import InputError
-from d1deploy.sqlsplit import is_transaction_control
 
 ABORT_MARKER = "d1deploy-abort: "
 GUARD_TABLE = "_d1deploy_guard"
@@ -142,64 +139,3 @@ def guard_statements(
         after.append(Statement(abort_if(condition, message)))
     after.append(Statement(f"DELETE FROM {GUARD_TABLE}"))
     return before, after
-
-
-class SchemaCopy:
-    """An in-memory SQLite database holding a schema without rows.
-
-    Replaying a migration here tells which tables it drops for good (they cannot be
-    counted after the migration, so the guard checks they were empty instead). The copy
-    keeps foreign keys on, like D1.
-    """
-
-    def __init__(self, creates: Iterable[str]) -> None:
-        self._db = sqlite3.connect(":memory:", isolation_level=None)
-        self._db.execute("PRAGMA foreign_keys = ON")
-        for sql in creates:
-            try:
-                self._db.execute(sql)
-            except sqlite3.Error as exc:
-                # A virtual table creates its own shadow tables, which are listed again.
-                if "already exists" in str(exc):
-                    continue
-                self._db.close()
-                raise InputError(
-                    f"cannot copy the live schema locally ({exc}) to plan the row-loss guard:"
-                    f" {sql[:80]}",
-                    hint="run d1deploy with a Python whose SQLite has that module (D1 offers fts5)",
-                ) from exc
-        self._db.execute("BEGIN")
-
-    def tables(self, keep: Callable[[str], bool] = lambda _: True) -> list[str]:
-        rows = self._db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY rowid"
-        ).fetchall()
-        return [str(name) for (name,) in rows if keep(str(name))]
-
-    def creates(self) -> list[str]:
-        """The copy's schema as CREATE statements, tables first."""
-        rows = self._db.execute(
-            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type <> 'table', rowid"
-        ).fetchall()
-        return [str(sql) for (sql,) in rows]
-
-    def replay(self, statements: Sequence[Statement]) -> list[str]:
-        """Run `statements` on the copy, best effort; returns what failed, with file:line.
-
-        A failure here does not stop anything: D1's SQLite may know functions this one
-        does not, and rows that make a statement fail on D1 do not exist here. The
-        prediction is then approximate, and the guard errs towards failing the batch.
-        """
-        problems: list[str] = []
-        for st in statements:
-            if is_transaction_control(st.sql):
-                continue  # D1 refuses them; here they would end the copy's transaction
-            try:
-                self._db.execute(st.sql, st.params).fetchall()
-            except sqlite3.Error as exc:
-                where = f"{st.file}:{st.line}: " if st.file else ""
-                problems.append(f"{where}{exc}")
-        return problems
-
-    def close(self) -> None:
-        self._db.close()

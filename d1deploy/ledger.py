@@ -10,6 +10,10 @@ An apply or rollback event is written at the START of its migration's batch with
 duration, and completed at the end of the same batch. A batch that D1 did not abort
 therefore leaves a visible trace (an event without duration), which is how the engine
 tells "partly applied" from "not applied".
+
+`Session` is one locked run: it opens with ONE request (create the tables, take the
+lease, read schema, ledger and history) and sends each change as ONE request, judging any
+failure or lost answer by re-reading the ledger.
 """
 
 from __future__ import annotations
@@ -297,6 +301,10 @@ Verdict = Literal["done", "not_applied", "partly", "unknown", "lock_lost"]
 
 @dataclass(frozen=True)
 class Sent:
+    """What became of one change request. `verdict`: done (also when the answer was lost
+    but the ledger shows the change), not_applied, partly (D1 kept part of a failed batch),
+    unknown (the ledger could not be read afterwards), lock_lost (another run holds it)."""
+
     verdict: Verdict
     duration_ms: float | None = None
     rows_written: int | None = None
@@ -370,8 +378,10 @@ class Session:
         allowed: Sequence[str],
         release: bool = False,
     ) -> Sent:
-        """Apply (or roll back) one migration in one request, and judge any failure by
-        re-reading the"""
+        """Apply (or roll back) one migration in one request: lease check and extension,
+        history event, guard counts, `body`, guard checks, ledger row, event completion,
+        a read of the schema (and the lock's release when `release`). Any failure or lost
+        answer is judged by re-reading the ledger: never sent twice."""
         assert self.lease is not None
         before, after = guard.guard_statements(watched, set(allowed), set(dropped))
         row = (

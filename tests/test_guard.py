@@ -8,7 +8,6 @@ import pytest
 
 from d1deploy import guard
 from d1deploy.backend import Statement
-from d1deploy.errors import InputError
 
 
 def test_abort_if_fails_only_when_the_condition_holds() -> None:
@@ -120,33 +119,3 @@ def test_table_names_are_quoted() -> None:
     with pytest.raises(sqlite3.OperationalError) as info:
         _in_transaction(conn, [*before, Statement('DELETE FROM "it\'s ""odd"""'), *after])
     assert 'table it\'s "odd" had 1 rows' in str(guard.parse_abort(str(info.value)))
-
-
-def test_schema_copy_tells_which_tables_a_migration_drops() -> None:
-    copy = guard.SchemaCopy(
-        [
-            "CREATE TABLE parent (id INTEGER PRIMARY KEY)",
-            "CREATE TABLE child (id INTEGER, p INTEGER REFERENCES parent(id) ON DELETE CASCADE)",
-            "CREATE INDEX child_p ON child (p)",
-            "CREATE TABLE old_log (x)",
-        ]
-    )
-    assert copy.tables() == ["parent", "child", "old_log"]
-    problems = copy.replay(
-        [
-            *REBUILD,
-            Statement("DROP TABLE old_log"),
-            Statement("BEGIN TRANSACTION", file="m.sql", line=1),
-            Statement("SELECT no_such_function(1)", file="m.sql", line=7),
-        ]
-    )
-    assert problems == ["m.sql:7: no such function: no_such_function"]
-    assert copy.tables() == ["child", "parent"]
-    assert copy.tables(lambda name: name != "child") == ["parent"]
-    assert copy.creates()[-1] == "CREATE INDEX child_p ON child (p)"
-    copy.close()
-
-
-def test_schema_copy_refuses_a_schema_it_cannot_build() -> None:
-    with pytest.raises(InputError, match="cannot copy the live schema"):
-        guard.SchemaCopy(["CREATE VIRTUAL TABLE v USING no_such_module(x)"])

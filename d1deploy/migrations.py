@@ -1,0 +1,689 @@
+"""The migration engine's write side: migrate, rollback, baseline, verify.
+
+Each migration is applied as ONE request (`ledger.Session.change`): the lease check,
+the row-loss guard, its statements (split locally, one per batch item), its ledger and
+history rows. After any failed or unanswered request the engine re-reads the ledger to
+tell "not applied", "applied" (the answer was lost) and "partly applied" (D1 did not
+abort the batch), and never applies a migration twice. A deploy that fails after
+changing something undoes this run's migrations, newest first, with their rollback SQL
+(or a Time Travel restore, when asked to).
+
+Discovery lives in `discovery.py`, status and plan in `planning.py`, the tables and the
+one-request changes in `ledger.py`; this module re-exports what the CLI needs. Core
+functions take explicit arguments, report progress through `notify`, return frozen
+reports and raise `errors.*`; they never print.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal, NoReturn
+
+from d1deploy import checks, guard, ledger, lint, lock, sqlsplit
+from d1deploy.backend import Backend
+from d1deploy.checks import CheckResult
+from d1deploy.discovery import Migration, discover, new_migration, resolve
+from d1deploy.errors import ChangeFailed, InputError, PrecheckFailed, UsageError
+from d1deploy.ledger import DEFAULT_TABLE, DbState
+from d1deploy.planning import (
+    PlannedMigration,
+    PlanReport,
+    StatusReport,
+    check_files,
+    model_of,
+    plan,
+    predict,
+    prepare,
+    refuse_drift,
+    select,
+    status,
+    status_of,
+    triage_prechecks,
+)
+
+__all__ = [
+    "AppliedMigration",
+    "BaselineReport",
+    "DeployFailed",
+    "LintFailed",
+    "MigrateOptions",
+    "MigrateReport",
+    "Migration",
+    "PlanReport",
+    "PrechecksFailed",
+    "RollbackReport",
+    "RolledBackMigration",
+    "StatusReport",
+    "VerifyReport",
+    "baseline",
+    "discover",
+    "migrate",
+    "new_migration",
+    "plan",
+    "refuse_drift",
+    "rollback",
+    "status",
+    "verify",
+]
+
+Notify = Callable[[str], None]
+DEFAULT_LOCK_TTL = 900
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+# --- reports and errors --------------------------------------------------------------
+
+OnFailure = Literal["rollback", "restore"]
+
+
+@dataclass(frozen=True)
+class MigrateOptions:
+    """`on_failure="restore"` restores the Time Travel bookmark where rollback SQL is
+    missing (or the database was left partly applied); the default stops and says how."""
+
+    to: str | None = None
+    dry_run: bool = False
+    allow_drift: bool = False
+    on_failure: OnFailure = "rollback"
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    """`rows_written` is None when the answer was lost (the ledger says it landed);
+    `duration_ms` is measured by the database inside the batch."""
+
+    name: str
+    duration_ms: float | None
+    rows_written: int | None
+    statements: int
+    answer_lost: bool = False
+
+
+@dataclass(frozen=True)
+class RolledBackMigration:
+    """`source` says which rollback SQL ran: the file, or the copy stored at apply time."""
+
+    name: str
+    source: Literal["file", "history"]
+    duration_ms: float | None
+    rows_written: int | None
+    answer_lost: bool = False
+
+
+@dataclass(frozen=True)
+class MigrateReport:
+    ok: bool
+    database: str
+    applied: tuple[AppliedMigration, ...] = ()
+    skipped: tuple[str, ...] = ()
+    bookmark_before: str | None = None
+    backup: object = None
+    checks: tuple[CheckResult, ...] = ()
+    rolled_back: tuple[RolledBackMigration, ...] = ()
+    restored_to: str | None = None
+    error: str | None = None
+    plan: PlanReport | None = None
+
+
+@dataclass(frozen=True)
+class RollbackReport:
+    ok: bool
+    database: str
+    rolled_back: tuple[RolledBackMigration, ...] = ()
+    bookmark_before: str | None = None
+    backup: object = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class BaselineReport:
+    database: str
+    recorded: tuple[str, ...]
+    already_applied: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    database: str
+    migrations: tuple[str, ...]
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.checks)
+
+
+class DeployFailed(ChangeFailed):
+    """A change failed; `report` says what was applied, checked and undone."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        report: MigrateReport | RollbackReport,
+        hint: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, file=file, line=line)
+        self.report = report
+
+
+class PrechecksFailed(PrecheckFailed):
+    """Prechecks refused the deploy; `results` holds every precheck's result."""
+
+    def __init__(self, message: str, *, results: Sequence[CheckResult], hint: str) -> None:
+        failed = next(r for r in results if not r.ok)
+        super().__init__(message, hint=hint, file=failed.check.file, line=failed.check.line)
+        self.results = tuple(results)
+
+
+class LintFailed(InputError):
+    """Lint errors block a deploy; `findings` holds all of them."""
+
+    def __init__(self, findings: Sequence[lint.Finding]) -> None:
+        first = findings[0]
+        super().__init__(
+            f"{len(findings)} lint error(s) in the pending migrations; first: {first.message}",
+            hint="fix the statements named by `d1deploy lint`",
+            file=first.file,
+            line=first.line,
+        )
+        self.findings = tuple(findings)
+
+
+def restore_command(bookmark: str) -> str:
+    return f"d1deploy restore --bookmark {bookmark} --yes"
+
+
+# --- migrate -------------------------------------------------------------------------
+
+
+def migrate(
+    backend: Backend,
+    migrations_dir: Path,
+    *,
+    actor: str,
+    table: str = DEFAULT_TABLE,
+    lock_ttl: int = DEFAULT_LOCK_TTL,
+    guard_tables: Sequence[str] | None = None,
+    options: MigrateOptions = MigrateOptions(),
+    before_change: Callable[[], object] | None = None,
+    notify: Notify | None = None,
+) -> MigrateReport:
+    """Apply the pending migrations (up to `options.to`): lock, refuse on drift, lint
+    errors or failed prechecks, call `before_change` (the backup) and take a bookmark,
+    apply each migration in one request and run its verify checks; on failure undo
+    this run's migrations newest first.
+
+    :raises LockHeld, DriftDetected, PrechecksFailed: refused before changing anything.
+    :raises LintFailed, InputError: a migration or check file is unusable.
+    :raises DeployFailed: a change failed; its report says what was undone.
+    """
+    say = notify or _quiet
+    migrations = discover(migrations_dir)
+    if options.dry_run:
+        shown = plan(backend, migrations_dir, table=table, to=options.to, guard_tables=guard_tables)
+        return MigrateReport(shown.ok, backend.info.name, skipped=shown.skipped, plan=shown)
+    session = ledger.Session(backend, table, actor, lock_ttl, guard_tables, say)
+    state = session.open()
+    try:
+        return _Deploy(session, migrations, options).run(state, before_change)
+    finally:
+        session.close()
+
+
+class _Deploy:
+    """The state of one `migrate` run, so failures can say what this run did."""
+
+    def __init__(
+        self, session: ledger.Session, migrations: Sequence[Migration], options: MigrateOptions
+    ) -> None:
+        self.s = session
+        self.migrations = migrations
+        self.options = options
+        self.applied: list[tuple[Migration, PlannedMigration]] = []
+        self.report = MigrateReport(ok=True, database=session.backend.info.name)
+
+    def run(self, state: DbState, before_change: Callable[[], object] | None) -> MigrateReport:
+        say = self.s.notify
+        status_report = status_of(self.report.database, self.migrations, state)
+        if not self.options.allow_drift:
+            refuse_drift(status_report)
+        for name in status_report.out_of_order:
+            say(f"{name} is numbered below an applied migration; applying it out of order")
+        todo, later = select(self.migrations, status_report, self.options.to)
+        planned = prepare(todo, state, self.s.guard_tables)
+        findings = [f for p in planned for f in p.findings]
+        if errors := [f for f in findings if f.severity == "error"]:
+            raise LintFailed(errors)
+        for f in findings:
+            say(f"warning: {f.file}:{f.line}: {f.message}")
+        # Parsed now so that a broken check file stops the deploy before any change.
+        verify = {m.name: check_files([m], "verify") for m in todo}
+        prechecks = checks.run_checks(self.s.backend, check_files(todo, "precheck"))
+        failed, deferred = triage_prechecks(todo, prechecks)
+        owner = {str(m.precheck_path): m.name for m in todo}
+        kept = tuple(r for r in prechecks if owner.get(r.check.file) not in deferred)
+        self.report = replace(self.report, checks=kept, skipped=tuple(later))
+        if failed:
+            raise PrechecksFailed(
+                f"{len(failed)} precheck(s) failed: " + "; ".join(r.check.label for r in failed),
+                results=prechecks,
+                hint="fix the data the checks show (first rows listed), then deploy again",
+            )
+        if not todo:
+            say("nothing to apply: the database is up to date")
+            return self.report
+        backup = before_change() if before_change else None
+        bookmark = self.s.backend.bookmark()
+        say(f"bookmark before this deploy: {bookmark}")
+        self.report = replace(self.report, backup=backup, bookmark_before=bookmark)
+        for i, (m, p) in enumerate(zip(todo, planned, strict=True)):
+            if m.name in deferred:
+                self._checks(m, "precheck", [x.name for x in todo[i:]])
+            last = i == len(todo) - 1 and not verify[m.name]
+            sent = self.s.change(
+                m.name,
+                "apply",
+                p.statements,
+                sha256=m.sha256,
+                rollback_sql=p.rollback_sql,
+                bookmark=bookmark,
+                watched=p.guarded_tables,
+                dropped=p.dropped_tables,
+                allowed=p.allowed_row_loss,
+                release=last,
+            )
+            if sent.verdict != "done":
+                self._failed(m, sent, [x.name for x in todo[i:]])
+            self.applied.append((m, p))
+            self._record_apply(m, p, sent)
+            if verify[m.name]:
+                self._checks(m, "verify", [x.name for x in todo[i + 1 :]])
+        return self.report
+
+    def _checks(
+        self, m: Migration, kind: Literal["precheck", "verify"], not_reached: list[str]
+    ) -> None:
+        """Run `m`'s prechecks (deferred until now) or verify checks; a failure undoes
+        this run's migrations."""
+        results = checks.run_checks(self.s.backend, check_files([m], kind))
+        self.report = replace(self.report, checks=self.report.checks + tuple(results))
+        if bad := [r for r in results if not r.ok]:
+            what = "; ".join(f"{r.check.label} ({r.outcome})" for r in bad)
+            when = (
+                f"verification failed after {m.name}"
+                if kind == "verify"
+                else (f"prechecks of {m.name} failed")
+            )
+            self._undo_and_raise(f"{when}: {what}", not_reached=not_reached)
+
+    def _record_apply(self, m: Migration, p: PlannedMigration, sent: ledger.Sent) -> None:
+        applied = AppliedMigration(
+            m.name, sent.duration_ms, sent.rows_written, len(p.statements), sent.answer_lost
+        )
+        self.report = replace(self.report, applied=(*self.report.applied, applied))
+        took = "" if sent.duration_ms is None else f" in {sent.duration_ms:.0f} ms"
+        if sent.answer_lost:
+            self.s.notify(f"applied {m.name}{took} (its answer was lost; the ledger shows it)")
+        else:
+            self.s.notify(f"applied {m.name}{took}, {sent.rows_written} rows written")
+
+    def _failed(self, m: Migration, sent: ledger.Sent, not_done: list[str]) -> NoReturn:
+        bookmark = self.report.bookmark_before
+        assert bookmark is not None
+        skipped = tuple(not_done) + self.report.skipped
+        self.report = replace(self.report, skipped=skipped)
+        if sent.verdict == "not_applied":
+            self._undo_and_raise(
+                f"{m.name} failed and was not applied: {sent.error}",
+                file=sent.file,
+                line=sent.line,
+            )
+        if sent.verdict == "lock_lost":
+            self._raise(
+                f"stopped before {m.name}: {sent.error}; this run's migrations were not undone"
+                " because another deploy now holds the lock",
+                hint="check `d1deploy status` once the other deploy is done",
+            )
+        if sent.verdict == "partly" and self.options.on_failure == "restore":
+            self._restore(bookmark)
+            self._raise(
+                f"{m.name} was partly applied (D1 did not roll back its failed batch:"
+                f" {sent.error}); the database was restored to {bookmark}",
+                file=sent.file,
+                line=sent.line,
+            )
+        what = (
+            f"{m.name} was partly applied: D1 did not roll back its failed batch ({sent.error})"
+            if sent.verdict == "partly"
+            else f"could not tell whether {m.name} was applied ({sent.error})"
+        )
+        self._raise(
+            f"{what}; the database is as the failure left it, bookmark before this deploy:"
+            f" {bookmark}",
+            hint=f"restore it with `{restore_command(bookmark)}`",
+            file=sent.file,
+            line=sent.line,
+        )
+
+    def _undo_and_raise(
+        self,
+        reason: str,
+        *,
+        not_reached: Sequence[str] = (),
+        file: str | None = None,
+        line: int | None = None,
+    ) -> NoReturn:
+        """Undo this run's migrations newest first, then raise DeployFailed saying so."""
+        bookmark = self.report.bookmark_before
+        assert bookmark is not None
+        self.report = replace(self.report, skipped=(*not_reached, *self.report.skipped))
+        while self.applied:
+            m, p = self.applied[-1]
+            if p.rollback_sql is None:
+                if self.options.on_failure == "restore":
+                    self._restore(bookmark)
+                    self._raise(f"{reason}; restored the database to {bookmark}", file, line)
+                self._raise(
+                    f"{reason}; {m.name} has no rollback SQL, so the rollback stopped there"
+                    f" ({self._undone()}); bookmark before this deploy: {bookmark}",
+                    file,
+                    line,
+                    hint=f"restore it with `{restore_command(bookmark)}`",
+                )
+            sent = _roll_back(
+                self.s,
+                m.name,
+                p.rollback_sql,
+                m.sha256,
+                bookmark,
+                last=False,
+                source=str(m.rollback_path),
+            )
+            if sent.verdict != "done":
+                if self.options.on_failure == "restore" and sent.verdict != "lock_lost":
+                    self._restore(bookmark)
+                    self._raise(
+                        f"{reason}; rolling back {m.name} failed too ({sent.error});"
+                        f" restored the database to {bookmark}",
+                        file,
+                        line,
+                    )
+                self._raise(
+                    f"{reason}; rolling back {m.name} failed ({sent.error}) after"
+                    f" {self._undone()}; bookmark before this deploy: {bookmark}",
+                    file,
+                    line,
+                    hint=f"restore it with `{restore_command(bookmark)}`",
+                )
+            self.applied.pop()
+            undone = RolledBackMigration(
+                m.name, "file", sent.duration_ms, sent.rows_written, sent.answer_lost
+            )
+            self.report = replace(self.report, rolled_back=(*self.report.rolled_back, undone))
+            self.s.notify(f"rolled back {m.name}")
+        self._raise(f"{reason}; {self._undone()}", file, line)
+
+    def _undone(self) -> str:
+        names = [r.name for r in self.report.rolled_back]
+        return f"rolled back {', '.join(names)}" if names else "nothing was rolled back"
+
+    def _restore(self, bookmark: str) -> None:
+        self.s.notify(f"restoring the database to {bookmark}")
+        self.s.backend.restore(bookmark)
+        self.applied.clear()
+        self.report = replace(self.report, restored_to=bookmark)
+
+    def _raise(
+        self,
+        message: str,
+        file: str | None = None,
+        line: int | None = None,
+        *,
+        hint: str | None = None,
+    ) -> NoReturn:
+        self.report = replace(self.report, ok=False, error=message)
+        raise DeployFailed(message, report=self.report, hint=hint, file=file, line=line)
+
+
+def _roll_back(
+    session: ledger.Session,
+    name: str,
+    sql: str,
+    sha256: str | None,
+    bookmark: str | None,
+    *,
+    last: bool,
+    source: str = "",
+) -> ledger.Sent:
+    """Run one migration's rollback SQL in one request, with its ledger row's removal."""
+    statements = sqlsplit.split(sql, file=source or f"rollback of {name}")
+    with model_of(session.known) as model:
+        watched, _, _ = predict(
+            model, statements, session.table, session.guard_tables, undoing=True
+        )
+    return session.change(
+        name,
+        "rollback",
+        statements,
+        sha256=sha256,
+        rollback_sql=sql,
+        bookmark=bookmark,
+        watched=watched,
+        dropped=(),
+        allowed=sorted(guard.allowed_row_loss(sql)),
+        release=last,
+    )
+
+
+# --- rollback ------------------------------------------------------------------------
+
+
+def rollback(
+    backend: Backend,
+    migrations_dir: Path,
+    *,
+    actor: str,
+    table: str = DEFAULT_TABLE,
+    lock_ttl: int = DEFAULT_LOCK_TTL,
+    guard_tables: Sequence[str] | None = None,
+    to: str | None = None,
+    steps: int | None = None,
+    before_change: Callable[[], object] | None = None,
+    notify: Notify | None = None,
+) -> RollbackReport:
+    """Undo applied migrations newest first: the last one by default, the newest
+    `steps`, or every one applied after `to`. Each runs in one request with the removal
+    of its ledger row. The rollback SQL stored at apply time is used when the file
+    changed or is gone. The CLI asks for confirmation; this function does not.
+
+    :raises UsageError: bad `to`/`steps`.
+    :raises DeployFailed: a migration has no rollback SQL, or a rollback failed.
+    """
+    if to is not None and steps is not None:
+        raise UsageError("give --to or --steps, not both")
+    if steps is not None and steps < 1:
+        raise UsageError("--steps must be at least 1")
+    say = notify or _quiet
+    files = {m.name: m for m in (discover(migrations_dir) if migrations_dir.is_dir() else [])}
+    session = ledger.Session(backend, table, actor, lock_ttl, guard_tables, say)
+    state = session.open()
+    try:
+        rows = list(reversed(state.ledger))
+        if to is not None:
+            target = _resolve_applied(to, [r.name for r in rows])
+            targets = [r.name for r in rows[: [r.name for r in rows].index(target)]]
+        else:
+            targets = [r.name for r in rows[: steps or 1]]
+        report = RollbackReport(ok=True, database=backend.info.name)
+        if not targets:
+            say("nothing to roll back")
+            return report
+        stored = ledger.rollback_sql_of(backend, targets)
+        chosen = [_rollback_source(n, files.get(n), stored.get(n)) for n in targets]
+        if missing := [n for n, (sql, _) in zip(targets, chosen, strict=True) if sql is None]:
+            event = state.last_event(missing[0])
+            mark = event.bookmark_before if event else None
+            raise DeployFailed(
+                f"{missing[0]} has no rollback SQL (no rollback file, none stored when it was"
+                " applied); nothing was rolled back",
+                report=replace(report, ok=False, error=f"{missing[0]} has no rollback SQL"),
+                hint=f"restore the database with `{restore_command(mark)}`"
+                if mark
+                else "restore the database from a backup or a Time Travel bookmark taken"
+                " before it was applied (`d1deploy restore --timestamp T`)",
+            )
+        backup = before_change() if before_change else None
+        bookmark = backend.bookmark()
+        say(f"bookmark before this rollback: {bookmark}")
+        report = replace(report, backup=backup, bookmark_before=bookmark)
+        for i, (name, (sql, source)) in enumerate(zip(targets, chosen, strict=True)):
+            assert sql is not None
+            m = files.get(name)
+            label = str(m.rollback_path) if m and m.rollback_path and source == "file" else ""
+            sent = _roll_back(
+                session,
+                name,
+                sql,
+                m.sha256 if m else None,
+                bookmark,
+                last=i == len(targets) - 1,
+                source=label,
+            )
+            if sent.verdict != "done":
+                done = ", ".join(r.name for r in report.rolled_back) or "nothing"
+                message = f"rolling back {name} failed ({sent.error}); rolled back: {done}"
+                if sent.verdict == "partly":
+                    message = (
+                        f"{name}'s rollback was partly applied ({sent.error});"
+                        f" rolled back before it: {done}"
+                    )
+                raise DeployFailed(
+                    message,
+                    report=replace(report, ok=False, error=message),
+                    hint="restore the state before this rollback with"
+                    f" `{restore_command(bookmark)}`",
+                    file=sent.file,
+                    line=sent.line,
+                )
+            undone = RolledBackMigration(
+                name, source, sent.duration_ms, sent.rows_written, sent.answer_lost
+            )
+            report = replace(report, rolled_back=(*report.rolled_back, undone))
+            say(f"rolled back {name} using the rollback SQL from the {_SOURCE_WORDS[source]}")
+        return report
+    finally:
+        session.close()
+
+
+_SOURCE_WORDS = {"file": "file", "history": "copy stored when it was applied"}
+
+
+def _resolve_applied(name: str, applied: Sequence[str]) -> str:
+    wanted = name.replace("\\", "/").rsplit("/", 1)[-1]
+    for candidate in applied:
+        if wanted in (candidate, candidate.removesuffix(".sql")):
+            return candidate
+    raise UsageError(f"{name!r} is not an applied migration", hint="see `d1deploy status`")
+
+
+def _rollback_source(
+    name: str, migration: Migration | None, stored: str | None
+) -> tuple[str | None, Literal["file", "history"]]:
+    """The rollback SQL to run: the file's, unless it changed since the migration was
+    applied (or is gone) and a copy was stored then."""
+    current = migration.rollback_text() if migration else None
+    if stored is not None and current != stored:
+        return stored, "history"
+    return current, "file"
+
+
+# --- baseline ------------------------------------------------------------------------
+
+
+def baseline(
+    backend: Backend,
+    migrations_dir: Path,
+    name: str,
+    *,
+    actor: str,
+    table: str = DEFAULT_TABLE,
+    lock_ttl: int = DEFAULT_LOCK_TTL,
+    notify: Notify | None = None,
+) -> BaselineReport:
+    """Record every migration up to `name` as applied without running it, for a
+    database that already has their effect (production before d1deploy)."""
+    say = notify or _quiet
+    migrations = discover(migrations_dir)
+    target = resolve(migrations, name)
+    session = ledger.Session(backend, table, actor, lock_ttl, None, say)
+    state = session.open()
+    try:
+        applied = state.applied()
+        upto = [m for m in migrations if (m.number, m.name) <= (target.number, target.name)]
+        todo = [m for m in upto if m.name not in applied]
+        report = BaselineReport(
+            backend.info.name,
+            tuple(m.name for m in todo),
+            tuple(m.name for m in upto if m.name in applied),
+        )
+        if not todo:
+            say(f"nothing to record: every migration up to {target.name} is already applied")
+            return report
+        assert session.lease is not None
+        batch = lock.check_and_extend(session.lease, lock_ttl)
+        for m in todo:
+            batch += [
+                ledger.insert_ledger(table, m.name),
+                ledger.start_event(
+                    m.name,
+                    "baseline",
+                    sha256=m.sha256,
+                    rollback_sql=m.rollback_text(),
+                    bookmark_before=None,
+                    actor=actor,
+                    duration_ms=0,
+                ),
+            ]
+        backend.run(batch + lock.release_statements(session.lease))
+        session.lease = None
+        for m in todo:
+            say(f"recorded {m.name} as applied (not run)")
+        return report
+    finally:
+        session.close()
+
+
+# --- verify --------------------------------------------------------------------------
+
+
+def verify(
+    backend: Backend,
+    migrations_dir: Path,
+    *,
+    table: str = DEFAULT_TABLE,
+    name: str | None = None,
+    notify: Notify | None = None,
+) -> VerifyReport:
+    """Run the verify checks of the applied migrations (or of `name` only)."""
+    say = notify or _quiet
+    migrations = discover(migrations_dir)
+    applied = ledger.read_state(backend, table).applied()
+    if name is not None:
+        chosen = [resolve(migrations, name)]
+        if chosen[0].name not in applied:
+            raise UsageError(f"{chosen[0].name} is not applied", hint="see `d1deploy status`")
+    else:
+        chosen = [m for m in migrations if m.name in applied]
+    chosen = [m for m in chosen if m.verify_path is not None]
+    if not chosen:
+        say("no verify checks to run")
+    results = checks.run_checks(backend, check_files(chosen, "verify"))
+    return VerifyReport(backend.info.name, tuple(m.name for m in chosen), tuple(results))

@@ -1,0 +1,317 @@
+"""The read-only side of the engine: status (applied, pending, drifted, missing, out of
+order) and plan (what `migrate` would do: statements, lint findings, row-loss guard,
+prechecks). Nothing here writes to the database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from d1deploy import checks, guard, ledger, lint
+from d1deploy.backend import Backend, Statement
+from d1deploy.checks import CheckResult
+from d1deploy.discovery import Migration, discover, resolve
+from d1deploy.errors import DriftDetected, UsageError
+from d1deploy.ledger import DEFAULT_TABLE, DbState
+
+# --- status --------------------------------------------------------------------------
+
+State = Literal["applied", "pending", "missing"]
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """One migration as the files and the ledger see it.
+
+    `applied_sha256` is None for a migration applied by wrangler (or before d1deploy
+    kept history): applied, checksum unknown, which is not drift.
+    """
+
+    name: str
+    state: State
+    number: int | None = None
+    drifted: bool = False
+    out_of_order: bool = False
+    applied_at: str | None = None
+    file_sha256: str | None = None
+    applied_sha256: str | None = None
+    actor: str | None = None
+    bookmark_before: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    database: str
+    table: str
+    ledger_exists: bool
+    migrations: tuple[MigrationStatus, ...]
+
+    def _names(self, keep: Callable[[MigrationStatus], bool]) -> tuple[str, ...]:
+        return tuple(m.name for m in self.migrations if keep(m))
+
+    @property
+    def applied(self) -> tuple[str, ...]:
+        return self._names(lambda m: m.state == "applied")
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        return self._names(lambda m: m.state == "pending")
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return self._names(lambda m: m.state == "missing")
+
+    @property
+    def drifted(self) -> tuple[str, ...]:
+        return self._names(lambda m: m.drifted)
+
+    @property
+    def out_of_order(self) -> tuple[str, ...]:
+        return self._names(lambda m: m.out_of_order)
+
+
+def _number(name: str) -> int | None:
+    m = re.match(r"\d+", name)
+    return int(m.group(0)) if m else None
+
+
+def status_of(database: str, migrations: Sequence[Migration], state: DbState) -> StatusReport:
+    applied = state.applied()
+    known = {m.name for m in migrations}
+    top = max((m.number for m in migrations if m.name in applied), default=None)
+    rows: list[MigrationStatus] = []
+    for m in migrations:
+        row = applied.get(m.name)
+        if row is None:
+            late = top is not None and m.number < top
+            rows.append(MigrationStatus(m.name, "pending", m.number, False, late, None, m.sha256))
+            continue
+        event = state.last_event(m.name)
+        recorded = event.sha256 if event and event.event in ("apply", "baseline") else None
+        rows.append(
+            MigrationStatus(
+                m.name,
+                "applied",
+                m.number,
+                drifted=recorded is not None and recorded != m.sha256,
+                applied_at=row.applied_at,
+                file_sha256=m.sha256,
+                applied_sha256=recorded,
+                actor=event.actor if event else None,
+                bookmark_before=event.bookmark_before if event else None,
+            )
+        )
+    for row in state.ledger:
+        if row.name not in known:
+            event = state.last_event(row.name)
+            rows.append(
+                MigrationStatus(
+                    row.name,
+                    "missing",
+                    _number(row.name),
+                    applied_at=row.applied_at,
+                    applied_sha256=event.sha256 if event else None,
+                    actor=event.actor if event else None,
+                    bookmark_before=event.bookmark_before if event else None,
+                )
+            )
+    return StatusReport(database, state.table, state.has_ledger, tuple(rows))
+
+
+def status(backend: Backend, migrations_dir: Path, *, table: str = DEFAULT_TABLE) -> StatusReport:
+    """Applied, pending, drifted, missing and out-of-order migrations. Read-only: on a
+    database without a ledger everything is pending and nothing is created."""
+    migrations = discover(migrations_dir)
+    return status_of(backend.info.name, migrations, ledger.read_state(backend, table))
+
+
+def refuse_drift(report: StatusReport) -> None:
+    """:raises DriftDetected: when an applied migration's file changed since."""
+    if report.drifted:
+        raise DriftDetected(
+            f"applied migration(s) changed since they were applied: {', '.join(report.drifted)}",
+            hint="restore the applied version of each file (put new changes in a new migration),"
+            " or pass --allow-drift to go on anyway",
+        )
+
+
+# --- plan ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedMigration:
+    """What applying one migration would do."""
+
+    name: str
+    file: str
+    statements: tuple[Statement, ...]
+    findings: tuple[lint.Finding, ...]
+    guarded_tables: tuple[str, ...]
+    dropped_tables: tuple[str, ...]
+    allowed_row_loss: tuple[str, ...]
+    rollback_sql: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    """`deferred` names the migrations whose prechecks cannot run yet (they fail with an
+    SQL error on a schema that earlier pending migrations will change): `migrate` runs
+    them right before their migration."""
+
+    status: StatusReport
+    pending: tuple[PlannedMigration, ...]
+    skipped: tuple[str, ...] = ()
+    prechecks: tuple[CheckResult, ...] = ()
+    deferred: tuple[str, ...] = ()
+    precheck_failures: tuple[CheckResult, ...] = ()
+
+    @property
+    def lint_errors(self) -> tuple[lint.Finding, ...]:
+        return tuple(f for p in self.pending for f in p.findings if f.severity == "error")
+
+    @property
+    def ok(self) -> bool:
+        return not self.status.drifted and not self.lint_errors and not self.precheck_failures
+
+
+def model_of(state: DbState) -> lint.SchemaModel:
+    """A schema-only copy of the database as `state` saw it. The ledger and d1deploy's
+    tables are copied too: a migration may read them."""
+    return lint.SchemaModel.from_sql(
+        o.sql for o in state.schema if o.sql and not o.name.startswith(("sqlite_", "_cf_"))
+    )
+
+
+def predict(
+    model: lint.SchemaModel,
+    statements: Sequence[Statement],
+    table: str,
+    guard_tables: Sequence[str] | None,
+    *,
+    undoing: bool,
+) -> tuple[list[str], list[str], list[lint.Finding]]:
+    """Lint `statements` on the schema model, which they change: (tables the guard
+    watches, tables dropped for good, findings).
+
+    A migration that drops a table must find it empty (or declare the loss); a rollback
+    exists to drop what its migration created, so tables it drops are simply not watched.
+    """
+
+    def keep(name: str) -> bool:
+        return not ledger.is_internal(name, table) and (
+            guard_tables is None or name in guard_tables
+        )
+
+    before = [t for t in model.tables() if keep(t)]
+    findings = lint.lint_statements(statements, schema=model)
+    after = set(model.tables())
+    dropped = [t for t in before if t not in after]
+    return ([t for t in before if t in after] if undoing else before), dropped, findings
+
+
+def prepare(
+    todo: Sequence[Migration], state: DbState, guard_tables: Sequence[str] | None
+) -> list[PlannedMigration]:
+    """Split each migration, lint it against the schema it will meet (the live one,
+    changed by the migrations before it) and plan its row-loss guard."""
+    planned: list[PlannedMigration] = []
+    with model_of(state) as model:
+        for m in todo:
+            statements = m.statements()
+            watched, dropped, findings = predict(
+                model, statements, state.table, guard_tables, undoing=False
+            )
+            planned.append(
+                PlannedMigration(
+                    name=m.name,
+                    file=str(m.path),
+                    statements=tuple(statements),
+                    findings=tuple(findings),
+                    guarded_tables=tuple(watched),
+                    dropped_tables=tuple(dropped),
+                    allowed_row_loss=tuple(sorted(guard.allowed_row_loss(m.text))),
+                    rollback_sql=m.rollback_text(),
+                )
+            )
+    return planned
+
+
+def select(
+    migrations: Sequence[Migration], report: StatusReport, to: str | None
+) -> tuple[list[Migration], list[str]]:
+    """Pending migrations to apply (up to `to`), and the pending ones left for later."""
+    pending = [m for m in migrations if m.name in set(report.pending)]
+    if to is None:
+        return pending, []
+    target = resolve(migrations, to)
+    if target not in pending:
+        raise UsageError(
+            f"{target.name} is already applied",
+            hint="`--to` names a pending migration; see `d1deploy status`",
+        )
+    cut = pending.index(target) + 1
+    return pending[:cut], [m.name for m in pending[cut:]]
+
+
+def check_files(
+    todo: Sequence[Migration], kind: Literal["precheck", "verify"]
+) -> list[checks.Check]:
+    found: list[checks.Check] = []
+    for m in todo:
+        path = m.precheck_path if kind == "precheck" else m.verify_path
+        if path is not None:
+            found += checks.parse_check_file(path, display_name=str(path))
+    return found
+
+
+def plan(
+    backend: Backend,
+    migrations_dir: Path,
+    *,
+    table: str = DEFAULT_TABLE,
+    to: str | None = None,
+    guard_tables: Sequence[str] | None = None,
+) -> PlanReport:
+    """What `migrate` would do: status, each pending migration's statements, lint
+    findings and guard, and the prechecks' results. Writes nothing at all (write probes
+    run on a schema-only copy unless the database already proved it discards aborted
+    batches)."""
+    migrations = discover(migrations_dir)
+    state = ledger.read_state(backend, table)
+    report = status_of(backend.info.name, migrations, state)
+    todo, skipped = select(migrations, report, to)
+    planned = prepare(todo, state, guard_tables)
+    prechecks = checks.run_checks(backend, check_files(todo, "precheck"), allow_writes_proof=False)
+    failures, deferred = triage_prechecks(todo, prechecks)
+    return PlanReport(
+        report,
+        tuple(planned),
+        tuple(skipped),
+        tuple(prechecks),
+        tuple(deferred),
+        tuple(failures),
+    )
+
+
+def triage_prechecks(
+    todo: Sequence[Migration], results: Sequence[CheckResult]
+) -> tuple[list[CheckResult], list[str]]:
+    """(failures that refuse the deploy now, migrations whose prechecks run later).
+
+    Prechecks run before anything changes. A later migration's precheck that fails with
+    an SQL error (typically a table that an earlier pending migration creates, on a
+    fresh database) is not a verdict yet: it runs again right before its migration.
+    """
+    first = str(todo[0].precheck_path) if todo else None
+    owner = {str(m.precheck_path): m.name for m in todo if m.precheck_path}
+    deferred: list[str] = []
+    for r in results:
+        if not r.ok and r.check.file != first and r.outcome.startswith("error"):
+            deferred.append(owner[r.check.file])
+    deferred = list(dict.fromkeys(deferred))
+    refusing = [r for r in results if not r.ok and owner.get(r.check.file) not in deferred]
+    return refusing, deferred
