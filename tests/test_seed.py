@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from d1deploy import checks, sqlsplit
+from d1deploy import checks, errors, migrations, sqlsplit
 from d1deploy.backend import Backend, SqlValue, Statement
 from d1deploy.local import LocalBackend
+from d1deploy.migrations import MigrateOptions
 from tests.emulator import D1Emulator
 from tests.test_checks import remote_backend
 
@@ -66,13 +67,19 @@ def query(backend: Backend, sql: str) -> list[tuple[SqlValue, ...]]:
     return list(backend.run([Statement(sql)], read_only=True)[0].rows)
 
 
+# The bot's own objects: not d1deploy's ledger, history, lock and scratch tables.
+BOT_OBJECTS = (
+    "tbl_name NOT LIKE '\\_d1deploy%' ESCAPE '\\'"
+    " AND tbl_name NOT IN ('d1_migrations', 'sqlite_sequence')"
+)
+
+
 def schema(backend: Backend) -> set[tuple[SqlValue, ...]]:
     """The user schema, with whitespace and identifier quoting normalised (a renamed
     table's CREATE TABLE reads `"name"`)."""
     rows = query(
         backend,
-        "SELECT type, name, tbl_name, sql FROM sqlite_master"
-        " WHERE name NOT LIKE '\\_d1deploy%' ESCAPE '\\' AND name <> 'd1_migrations'",
+        f"SELECT type, name, tbl_name, sql FROM sqlite_master WHERE {BOT_OBJECTS}",
     )
     return {
         (kind, name, table, None if sql is None else " ".join(str(sql).replace('"', "").split()))
@@ -85,7 +92,8 @@ def data(backend: Backend) -> dict[str, list[tuple[SqlValue, ...]]]:
 
 
 def index_names(backend: Backend) -> set[SqlValue]:
-    return {row[0] for row in query(backend, "SELECT name FROM sqlite_master WHERE type='index'")}
+    sql = f"SELECT name FROM sqlite_master WHERE type = 'index' AND {BOT_OBJECTS}"
+    return {row[0] for row in query(backend, sql)}
 
 
 def run_file(backend: Backend, path: Path) -> list[checks.CheckResult]:
@@ -240,7 +248,8 @@ def test_prechecks_refuse_a_second_run_of_001(populated: Backend) -> None:
 
 
 def without_checks(tmp_path: Path) -> Path:
-    """Migration 001 as someone might have botched it: the balance CHECK left out."""
+    """Migration 001 as someone might have botched it, in `tmp_path`: the balance CHECK
+    left out."""
     text = M001.read_text(encoding="utf-8")
     broken = text.replace(" CHECK (balance >= 0)", "")
     assert broken != text
@@ -279,5 +288,76 @@ def test_verify_fails_without_a_trace_where_batches_are_not_atomic(
     try:
         assert_verify_catches_the_missing_check(backend, tmp_path)
         assert checks.read_proof(backend) is False
+    finally:
+        backend.close()
+
+
+# --- through the engine, as `d1deploy migrate` runs it -------------------------------
+
+
+def applied(backend: Backend) -> list[SqlValue]:
+    return [row[0] for row in query(backend, "SELECT name FROM d1_migrations ORDER BY id")]
+
+
+def test_the_engine_deploys_the_seed_on_a_fresh_database(db: Backend) -> None:
+    report = migrations.migrate(db, MIGRATIONS, actor="test")
+    assert report.ok
+    assert [m.name for m in report.applied] == [BASE.name, M001.name]
+    assert report.checks and all(r.ok for r in report.checks)
+    assert {r.probe for r in report.checks if r.check.writes} == {"abort"}
+    assert applied(db) == [BASE.name, M001.name]
+    assert index_names(db) == INDEXES | AUDIT_INDEXES
+
+
+def test_production_is_baselined_migrated_and_rolled_back(populated: Backend) -> None:
+    schema_before, data_before = schema(populated), data(populated)
+    migrations.baseline(populated, MIGRATIONS, BASE.stem, actor="test")
+    report = migrations.migrate(populated, MIGRATIONS, actor="test")
+    assert [m.name for m in report.applied] == [M001.name]
+    assert data(populated) == data_before
+    assert migrations.verify(populated, MIGRATIONS).ok
+    undone = migrations.rollback(populated, MIGRATIONS, actor="test")
+    assert [m.name for m in undone.rolled_back] == [M001.name]
+    assert schema(populated) == schema_before
+    assert data(populated) == data_before
+    assert applied(populated) == [BASE.name]
+
+
+def test_the_engine_refuses_001_over_a_negative_balance(populated: Backend) -> None:
+    migrations.baseline(populated, MIGRATIONS, BASE.stem, actor="test")
+    populated.run([Statement("UPDATE user_deposits SET balance = -300 WHERE id = 2")])
+    schema_before = schema(populated)
+    with pytest.raises(errors.PrecheckFailed) as info:
+        migrations.migrate(populated, MIGRATIONS, actor="test")
+    assert info.value.exit_code == 5
+    assert info.value.location == f"{PRECHECK}:6"
+    assert schema(populated) == schema_before
+    assert applied(populated) == [BASE.name]
+
+
+@pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "nonatomic"])
+def test_the_engine_undoes_a_001_without_its_check_on_the_emulator(
+    emulator: D1Emulator, tmp_path: Path, atomic: bool
+) -> None:
+    emulator.atomic_batches = atomic
+    folder = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, folder)
+    without_checks(folder)
+    backend = remote_backend(emulator)
+    try:
+        migrations.migrate(backend, folder, actor="test", options=MigrateOptions(to=BASE.stem))
+        backend.run(sqlsplit.split(REALISTIC_DATA))
+        schema_before, data_before = schema(backend), data(backend)
+        with pytest.raises(migrations.DeployFailed) as info:
+            migrations.migrate(backend, folder, actor="test")
+        report = info.value.report
+        assert isinstance(report, migrations.MigrateReport)
+        assert [m.name for m in report.rolled_back] == [M001.name]
+        (failed,) = [r for r in report.checks if not r.ok]
+        assert failed.check.label == "a negative balance is refused"
+        assert failed.probe == ("abort" if atomic else "shadow")
+        assert schema(backend) == schema_before
+        assert data(backend) == data_before  # and so no -1000 balance
+        assert applied(backend) == [BASE.name]
     finally:
         backend.close()
