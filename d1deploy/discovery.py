@@ -43,9 +43,13 @@ class Migration:
         return sqlsplit.split(self.text, file=str(self.path))
 
     def rollback_text(self) -> str | None:
+        """The rollback file's SQL; None without one, or when it holds only comments (the
+        template `d1deploy new` writes must not make a rollback that undoes nothing)."""
         if self.rollback_path is None:
             return None
-        return sqlsplit.read_sql_file(self.rollback_path, display_name=str(self.rollback_path))
+        display = str(self.rollback_path)
+        text = sqlsplit.read_sql_file(self.rollback_path, display_name=display)
+        return text if sqlsplit.split(text, file=display) else None
 
 
 def discover(migrations_dir: Path) -> list[Migration]:

@@ -324,6 +324,27 @@ def test_on_failure_restore_uses_the_bookmark(db: Db, mdir: Path) -> None:
     assert db.ledger() == [] and db.rows(USER_TABLES) == []
 
 
+def test_the_seed_verify_catches_a_missing_check_without_leaving_the_probe_row(
+    db: Db, seed: Path
+) -> None:
+    deploy(db, seed, to="000_base_schema")
+    altered = (seed / "001_schema_enhancements.sql").read_text(encoding="utf-8")
+    altered = altered.replace(" CHECK (balance >= 0)", "")
+    write(seed, "001_schema_enhancements.sql", altered)
+    with pytest.raises(migrations.DeployFailed) as info:
+        deploy(db, seed)
+    report = info.value.report
+    assert isinstance(report, MigrateReport)
+    (failed,) = [r for r in report.checks if not r.ok]
+    assert failed.check.label == "a negative balance is refused"
+    assert failed.outcome.startswith("succeeded") and failed.probe in ("abort", "shadow")
+    assert "verification failed after 001_schema_enhancements.sql" in info.value.message
+    assert [r.name for r in report.rolled_back] == ["001_schema_enhancements.sql"]
+    assert db.ledger() == ["000_base_schema.sql"]
+    assert db.rows("SELECT count(*) FROM user_deposits WHERE balance < 0") == [(0,)]
+    assert "CHECK" not in str(db.rows(USER_TABLES))
+
+
 def test_prechecks_refuse_before_anything_changes(db: Db, seed: Path) -> None:
     deploy(db, seed, to="000_base_schema.sql")
     db.exec(
@@ -668,6 +689,17 @@ def test_rollback_without_rollback_sql_points_to_the_bookmark(db: Db, mdir: Path
     assert f"d1deploy restore --bookmark {applied.bookmark_before}" in info.value.hint
     assert "nothing was rolled back" in info.value.message
     assert db.ledger() == ["001_a.sql", "002_b.sql", "003_c.sql"]
+
+
+def test_an_unfilled_rollback_template_is_no_rollback(db: Db, tmp_path: Path) -> None:
+    folder = tmp_path / "new"
+    sql, rollback_file, _ = migrations.new_migration(folder, "first")
+    sql.write_text("CREATE TABLE first (id INTEGER);\n")
+    deploy(db, folder)
+    with pytest.raises(migrations.DeployFailed, match="has no rollback SQL"):
+        migrations.rollback(db.backend, folder, actor="me")
+    rollback_file.write_text("DROP TABLE first;\n")
+    assert migrations.rollback(db.backend, folder, actor="me").rolled_back[0].source == "file"
 
 
 def test_baseline_records_without_running(db: Db, seed: Path) -> None:
