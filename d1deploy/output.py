@@ -15,15 +15,22 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import os
+import re
 import sys
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from d1deploy.errors import D1DeployError
 
 REDACTED = "[redacted]"
+# GitHub refuses a step summary over 1 MiB and shows none of it.
+SUMMARY_LIMIT = 1024 * 1024
+SUMMARY_CUT = "_d1deploy: the rest of this report did not fit here; see the job log._\n\n"
+_OUTPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 def to_jsonable(value: Any) -> Any:
@@ -50,12 +57,18 @@ def to_jsonable(value: Any) -> Any:
 
 
 class GitHub:
-    """The GitHub Actions side channels: step summary, step outputs, annotations."""
+    """The GitHub Actions side channels: step summary, step outputs, annotations.
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    The runner reads workflow commands (`::error ...::`) from stdout and stderr alike;
+    d1deploy writes them to stderr so that `--json` keeps stdout to one object.
+    """
+
+    def __init__(self, environ: Mapping[str, str], cwd: Path | None = None) -> None:
         self.enabled = environ.get("GITHUB_ACTIONS") == "true"
         self.summary_path = environ.get("GITHUB_STEP_SUMMARY") or None
         self.output_path = environ.get("GITHUB_OUTPUT") or None
+        self.workspace = environ.get("GITHUB_WORKSPACE") or None
+        self._cwd = cwd
 
     @staticmethod
     def escape_data(text: str) -> str:
@@ -64,6 +77,42 @@ class GitHub:
     @staticmethod
     def escape_property(text: str) -> str:
         return GitHub.escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+    @staticmethod
+    def command(name: str, message: str, properties: Mapping[str, object | None]) -> str:
+        """One workflow command line, `::name k=v,k=v::message`, escaped as the runner
+        unescapes it (a newline in a message must not end the command early)."""
+        props = ",".join(
+            f"{key}={GitHub.escape_property(str(value))}"
+            for key, value in properties.items()
+            if value is not None and value != ""
+        )
+        return f"::{name}{' ' + props if props else ''}::{GitHub.escape_data(message)}"
+
+    @staticmethod
+    def output_entry(name: str, value: str) -> str:
+        """One `$GITHUB_OUTPUT` entry: `name=value`, or a heredoc for multi-line values."""
+        if not _OUTPUT_NAME.fullmatch(name):
+            raise ValueError(f"not a valid step output name: {name!r}")
+        if "\n" not in value and "\r" not in value:
+            return f"{name}={value}\n"
+        # A fresh random delimiter (as actions/toolkit does): no value can contain it, by
+        # chance or on purpose, so a value cannot end its block early and forge outputs.
+        delimiter = f"ghadelimiter_{uuid.uuid4()}"
+        return f"{name}<<{delimiter}\n{value}\n{delimiter}\n"
+
+    def repo_path(self, file: str) -> str:
+        """`file` relative to the repository root, which is what annotations are matched
+        against; d1deploy may run in a subdirectory (the workflow's working-directory)."""
+        if not self.workspace:
+            return file
+        path = Path(file)
+        if not path.is_absolute():
+            path = (self._cwd or Path.cwd()) / path
+        try:
+            return Path(os.path.normpath(path)).relative_to(self.workspace).as_posix()
+        except ValueError:  # outside the checkout: GitHub cannot place it anyway
+            return file
 
 
 class Output:
@@ -111,22 +160,20 @@ class Output:
 
     def warn(self, text: str) -> None:
         self._err(f"Warning: {text}")
-        if self.github.enabled:
-            self._err(f"::warning::{GitHub.escape_data(text)}")
+        self.annotate("warning", text)
 
     def error(self, err: D1DeployError) -> None:
         """Report a failure: one sentence, where, what to do next."""
         self._err(f"Error: {err}")
         if err.hint:
             self._err(f"  hint: {err.hint}")
-        if self.github.enabled:
-            props = ""
-            if err.file:
-                props = f" file={GitHub.escape_property(err.file)}"
-                if err.line is not None:
-                    props += f",line={err.line}"
-            message = err.message + (f" ({err.hint})" if err.hint else "")
-            self._err(f"::error{props}::{GitHub.escape_data(message)}")
+        self.annotate(
+            "error",
+            err.message + (f" ({err.hint})" if err.hint else ""),
+            file=err.file,
+            line=err.line,
+            title=f"d1deploy: {type(err).__name__}",
+        )
         if self.json_mode:
             self.json(
                 {
@@ -172,22 +219,57 @@ class Output:
                 self.print("  ".join("-" * w for w in widths))
 
     # -- GitHub ---------------------------------------------------------------------
+    def annotate(
+        self,
+        level: Literal["error", "warning", "notice"],
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        title: str | None = None,
+    ) -> None:
+        """A GitHub annotation, placed on `file` at `line` when the failure has a place."""
+        if not self.github.enabled:
+            return
+        properties = {
+            "title": self.scrub(title) if title else None,
+            "file": self.scrub(self.github.repo_path(file)) if file else None,
+            "line": line if file else None,
+        }
+        self._err(GitHub.command(level, self.scrub(message), properties))
+
     def summary(self, markdown: str) -> None:
-        if self.github.enabled and self.github.summary_path:
-            with open(self.github.summary_path, "a", encoding="utf-8") as fh:
-                fh.write(self.scrub(markdown).rstrip() + "\n\n")
+        """Append Markdown to the step summary (the page approvers read)."""
+        if not (self.github.enabled and self.github.summary_path):
+            return
+        path = Path(self.github.summary_path)
+        text = self.scrub(markdown).rstrip() + "\n\n"
+        used = path.stat().st_size if path.exists() else 0
+        if used + len(text.encode()) > SUMMARY_LIMIT:
+            # GitHub drops an oversized summary whole: keep what fits, say once what is cut.
+            if used + len(SUMMARY_CUT.encode()) > SUMMARY_LIMIT or path.read_text(
+                encoding="utf-8"
+            ).endswith(SUMMARY_CUT):
+                return
+            text = SUMMARY_CUT
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(text)
 
     def outputs(self, values: Mapping[str, Any]) -> None:
+        """Step outputs: strings as they are, None as "", anything else as JSON."""
         if not (self.github.enabled and self.github.output_path):
             return
+        entries = []
+        for name, value in values.items():
+            if value is None:
+                text = ""
+            elif isinstance(value, str):
+                text = value
+            else:
+                text = json.dumps(to_jsonable(value), ensure_ascii=False)
+            entries.append(GitHub.output_entry(name, self.scrub(text)))
         with open(self.github.output_path, "a", encoding="utf-8") as fh:
-            for key, value in values.items():
-                text = value if isinstance(value, str) else json.dumps(to_jsonable(value))
-                text = self.scrub(text)
-                if "\n" in text:
-                    fh.write(f"{key}<<D1DEPLOY_EOF\n{text}\nD1DEPLOY_EOF\n")
-                else:
-                    fh.write(f"{key}={text}\n")
+            fh.write("".join(entries))
 
 
 def _cell(value: Any) -> str:
