@@ -540,6 +540,25 @@ def test_a_request_lost_before_the_write_is_not_applied(remote: Db, mdir: Path) 
     assert remote.ledger() == []
 
 
+def test_when_the_ledger_cannot_be_read_after_a_lost_answer_the_run_stops(
+    remote: Db, mdir: Path
+) -> None:
+    three(mdir)
+    assert remote.emulator is not None
+    remote.emulator.faults.add("POST", r"/query$", body="CREATE TABLE b", drop_after=True, times=1)
+    # Everything after the lost answer fails: the lock and read requests before it pass.
+    remote.emulator.faults.add("POST", r"/query$", status=503, after=2)
+    lines: list[str] = []
+    with pytest.raises(migrations.DeployFailed) as info:
+        deploy(remote, mdir, notify=lines.append)
+    err = info.value
+    assert "could not tell whether 002_b.sql was applied" in err.message
+    assert err.hint is not None and "d1deploy restore --bookmark" in err.hint
+    assert any("could not release the deploy lock" in line for line in lines)
+    remote.emulator.faults.rules.clear()
+    assert remote.ledger() == ["001_a.sql", "002_b.sql"]
+
+
 def test_a_torn_batch_is_reported_as_partly_applied(remote: Db, mdir: Path) -> None:
     assert remote.emulator is not None
     write(
