@@ -1,22 +1,25 @@
 """The Typer app: each command resolves settings, calls one core function, renders.
 
 This is the one place that turns a `D1DeployError` into an exit code (`_command`).
+Options every command shares (which database, how to print) are declared once below and
+merged into each command's signature by `_command`, which hands the command a `Run`.
 Heavy modules (httpx, the engine) are imported inside the commands so that
 `d1deploy --version` and `--help` stay fast.
 """
 
 from __future__ import annotations
 
-import contextvars
 import functools
+import inspect
 import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,6 +29,7 @@ from d1deploy.output import Output
 
 if TYPE_CHECKING:
     from d1deploy.backend import Backend
+    from d1deploy.client import D1Client
     from d1deploy.config import Settings
 
 EPILOG = "Exit codes: " + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
@@ -41,77 +45,243 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
 # -- options shared by the commands ---------------------------------------------------------
-Database = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--database",
-        "-d",
-        metavar="NAME_OR_UUID",
-        help="D1 database (name or UUID). Env D1DEPLOY_DATABASE.",
+def _option(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+PROJECT = [
+    _option(
+        "env",
+        Annotated[str | None, typer.Option("--env", "-e", help="Use [env.NAME] of the configs.")],
+    ),
+    _option(
+        "config",
+        Annotated[Path | None, typer.Option("--config", "-c", help="d1deploy.toml to use.")],
+    ),
+    _option(
+        "migrations_dir",
+        Annotated[
+            Path | None,
+            typer.Option("--migrations-dir", help="Migrations folder (default ./migrations)."),
+        ],
     ),
 ]
-Local = Annotated[
-    str | None,
-    typer.Option(
-        "--local",
-        metavar="[PATH]",
-        help="Use a local SQLite file that behaves like D1 (default .d1deploy/local.sqlite). "
-        "Write --local=PATH when a positional argument follows.",
+TARGET = [
+    _option(
+        "database",
+        Annotated[
+            list[str] | None,
+            typer.Option(
+                "--database",
+                "-d",
+                metavar="NAME_OR_UUID",
+                help="D1 database, name or UUID. Env D1DEPLOY_DATABASE.",
+            ),
+        ],
+    ),
+    _option(
+        "local",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--local",
+                metavar="[PATH]",
+                help="Use a local SQLite file that behaves like D1 "
+                "(default .d1deploy/local.sqlite). Write --local=PATH before an argument.",
+            ),
+        ],
+    ),
+    _option(
+        "account_id",
+        Annotated[
+            str | None,
+            typer.Option("--account-id", help="Cloudflare account id. Env CLOUDFLARE_ACCOUNT_ID."),
+        ],
+    ),
+    *PROJECT,
+]
+OUTPUT = [
+    _option(
+        "json_output",
+        Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")],
+        False,
+    ),
+    _option(
+        "verbose",
+        Annotated[bool, typer.Option("--verbose", "-v", help="Show settings' sources; more.")],
+        False,
+    ),
+    _option(
+        "debug",
+        Annotated[bool, typer.Option("--debug", help="Traceback on errors. D1DEPLOY_DEBUG=1.")],
+        False,
     ),
 ]
-AccountId = Annotated[
-    str | None,
-    typer.Option("--account-id", help="Cloudflare account id. Env CLOUDFLARE_ACCOUNT_ID."),
+YES = [
+    _option(
+        "yes",
+        Annotated[bool, typer.Option("--yes", "-y", help="Confirm (needed without a terminal).")],
+        False,
+    )
 ]
-EnvName = Annotated[
-    str | None, typer.Option("--env", "-e", help="Use the [env.NAME] section of the config files.")
-]
-ConfigFile = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="d1deploy.toml to use (default: ./d1deploy.toml)."),
-]
-JsonOut = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
-Verbose = Annotated[
-    bool,
-    typer.Option("--verbose", "-v", help="Show where each setting came from, and more detail."),
-]
-Debug = Annotated[
-    bool, typer.Option("--debug", help="Show a traceback on errors. Env D1DEPLOY_DEBUG=1.")
-]
-Yes = Annotated[
-    bool,
-    typer.Option("--yes", "-y", help="Answer yes to confirmations (needed without a terminal)."),
+BACKUP_OPTIONS = [
+    _option(
+        "no_backup",
+        Annotated[bool, typer.Option("--no-backup", help="Skip the backup before changing.")],
+        False,
+    ),
+    _option(
+        "backup_dir",
+        Annotated[
+            Path | None,
+            typer.Option("--backup-dir", help="Where backups go (default ./backups)."),
+        ],
+    ),
 ]
 
-_OUTPUT: contextvars.ContextVar[Output] = contextvars.ContextVar("d1deploy_output")
 
-F = TypeVar("F", bound=Callable[..., Any])
+class Run:
+    """One command invocation: its shared options, its printer, its settings."""
+
+    def __init__(self, common: dict[str, Any], output: Output) -> None:
+        self.common = common
+        self.out = output
+        self.yes = bool(common.get("yes", False))
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """Flag > env > config files > defaults, shown with -v."""
+        if self._settings is None:
+            from d1deploy import config
+
+            c = self.common
+            flags: dict[str, object] = {
+                "database": c.get("database"),
+                "local": c.get("local"),
+                "account_id": c.get("account_id"),
+                "env": c.get("env"),
+                "config": str(c["config"]) if c.get("config") else None,
+                "migrations_dir": str(c["migrations_dir"]) if c.get("migrations_dir") else None,
+                "backup_dir": str(c["backup_dir"]) if c.get("backup_dir") else None,
+            }
+            self._settings = config.resolve(flags=flags, environ=os.environ, cwd=Path.cwd())
+            for key, value, source in self._settings.describe():
+                self.out.detail(f"  {key:<18} {value}  ({source})")
+        return self._settings
+
+    @property
+    def actor(self) -> str:
+        from d1deploy import config
+
+        return config.actor(os.environ)
+
+    def client(self) -> D1Client:
+        from d1deploy.client import D1Client
+
+        token, account = self.settings.require_remote()
+        self.out.add_secret(token)
+        return D1Client(
+            token=token,
+            account_id=account,
+            base_url=self.settings.api_base_url,
+            on_retry=self.out.info,
+        )
+
+    @contextmanager
+    def backend(self) -> Iterator[Backend]:
+        """The database the command works on: a local file, or a D1 database."""
+        cfg = self.settings
+        if cfg.local_path is not None:
+            from d1deploy.local import LocalBackend
+
+            local = LocalBackend(cfg.local_path)
+            self.out.detail(f"Using local database {cfg.local_path}")
+            try:
+                yield local
+            finally:
+                local.close()
+            return
+        if cfg.database is None:
+            from d1deploy.errors import ConfigMissing
+
+            raise ConfigMissing(
+                "no database given" if not cfg.databases else "several databases given",
+                hint='pass --database NAME, set D1DEPLOY_DATABASE, put database = "NAME" in '
+                "d1deploy.toml or one d1_databases entry in wrangler.toml, or use --local",
+            )
+        from d1deploy.remote import RemoteBackend
+
+        client = self.client()
+        try:
+            info = client.resolve_database(cfg.database_id or cfg.database)
+            self.out.detail(f"Using D1 database {info.name} ({info.uuid})")
+            yield RemoteBackend(client, info)
+        finally:
+            client.close()
+
+    def confirm(self, question: str) -> None:
+        """Ask before a destructive step; without a terminal only --yes proceeds."""
+        if self.yes:
+            return
+        if not sys.stdin.isatty():
+            raise ConfirmationRequired(
+                f"refusing without confirmation: {question}",
+                hint="run it in a terminal to be asked, or pass --yes",
+            )
+        if not typer.confirm(question, default=False, err=True):
+            raise typer.Exit(1)
+
+    def backup_hook(self, backend: Backend) -> Callable[[], object] | None:
+        """The backup `migrate`/`rollback` take before their first change."""
+        if self.common.get("no_backup"):
+            return None
+        from d1deploy import backup
+
+        def take() -> object:
+            result = backup.backup(
+                backend, dest=None, backup_dir=self.settings.backup_dir, notify=self.out.info
+            )
+            self.out.info(f"Backup written: {result.path} ({result.bytes} bytes)")
+            return result
+
+        return take
 
 
-def out() -> Output:
-    return _OUTPUT.get()
+def _command(
+    name: str, *groups: list[inspect.Parameter], **kwargs: Any
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register `fn(run, **own_options)` as a command with the shared option `groups`.
 
+    The wrapper is the one place that turns a D1DeployError into its exit code."""
+    shared = [p for group in groups for p in group]
 
-def _command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
-    """Register a command whose D1DeployErrors become their documented exit codes."""
+    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        own = list(inspect.signature(fn, eval_str=True).parameters.values())[1:]
+        shared_names = {p.name for p in shared}
 
-    def decorate(fn: F) -> F:
         @functools.wraps(fn)
-        def wrapper(*args: Any, **kw: Any) -> Any:
+        def wrapper(**kw: Any) -> None:
+            common = {k: kw.pop(k) for k in list(kw) if k in shared_names}
             output = Output(
-                json_mode=bool(kw.get("json_output", False)),
-                verbose=bool(kw.get("verbose", False)),
+                json_mode=bool(common.get("json_output")),
+                verbose=bool(common.get("verbose")),
                 environ=os.environ,
             )
             output.add_secret(os.environ.get("CLOUDFLARE_API_TOKEN"))
-            debug = bool(kw.get("debug", False)) or os.environ.get("D1DEPLOY_DEBUG") == "1"
-            token = _OUTPUT.set(output)
+            debug = bool(common.get("debug")) or os.environ.get("D1DEPLOY_DEBUG") == "1"
             try:
-                return fn(*args, **kw)
+                fn(Run(common, output), **kw)
             except D1DeployError as err:
                 if debug:
-                    output.info(output.scrub(traceback.format_exc()))
+                    output.info(traceback.format_exc())
+                from d1deploy import render
+
+                render.failure(output, err)
                 output.error(err)
                 raise typer.Exit(err.exit_code) from None
             except KeyboardInterrupt:
@@ -119,19 +289,21 @@ def _command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                 raise typer.Exit(130) from None
             except (typer.Exit, typer.Abort):
                 raise
-            except Exception as exc:  # a bug: say so plainly, never with the token
+            except Exception as exc:  # a bug: say so plainly (output scrubs the token)
                 if debug:
-                    output.info(output.scrub(traceback.format_exc()))
+                    output.info(traceback.format_exc())
                 output.error(
                     D1DeployError(
                         f"unexpected internal error: {type(exc).__name__}: {exc}",
-                        hint="run again with --debug for a traceback and report it",
+                        hint="run again with --debug for a traceback, and report it",
                     )
                 )
                 raise typer.Exit(1) from None
-            finally:
-                _OUTPUT.reset(token)
 
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        del wrapper.__wrapped__  # Typer must see the merged signature, not fn's
         app.command(name, **kwargs)(wrapper)
         return fn
 
@@ -154,92 +326,6 @@ def _root(
     """Deploy schema changes to Cloudflare D1 without losing data."""
 
 
-# -- settings and backends ------------------------------------------------------------------
-def settings(
-    *,
-    database: list[str] | None = None,
-    local: str | None = None,
-    account_id: str | None = None,
-    env: str | None = None,
-    config: Path | None = None,
-    **extra: Any,
-) -> Settings:
-    """Resolve settings (flag > env > config files > defaults) and show them with -v."""
-    from d1deploy import config as config_mod
-
-    flags: dict[str, object] = {
-        "database": database,
-        "local": local,
-        "account_id": account_id,
-        "env": env,
-        "config": str(config) if config else None,
-        **extra,
-    }
-    resolved = config_mod.resolve(flags=flags, environ=os.environ, cwd=Path.cwd())
-    for key, value, source in resolved.describe():
-        out().detail(f"  {key:<18} {value}  ({source})")
-    return resolved
-
-
-@contextmanager
-def open_backend(cfg: Settings) -> Iterator[Backend]:
-    """The database the command works on: a local file or a D1 database over the API."""
-    if cfg.local_path is not None:
-        from d1deploy.local import LocalBackend
-
-        local_backend = LocalBackend(cfg.local_path)
-        out().detail(f"Using local database {cfg.local_path}")
-        try:
-            yield local_backend
-        finally:
-            local_backend.close()
-        return
-
-    client = make_client(cfg)
-    try:
-        from d1deploy.remote import RemoteBackend
-
-        name = cfg.database
-        if name is None:
-            raise _missing_database()
-        info = client.resolve_database(cfg.database_id or name)
-        out().detail(f"Using D1 database {info.name} ({info.uuid})")
-        yield RemoteBackend(client, info)
-    finally:
-        client.close()
-
-
-def make_client(cfg: Settings) -> Any:
-    from d1deploy.client import D1Client
-
-    token, account = cfg.require_remote()
-    out().add_secret(token)
-    return D1Client(token=token, account_id=account, base_url=cfg.api_base_url, on_retry=out().info)
-
-
-def _missing_database() -> D1DeployError:
-    from d1deploy.errors import ConfigMissing
-
-    return ConfigMissing(
-        "no database given",
-        hint='pass --database NAME, set D1DEPLOY_DATABASE, add `database = "NAME"` to '
-        "d1deploy.toml, or use --local",
-    )
-
-
-def confirm(question: str, *, yes: bool) -> None:
-    """Ask before a destructive step; without a terminal, only --yes proceeds."""
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise ConfirmationRequired(
-            f"refusing to continue without confirmation: {question}",
-            hint="run it in a terminal to be asked, or pass --yes",
-        )
-    if not typer.confirm(question, default=False, err=True):
-        raise typer.Exit(1)
-
-
 def parse_timestamp(text: str) -> datetime:
     """ISO 8601 (naive means UTC) or Unix seconds; never in the future."""
     try:
@@ -259,128 +345,79 @@ def parse_timestamp(text: str) -> datetime:
     return when.astimezone(UTC)
 
 
-# -- foundation commands --------------------------------------------------------------------
-@_command("databases")
-def databases(
-    database: Database = None,
-    local: Local = None,
-    account_id: AccountId = None,
-    env: EnvName = None,
-    config: ConfigFile = None,
-    json_output: JsonOut = False,
-    verbose: Verbose = False,
-    debug: Debug = False,
-) -> None:
-    """List the account's D1 databases (or the local file's identity with --local)."""
-    cfg = settings(database=database, local=local, account_id=account_id, env=env, config=config)
-    if cfg.local_path is not None:
-        from d1deploy.local import LocalBackend
+# -- commands -------------------------------------------------------------------------------
+@_command("databases", TARGET, OUTPUT)
+def databases(run: Run) -> None:
+    """List the account's D1 databases (or the local file with --local)."""
+    from d1deploy import render
 
-        backend = LocalBackend(cfg.local_path)
-        try:
+    if run.settings.local_path is not None:
+        with run.backend() as backend:
             found = [backend.info]
-        finally:
-            backend.close()
     else:
-        client = make_client(cfg)
-        try:
+        with run.client() as client:
             found = client.list_databases()
-        finally:
-            client.close()
-    if out().json_mode:
-        out().json({"ok": True, "databases": found})
-        return
-    out().table(
-        ["name", "uuid", "created_at", "version"],
-        [[d.name, d.uuid, d.created_at or "", d.version or ""] for d in found],
-    )
-    out().info(f"{len(found)} database(s)")
+    render.databases(run.out, found)
 
 
-@_command("exec")
+@_command("exec", TARGET, OUTPUT)
 def exec_(
+    run: Run,
     command: Annotated[str | None, typer.Option("--command", help="SQL to run.")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="SQL file to run.")] = None,
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", help="Bind a value to a ? placeholder (repeat, in order)."),
+        typer.Option("--param", help="Value for a ? placeholder (repeat, in order)."),
     ] = None,
-    database: Database = None,
-    local: Local = None,
-    account_id: AccountId = None,
-    env: EnvName = None,
-    config: ConfigFile = None,
-    json_output: JsonOut = False,
-    verbose: Verbose = False,
-    debug: Debug = False,
 ) -> None:
     """Run SQL and print the results (a table per statement that returns rows)."""
-    from d1deploy import sqlexec
+    from d1deploy import render, sqlexec
 
     if (command is None) == (file is None):
         raise UsageError("give exactly one of --command or --file")
-    cfg = settings(database=database, local=local, account_id=account_id, env=env, config=config)
-    with open_backend(cfg) as backend:
+    with run.backend() as backend:
         report = sqlexec.execute(
-            backend, command=command, file=file, params=tuple(param or ()), notify=out().info
+            backend, command=command, file=file, params=tuple(param or ()), notify=run.out.info
         )
-    from d1deploy import render
-
-    render.exec_report(out(), report)
+    render.exec_report(run.out, report)
 
 
-@_command("bookmark")
+@_command("bookmark", TARGET, OUTPUT)
 def bookmark(
+    run: Run,
     timestamp: Annotated[
-        str | None, typer.Option("--timestamp", help="Bookmark at this time (ISO 8601 or Unix s).")
+        str | None, typer.Option("--timestamp", help="The bookmark at this time (ISO 8601).")
     ] = None,
-    database: Database = None,
-    local: Local = None,
-    account_id: AccountId = None,
-    env: EnvName = None,
-    config: ConfigFile = None,
-    json_output: JsonOut = False,
-    verbose: Verbose = False,
-    debug: Debug = False,
 ) -> None:
     """Print a Time Travel bookmark: the current one, or the one at --timestamp."""
     at = parse_timestamp(timestamp) if timestamp else None
-    cfg = settings(database=database, local=local, account_id=account_id, env=env, config=config)
-    with open_backend(cfg) as backend:
+    with run.backend() as backend:
         mark = backend.bookmark(at)
         name = backend.info.name
-    if out().json_mode:
-        out().json({"ok": True, "database": name, "bookmark": mark, "timestamp": at})
+    if run.out.json_mode:
+        run.out.json({"ok": True, "database": name, "bookmark": mark, "timestamp": at})
         return
-    out().print(mark)
-    out().info(f"To return {name} to this point: d1deploy restore --bookmark {mark}")
+    run.out.print(mark)
+    run.out.info(f"To return {name} to this point: d1deploy restore --bookmark {mark}")
 
 
-@_command("lint")
+@_command("lint", PROJECT, OUTPUT)
 def lint(
+    run: Run,
     files: Annotated[
         list[Path] | None,
         typer.Argument(help="SQL files to check (default: every migration, in order)."),
     ] = None,
-    env: EnvName = None,
-    config: ConfigFile = None,
-    json_output: JsonOut = False,
-    verbose: Verbose = False,
-    debug: Debug = False,
 ) -> None:
     """D1-specific static checks of SQL files; needs no database."""
     from d1deploy import lint as lint_mod
-    from d1deploy import render
+    from d1deploy import migrations, render
 
-    if files:
-        paths = list(files)
-    else:
-        from d1deploy import migrations
-
-        cfg = settings(env=env, config=config)
-        paths = [m.path for m in migrations.discover(cfg.migrations_dir)]
+    paths = (
+        list(files) if files else [m.path for m in migrations.discover(run.settings.migrations_dir)]
+    )
     findings = lint_mod.lint_files(paths)
-    render.lint_findings(out(), findings, checked=len(paths))
+    render.lint_findings(run.out, findings, checked=len(paths))
     errors = [f for f in findings if f.severity == "error"]
     if errors:
         raise UsageError(
@@ -391,10 +428,325 @@ def lint(
         )
 
 
+@_command("status", TARGET, OUTPUT)
+def status(
+    run: Run,
+    allow_drift: Annotated[
+        bool, typer.Option("--allow-drift", help="Exit 0 even when applied files changed.")
+    ] = False,
+) -> None:
+    """Applied, pending, drifted (changed since applied), missing and out-of-order migrations."""
+    from d1deploy import migrations, render
+
+    cfg = run.settings
+    with run.backend() as backend:
+        report = migrations.status(backend, cfg.migrations_dir, table=cfg.migrations_table)
+    render.status(run.out, report)
+    if not allow_drift:
+        migrations.refuse_drift(report)
+
+
+@_command("plan", TARGET, OUTPUT)
+def plan(
+    run: Run,
+    to: Annotated[str | None, typer.Option("--to", help="Stop after this migration.")] = None,
+) -> None:
+    """What `migrate` would do, writing nothing: pending list, lint findings, prechecks."""
+    from d1deploy import migrations, render
+
+    cfg = run.settings
+    with run.backend() as backend:
+        report = migrations.plan(
+            backend,
+            cfg.migrations_dir,
+            table=cfg.migrations_table,
+            to=to,
+            guard_tables=cfg.guard_tables,
+        )
+    render.plan(run.out, report)
+    render.plan_verdict(report)
+
+
+class OnFailure(StrEnum):
+    rollback = "rollback"
+    restore = "restore"
+
+
+@_command("migrate", TARGET, BACKUP_OPTIONS, OUTPUT)
+def migrate(
+    run: Run,
+    to: Annotated[str | None, typer.Option("--to", help="Stop after this migration.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the plan; change nothing.")
+    ] = False,
+    allow_drift: Annotated[
+        bool, typer.Option("--allow-drift", help="Deploy even if applied files changed.")
+    ] = False,
+    on_failure: Annotated[
+        OnFailure,
+        typer.Option(
+            "--on-failure",
+            help="rollback: undo with rollback SQL, or stop naming the restore command; "
+            "restore: restore the Time Travel bookmark where rollback SQL cannot undo.",
+        ),
+    ] = OnFailure.rollback,
+) -> None:
+    """Deploy: lock, prechecks, backup and bookmark, apply, verify; undo on failure."""
+    from d1deploy import migrations, render
+
+    cfg = run.settings
+    options = migrations.MigrateOptions(
+        to=to, dry_run=dry_run, allow_drift=allow_drift, on_failure=on_failure.value
+    )
+    with run.backend() as backend:
+        report = migrations.migrate(
+            backend,
+            cfg.migrations_dir,
+            actor=run.actor,
+            table=cfg.migrations_table,
+            lock_ttl=cfg.lock_ttl_seconds,
+            guard_tables=cfg.guard_tables,
+            options=options,
+            before_change=None if dry_run else run.backup_hook(backend),
+            notify=run.out.info,
+        )
+    render.migrate(run.out, report)
+
+
+@_command("rollback", TARGET, BACKUP_OPTIONS, YES, OUTPUT)
+def rollback(
+    run: Run,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Undo every migration after this one.")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, help="Undo this many (default 1).")
+    ] = None,
+) -> None:
+    """Undo applied migrations, newest first, with their rollback SQL."""
+    from d1deploy import migrations, render
+
+    if to is not None and steps is not None:
+        raise UsageError("give --to or --steps, not both")
+    cfg = run.settings
+    with run.backend() as backend:
+        target = f"--to {to}" if to else f"the last {steps or 1} migration(s)"
+        run.confirm(f"Roll back {target} on {backend.info.name}?")
+        report = migrations.rollback(
+            backend,
+            cfg.migrations_dir,
+            actor=run.actor,
+            table=cfg.migrations_table,
+            lock_ttl=cfg.lock_ttl_seconds,
+            guard_tables=cfg.guard_tables,
+            to=to,
+            steps=steps,
+            before_change=run.backup_hook(backend),
+            notify=run.out.info,
+        )
+    render.rollback(run.out, report)
+
+
+@_command("verify", TARGET, OUTPUT)
+def verify(
+    run: Run,
+    name: Annotated[
+        str | None, typer.Argument(help="Only this migration's checks (default: all applied).")
+    ] = None,
+) -> None:
+    """Run the verify checks of applied migrations."""
+    from d1deploy import migrations, render
+
+    cfg = run.settings
+    with run.backend() as backend:
+        report = migrations.verify(
+            backend,
+            cfg.migrations_dir,
+            table=cfg.migrations_table,
+            name=name,
+            notify=run.out.info,
+        )
+    render.verify(run.out, report)
+
+
+@_command("baseline", TARGET, OUTPUT)
+def baseline(
+    run: Run,
+    name: Annotated[str, typer.Argument(help="Record migrations up to this one as applied.")],
+) -> None:
+    """Record migrations up to NAME as applied without running them."""
+    from d1deploy import migrations, render
+
+    cfg = run.settings
+    with run.backend() as backend:
+        report = migrations.baseline(
+            backend,
+            cfg.migrations_dir,
+            name,
+            actor=run.actor,
+            table=cfg.migrations_table,
+            lock_ttl=cfg.lock_ttl_seconds,
+            notify=run.out.info,
+        )
+    render.baseline(run.out, report)
+
+
+@_command("new", PROJECT, OUTPUT)
+def new(
+    run: Run,
+    name: Annotated[str, typer.Argument(help="What the migration does, e.g. 'add audit log'.")],
+) -> None:
+    """Create the next-numbered migration with its rollback and verify files."""
+    from d1deploy import migrations
+
+    created = migrations.new_migration(run.settings.migrations_dir, name)
+    if run.out.json_mode:
+        run.out.json({"ok": True, "created": created})
+        return
+    for path in created:
+        run.out.print(str(path))
+
+
+@_command("backup", TARGET, OUTPUT)
+def backup(
+    run: Run,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default backups/).")
+    ] = None,
+    no_data: Annotated[bool, typer.Option("--no-data", help="Schema only.")] = False,
+    no_schema: Annotated[bool, typer.Option("--no-schema", help="Data only.")] = False,
+    table: Annotated[
+        list[str] | None, typer.Option("--table", help="Only this table (repeat).")
+    ] = None,
+    gzip: Annotated[bool, typer.Option("--gzip", help="Compress (.sql.gz).")] = False,
+    backup_dir: Annotated[
+        Path | None, typer.Option("--backup-dir", help="Folder for the default name.")
+    ] = None,
+) -> None:
+    """Export the database to a local file, checksummed, with a JSON sidecar."""
+    from d1deploy import backup as backup_mod
+    from d1deploy import render
+    from d1deploy.backend import ExportOptions
+
+    if no_data and no_schema:
+        raise UsageError("--no-data and --no-schema together would export nothing")
+    options = ExportOptions(no_data=no_data, no_schema=no_schema, tables=tuple(table or ()))
+    with run.backend() as backend:
+        result = backup_mod.backup(
+            backend,
+            dest=output,
+            backup_dir=backup_dir or run.settings.backup_dir,
+            options=options,
+            gzip=gzip,
+            notify=run.out.info,
+        )
+    render.backup(run.out, result)
+
+
+@_command("restore", TARGET, YES, OUTPUT)
+def restore(
+    run: Run,
+    bookmark: Annotated[
+        str | None, typer.Option("--bookmark", help="Time Travel bookmark to return to.")
+    ] = None,
+    timestamp: Annotated[
+        str | None, typer.Option("--timestamp", help="Return to this time (ISO 8601).")
+    ] = None,
+    from_backup: Annotated[
+        Path | None, typer.Option("--from-backup", help="Re-import a d1deploy backup file.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Import a backup into a database that has tables.")
+    ] = False,
+) -> None:
+    """Restore to a Time Travel bookmark or time, or re-import a backup file."""
+    from d1deploy import backup as backup_mod
+    from d1deploy import render
+
+    if sum(x is not None for x in (bookmark, timestamp, from_backup)) != 1:
+        raise UsageError("give exactly one of --bookmark, --timestamp or --from-backup")
+    with run.backend() as backend:
+        if from_backup is not None:
+            source = backup_mod.verify_backup(from_backup)
+            run.confirm(
+                f"Import {from_backup} ({source.database_name}, {source.created_at:%Y-%m-%d %H:%M}"
+                f" UTC) into {backend.info.name}?"
+            )
+            render.restored_backup(
+                run.out,
+                backup_mod.restore_from_backup(
+                    backend, from_backup, force=force, notify=run.out.info
+                ),
+            )
+            return
+        point = backup_mod.describe_restore_point(
+            backend, bookmark=bookmark, timestamp=parse_timestamp(timestamp) if timestamp else None
+        )
+        render.restore_point(run.out, point)
+        if point.is_current:
+            run.out.info("The database is already at that bookmark: nothing to restore.")
+            return
+        run.confirm(f"Restore {point.database_name} to {point.bookmark}, discarding later changes?")
+        render.restored(run.out, point, backup_mod.restore_point(backend, point))
+
+
+@_command("unlock", TARGET, OUTPUT)
+def unlock(
+    run: Run,
+    force: Annotated[
+        bool, typer.Option("--force", help="Release the lock even if it has not expired.")
+    ] = False,
+) -> None:
+    """Release a deploy lock left by a crashed run."""
+    from d1deploy import lock
+    from d1deploy.errors import LockHeld
+
+    with run.backend() as backend:
+        held = lock.current(backend)
+        if held is None:
+            run.out.info("No deploy lock is held.")
+        elif not held.expired and not force:
+            raise LockHeld(
+                f"the deploy lock is held by {held.holder} until {held.expires_at}",
+                hint="if that run is dead, release it with `d1deploy unlock --force`",
+            )
+        else:
+            lock.force_release(backend)
+            run.out.info(
+                f"Released the deploy lock held by {held.holder} (since {held.acquired_at})."
+            )
+    if run.out.json_mode:
+        run.out.json({"ok": True, "released": held})
+
+
+@_command("rehearse", TARGET, OUTPUT)
+def rehearse(
+    run: Run,
+    from_backup: Annotated[
+        Path | None, typer.Option("--from-backup", help="Rehearse on this backup's copy.")
+    ] = None,
+) -> None:
+    """Prove a deploy on a local copy: migrate, rollback, migrate again. Changes nothing."""
+    from d1deploy import rehearse as rehearse_mod
+    from d1deploy import render
+
+    cfg = run.settings
+    with run.backend() as backend:
+        report = rehearse_mod.rehearse(
+            backend,
+            cfg.migrations_dir,
+            actor=run.actor,
+            table=cfg.migrations_table,
+            guard_tables=cfg.guard_tables,
+            from_backup=from_backup,
+            notify=run.out.info,
+        )
+    render.rehearsal(run.out, report)
+
+
 def optional_local_value(args: list[str]) -> list[str]:
-    """Let `--local` stand alone: Typer has no options with an optional value, so a
-    bare `--local` (last, or followed by another option) becomes `--local=` (the default
-    path)."""
+    """Let `--local` stand alone: Typer has no options with an optional value, so a bare
+    `--local` (last, or followed by another option) becomes `--local=` (the default path)."""
     result = list(args)
     for i, arg in enumerate(result):
         if arg == "--":

@@ -1,19 +1,144 @@
-"""How each command's report looks: for people on stderr/stdout, as JSON, and in GitHub.
+"""How each command's report looks: for people, as JSON, and in GitHub Actions.
 
 Every function takes the `Output` (the only writer) and a core report. Data a user
-asked for (query results, lists) goes to stdout; narration goes to stderr.
+asked for (query results, lists) goes to stdout; narration goes to stderr; `--json`
+prints the report as one object; in GitHub Actions a Markdown summary and step outputs
+are written too.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from d1deploy.errors import D1DeployError, InputError, PrecheckFailed
 from d1deploy.output import Output, md_table
 
 if TYPE_CHECKING:
+    from d1deploy.backend import DatabaseInfo, RestoreResult
+    from d1deploy.backup import BackupResult, RestoreFromBackupResult, RestorePoint
+    from d1deploy.checks import CheckResult
     from d1deploy.lint import Finding
+    from d1deploy.migrations import (
+        BaselineReport,
+        MigrateReport,
+        PlanReport,
+        RollbackReport,
+        StatusReport,
+        VerifyReport,
+    )
+    from d1deploy.rehearse import RehearsalReport
     from d1deploy.sqlexec import ExecReport
+
+
+def _where(file: str, line: int | None) -> str:
+    """file:line, relative to the working directory when the file is below it."""
+    path = Path(file)
+    if path.is_absolute():
+        with contextlib.suppress(ValueError):
+            path = path.relative_to(Path.cwd())
+    return f"{path}:{line}" if line is not None else str(path)
+
+
+def _shorten(sql: str, width: int = 60) -> str:
+    one_line = " ".join(sql.split())
+    return one_line if len(one_line) <= width else one_line[: width - 1] + "…"
+
+
+def _restore_command(bookmark: str) -> str:
+    return f"d1deploy restore --bookmark {bookmark} --yes"
+
+
+# -- failures -----------------------------------------------------------------------------
+def failure(out: Output, err: D1DeployError) -> None:
+    """Show what a failed command found before its error line (people only; `--json`
+    carries the same report inside the error object)."""
+    if out.json_mode:
+        return
+    report = getattr(err, "report", None)
+    results = getattr(err, "results", None)
+    findings = getattr(err, "findings", None)
+    from d1deploy.migrations import MigrateReport, RollbackReport
+    from d1deploy.rehearse import RehearsalReport
+
+    if isinstance(report, MigrateReport):
+        migrate(out, report)
+    elif isinstance(report, RollbackReport):
+        rollback(out, report)
+    elif isinstance(report, RehearsalReport):
+        rehearsal(out, report)
+    elif results:
+        checks(out, results, title="Prechecks")
+    elif findings:
+        lint_findings(out, findings, checked=None)
+
+
+# -- checks ----------------------------------------------------------------------------------
+def checks(out: Output, results: Sequence[CheckResult], *, title: str) -> None:
+    """A compact table of checks, then the offending rows of each failed one."""
+    if not results:
+        return
+    out.info(f"{title}:")
+    for r in results:
+        mark = "ok  " if r.ok else "FAIL"
+        probe = f" [{r.probe} probe]" if r.probe else ""
+        out.info(
+            f"  {mark} {r.check.label} ({_where(r.check.file, r.check.line)}) expect "
+            f"{r.check.expect.describe()}: {r.outcome}{probe}"
+        )
+        if not r.ok and r.rows:
+            out.info("       offending rows (first 10):")
+            width = [
+                max(len(str(c)), *(len(_cell(row[i])) for row in r.rows))
+                for i, c in enumerate(r.columns)
+            ]
+            out.info(
+                "       " + "  ".join(c.ljust(w) for c, w in zip(r.columns, width, strict=True))
+            )
+            for row in r.rows:
+                out.info(
+                    "       "
+                    + "  ".join(_cell(v).ljust(w) for v, w in zip(row, width, strict=True))
+                )
+    failed = [r for r in results if not r.ok]
+    out.summary(
+        f"#### {title}: {len(results) - len(failed)}/{len(results)} passed\n\n"
+        + md_table(
+            ["", "check", "where", "expect", "outcome"],
+            [
+                [
+                    "✅" if r.ok else "❌",
+                    r.check.label,
+                    _where(r.check.file, r.check.line),
+                    r.check.expect.describe(),
+                    r.outcome,
+                ]
+                for r in results
+            ],
+        )
+    )
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        return f"X'{value.hex()}'"
+    return str(value)
+
+
+# -- foundation commands -----------------------------------------------------------------------
+def databases(out: Output, found: Sequence[DatabaseInfo]) -> None:
+    if out.json_mode:
+        out.json({"ok": True, "databases": list(found)})
+        return
+    out.table(
+        ["name", "uuid", "created_at", "version"],
+        [[d.name, d.uuid, d.created_at or "", d.version or ""] for d in found],
+    )
+    out.info(f"{len(found)} database(s)")
 
 
 def exec_report(out: Output, report: ExecReport) -> None:
@@ -63,32 +188,26 @@ def exec_report(out: Output, report: ExecReport) -> None:
     )
 
 
-def lint_findings(out: Output, findings: Sequence[Finding], *, checked: int) -> None:
+def lint_findings(out: Output, findings: Sequence[Finding], *, checked: int | None) -> None:
+    errors = sum(f.severity == "error" for f in findings)
     if out.json_mode:
-        out.json(
-            {
-                "ok": not any(f.severity == "error" for f in findings),
-                "files": checked,
-                "findings": list(findings),
-            }
-        )
+        out.json({"ok": errors == 0, "files": checked, "findings": list(findings)})
         return
     for f in findings:
         where = f"{f.location}: " if f.location else ""
         out.info(f"{where}{f.severity}: {f.message} [{f.code}]")
         if f.hint:
             out.info(f"  hint: {f.hint}")
-        if out.github.enabled:
-            command = "error" if f.severity == "error" else "warning"
-            props = ""
-            if f.file:
-                props = f" file={f.file}" + (f",line={f.line}" if f.line is not None else "")
-            out.info(f"::{command}{props}::{out.github.escape_data(f.message)}")
-    errors = sum(f.severity == "error" for f in findings)
-    out.info(f"{checked} file(s) checked: {errors} error(s), {len(findings) - errors} warning(s).")
+        out.annotate(
+            "error" if f.severity == "error" else "warning", f.message, file=f.file, line=f.line
+        )
+    if checked is not None:
+        out.info(
+            f"{checked} file(s) checked: {errors} error(s), {len(findings) - errors} warning(s)."
+        )
     if findings:
         out.summary(
-            "### Lint\n\n"
+            "#### Lint\n\n"
             + md_table(
                 ["where", "severity", "finding"],
                 [[f.location or "", f.severity, f.message] for f in findings],
@@ -96,12 +215,323 @@ def lint_findings(out: Output, findings: Sequence[Finding], *, checked: int) -> 
         )
 
 
-def _shorten(sql: str, width: int = 60) -> str:
-    one_line = " ".join(sql.split())
-    return one_line if len(one_line) <= width else one_line[: width - 1] + "…"
+# -- the engine ------------------------------------------------------------------------------
+def status(out: Output, report: StatusReport) -> None:
+    if out.json_mode:
+        out.json(
+            {
+                "ok": not report.drifted,
+                "database": report.database,
+                "applied": report.applied,
+                "pending": report.pending,
+                "drifted": report.drifted,
+                "missing": report.missing,
+                "out_of_order": report.out_of_order,
+                "migrations": report.migrations,
+            }
+        )
+        return
+    rows = []
+    for m in report.migrations:
+        notes = [n for n, on in (("drifted", m.drifted), ("out of order", m.out_of_order)) if on]
+        rows.append(
+            [m.name, m.state + (f" ({', '.join(notes)})" if notes else ""), m.applied_at or ""]
+        )
+    out.table(["migration", "state", "applied_at"], rows)
+    out.info(
+        f"{report.database}: {len(report.applied)} applied, {len(report.pending)} pending, "
+        f"{len(report.drifted)} drifted, {len(report.missing)} missing, "
+        f"{len(report.out_of_order)} out of order."
+    )
+    out.outputs({"pending": len(report.pending), "pending_names": list(report.pending)})
+    out.summary(
+        f"### d1deploy status: {report.database}\n\n"
+        + md_table(["migration", "state", "applied_at"], rows)
+    )
 
 
-def kv(out: Output, pairs: Sequence[tuple[str, Any]]) -> None:
-    width = max((len(k) for k, _ in pairs), default=0)
-    for key, value in pairs:
-        out.info(f"  {key.ljust(width)}  {value}")
+def plan(out: Output, report: PlanReport) -> None:
+    names = [p.name for p in report.pending]
+    out.outputs({"pending": len(names), "pending_names": names})
+    if out.json_mode:
+        out.json(
+            {
+                "ok": report.ok,
+                "database": report.status.database,
+                "pending": [
+                    {
+                        "name": p.name,
+                        "statements": len(p.statements),
+                        "guarded_tables": p.guarded_tables,
+                        "dropped_tables": p.dropped_tables,
+                        "allowed_row_loss": p.allowed_row_loss,
+                        "findings": p.findings,
+                    }
+                    for p in report.pending
+                ],
+                "skipped": report.skipped,
+                "drifted": report.status.drifted,
+                "prechecks": report.prechecks,
+                "deferred_prechecks": report.deferred,
+            }
+        )
+        return
+    db = report.status.database
+    if not names:
+        out.info(f"{db}: nothing to do; every migration is applied.")
+    else:
+        out.info(f"{db}: {len(names)} migration(s) would be applied, each as one request:")
+        for p in report.pending:
+            guard = f"row-loss guard on {len(p.guarded_tables)} table(s)"
+            if p.dropped_tables:
+                guard += f"; drops {', '.join(p.dropped_tables)}"
+            out.info(f"  {p.name}: {len(p.statements)} statement(s), {guard}")
+            for f in p.findings:
+                out.info(f"    {f.location or p.file}: {f.severity}: {f.message}")
+    if report.status.drifted:
+        out.warn(f"drifted (changed since applied): {', '.join(report.status.drifted)}")
+    if report.skipped:
+        out.info(f"Not included (after --to): {', '.join(report.skipped)}")
+    checks(out, report.prechecks, title="Prechecks")
+    if report.deferred:
+        out.info(
+            "Prechecks run right before their migration (they read what earlier ones create): "
+            + ", ".join(report.deferred)
+        )
+    out.summary(
+        f"### d1deploy plan: {db}\n\n"
+        + (
+            md_table(
+                ["pending migration", "statements", "findings"],
+                [[p.name, len(p.statements), len(p.findings)] for p in report.pending],
+            )
+            if names
+            else "Nothing pending."
+        )
+    )
+
+
+def plan_verdict(report: PlanReport) -> None:
+    """A plan that `migrate` would refuse fails too, so a CI plan job goes red early.
+
+    :raises DriftDetected, InputError, PrecheckFailed:"""
+    from d1deploy.migrations import refuse_drift
+
+    refuse_drift(report.status)
+    if report.lint_errors:
+        first = report.lint_errors[0]
+        raise InputError(
+            f"{len(report.lint_errors)} lint error(s) in the pending migrations: {first.message}",
+            hint="fix the statements listed above",
+            file=first.file,
+            line=first.line,
+        )
+    if report.precheck_failures:
+        first_check = report.precheck_failures[0].check
+        raise PrecheckFailed(
+            f"{len(report.precheck_failures)} precheck(s) failed: migrate would refuse",
+            hint="fix the data shown above, then plan again",
+            file=first_check.file,
+            line=first_check.line,
+        )
+
+
+def migrate(out: Output, report: MigrateReport) -> None:
+    if report.plan is not None:  # --dry-run
+        plan(out, report.plan)
+        if not out.json_mode:
+            out.info("Dry run: nothing was changed.")
+        return
+    applied = [a.name for a in report.applied]
+    backup_path = str(getattr(report.backup, "path", "") or "")
+    restore = _restore_command(report.bookmark_before) if report.bookmark_before else ""
+    out.outputs(
+        {
+            "applied": applied,
+            "bookmark_before": report.bookmark_before or "",
+            "backup_path": backup_path,
+            "restore_command": restore,
+        }
+    )
+    if out.json_mode:
+        out.json({**_fields(report), "restore_command": restore or None})
+    else:
+        if not report.applied and not report.rolled_back and report.ok:
+            out.info(f"{report.database}: nothing to do; every migration is applied.")
+        checks(out, report.checks, title="Checks")
+        for r in report.rolled_back:
+            out.info(f"Rolled back {r.name} (rollback SQL from the {r.source}).")
+        if report.restored_to:
+            out.info(f"Restored {report.database} to bookmark {report.restored_to}.")
+        if report.ok and applied:
+            out.info(f"{report.database}: applied {len(applied)} migration(s).")
+        if report.bookmark_before:
+            out.info(f"Before this deploy: bookmark {report.bookmark_before}")
+            out.info(f"To return to it: {restore}")
+    lines = [f"### d1deploy migrate: {report.database} {'✅' if report.ok else '❌'}", ""]
+    if report.applied:
+        lines.append(
+            md_table(
+                ["applied", "ms", "rows written"],
+                [[a.name, f"{a.duration_ms or 0:.0f}", a.rows_written] for a in report.applied],
+            )
+        )
+    if report.rolled_back:
+        lines += ["", "Rolled back automatically: " + ", ".join(r.name for r in report.rolled_back)]
+    if backup_path:
+        lines += ["", f"Backup: `{backup_path}`"]
+    if restore:
+        lines += [
+            "",
+            f"Bookmark before: `{report.bookmark_before}`",
+            "",
+            f"Restore command: `{restore}`",
+        ]
+    out.summary("\n".join(lines))
+
+
+def rollback(out: Output, report: RollbackReport) -> None:
+    if out.json_mode:
+        out.json(_fields(report))
+        return
+    for r in report.rolled_back:
+        out.info(f"Rolled back {r.name} (rollback SQL from the {r.source}).")
+    if not report.rolled_back:
+        out.info(f"{report.database}: nothing was rolled back.")
+    out.summary(
+        f"### d1deploy rollback: {report.database}\n\n"
+        + ", ".join(r.name for r in report.rolled_back)
+    )
+
+
+def verify(out: Output, report: VerifyReport) -> None:
+    if out.json_mode:
+        out.json(
+            {
+                "ok": report.ok,
+                "database": report.database,
+                "migrations": report.migrations,
+                "checks": report.checks,
+            }
+        )
+    else:
+        checks(out, report.checks, title=f"Verification of {report.database}")
+        if not report.checks:
+            out.info("No verify checks for the applied migrations.")
+    if not report.ok:
+        failed = next(r for r in report.checks if not r.ok)
+        from d1deploy.errors import ChangeFailed
+
+        raise ChangeFailed(
+            f"{sum(not r.ok for r in report.checks)} verify check(s) failed on {report.database}",
+            hint="the deployed schema does not do what its verify file expects; "
+            "see `d1deploy rollback` or `d1deploy restore --bookmark`",
+            file=failed.check.file,
+            line=failed.check.line,
+        )
+
+
+def baseline(out: Output, report: BaselineReport) -> None:
+    if out.json_mode:
+        out.json({"ok": True, **_fields(report)})
+        return
+    for name in report.recorded:
+        out.info(f"Recorded {name} as applied (not run).")
+    if report.already_applied:
+        out.info(f"Already applied: {', '.join(report.already_applied)}")
+
+
+# -- backups and restores -----------------------------------------------------------------------
+def backup(out: Output, result: BackupResult) -> None:
+    out.outputs({"backup_path": str(result.path), "bookmark": result.bookmark or ""})
+    if out.json_mode:
+        out.json({"ok": True, **_fields(result)})
+        return
+    out.print(str(result.path))
+    out.info(f"{result.bytes} bytes, sha256 {result.sha256}; sidecar {result.sidecar}")
+    if result.bookmark:
+        out.info(f"The dump is the database at bookmark {result.bookmark}")
+
+
+def restore_point(out: Output, point: RestorePoint) -> None:
+    if out.json_mode:
+        return
+    out.info(f"Restore {point.database_name} to bookmark {point.bookmark}")
+    if point.span is not None:
+        out.info(
+            f"  discards every change since {point.point_in_time:%Y-%m-%d %H:%M:%S} UTC "
+            f"({point.span})"
+        )
+    if point.migrations_since:
+        out.info(f"  undoes migrations applied since: {', '.join(point.migrations_since)}")
+    out.info(f"  undo with: {_restore_command(point.current_bookmark)}")
+
+
+def restored(out: Output, point: RestorePoint, result: RestoreResult) -> None:
+    undo = result.previous_bookmark or point.current_bookmark
+    out.outputs({"bookmark": result.bookmark, "previous_bookmark": undo})
+    if out.json_mode:
+        out.json(
+            {
+                "ok": True,
+                "database": point.database_name,
+                "bookmark": result.bookmark,
+                "previous_bookmark": undo,
+                "undo_command": _restore_command(undo),
+            }
+        )
+        return
+    out.info(f"Restored {point.database_name}: {result.message or 'done'}")
+    out.info(f"To undo: {_restore_command(undo)}")
+
+
+def restored_backup(out: Output, result: RestoreFromBackupResult) -> None:
+    if out.json_mode:
+        out.json({"ok": True, **_fields(result)})
+        return
+    out.info(
+        f"Imported {result.path} into {result.database_name}: {result.num_queries} queries, "
+        f"{result.rows_written} rows written."
+    )
+    if result.bookmark_before:
+        out.info(f"To undo: {_restore_command(result.bookmark_before)}")
+
+
+def rehearsal(out: Output, report: RehearsalReport) -> None:
+    if out.json_mode:
+        out.json(_fields(report))
+        return
+    out.info(f"Rehearsal of {report.database} on a local copy ({report.source}):")
+    for step in report.steps:
+        out.info(
+            f"  {'ok  ' if step.ok else 'FAIL'} {step.name:<14} {step.duration_ms:8.0f} ms"
+            f"  {step.detail}"
+        )
+    checks(out, report.checks, title="Checks")
+    tables = sorted(set(report.rows_before) | set(report.rows_after))
+    rows = [[t, report.rows_before.get(t, "-"), report.rows_after.get(t, "-")] for t in tables]
+    if rows:
+        out.info("Rows per table (before -> after):")
+        for t, before, after in rows:
+            out.info(f"  {t}: {before} -> {after}")
+    out.info("Rehearsal passed." if report.ok else f"Rehearsal FAILED: {report.error}")
+    out.summary(
+        f"### d1deploy rehearsal: {report.database} {'✅' if report.ok else '❌'}\n\n"
+        + md_table(
+            ["step", "ok", "ms", "detail"],
+            [
+                [s.name, "✅" if s.ok else "❌", f"{s.duration_ms:.0f}", s.detail]
+                for s in report.steps
+            ],
+        )
+        + "\n\n"
+        + md_table(["table", "rows before", "rows after"], rows)
+    )
+
+
+def _fields(report: object) -> dict[str, Any]:
+    """A report's fields as a dict, for `--json` (output.to_jsonable does the rest)."""
+    import dataclasses
+
+    assert dataclasses.is_dataclass(report)
+    return {f.name: getattr(report, f.name) for f in dataclasses.fields(report) if f.repr}
