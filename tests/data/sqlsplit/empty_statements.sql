@@ -1,0 +1,5 @@
+;;
+SELECT 1; ; -- nothing
+;
+SELECT 2;
+;

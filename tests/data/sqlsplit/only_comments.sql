@@ -1,0 +1,4 @@
+-- nothing to run here;
+/* 'not; a' "statement" */
+
+-- end
