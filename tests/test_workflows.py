@@ -374,7 +374,7 @@ def test_plan_is_read_only_and_ungated(reusable: dict[Any, Any]) -> None:
     assert "environment" not in plan and "if" not in plan  # it runs for pull requests too
     assert plan["outputs"]["pending"] == "${{ steps.plan.outputs.pending }}"
     commands = [s["run"] for s in steps(plan) if s.get("run", "").startswith("d1 ")]
-    assert commands == ["d1 plan", "d1 rehearse", "d1 status"]
+    assert commands == ["d1 plan", "d1 rehearse", "d1 status --allow-drift"]
 
 
 def _command_index(job: Mapping[str, Any], pattern: str) -> int:
@@ -551,3 +551,172 @@ def test_ci_yml_checks_everything_on_every_python() -> None:
     )
     for command in ("ruff check", "ruff format --check", "mypy", "actionlint", "pytest"):
         assert command in scripts, command
+
+
+# -- the scripts themselves, run with bash as the runner would ----------------------------------
+def _script(job: str, name: str) -> str:
+    step = next(s for s in steps(load("d1-deploy.yml")["jobs"][job]) if s.get("name") == name)
+    return str(step["run"])
+
+
+def _bash(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    bash = shutil.which("bash")
+    assert bash is not None
+    base = {"PATH": env.pop("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    return subprocess.run(
+        # The flags GitHub uses for `shell: bash`.
+        [bash, "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        env={**base, **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def _request(tmp_path: Path, **overrides: str) -> tuple[int, str, str]:
+    env = {
+        "GITHUB_EVENT_NAME": "workflow_dispatch",
+        "GITHUB_REF": MAIN,
+        "GITHUB_ACTOR": "octocat",
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "DEFAULT_BRANCH": "main",
+        "D1_DATABASE": "telegram-conversations",
+        "ENVIRONMENT": "production",
+        "OPERATION": "restore",
+        "CONFIRM": "telegram-conversations",
+        "STEPS": "1",
+        "BOOKMARK": "0000008a-00000002-00004f5b-b1ad4c2e1a1d",
+        "TIMESTAMP": "",
+        **overrides,
+    }
+    (tmp_path / "summary.md").unlink(missing_ok=True)
+    result = _bash(_script("plan", "Check the request"), tmp_path, **env)
+    summary = tmp_path / "summary.md"
+    return result.returncode, result.stdout, summary.read_text() if summary.exists() else ""
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"OPERATION": "drop"},
+        {"GITHUB_EVENT_NAME": "push"},
+        {"CONFIRM": "telegram"},
+        {"CONFIRM": ""},
+        {"GITHUB_REF": BRANCH},
+        {"OPERATION": "rollback", "STEPS": "0"},
+        {"TIMESTAMP": "2026-01-01T00:00:00Z"},  # both a bookmark and a time
+        {"BOOKMARK": ""},  # neither
+        {"BOOKMARK": "b1`\n### Approved"},  # would inject Markdown into the summary
+    ],
+)
+def test_a_bad_recovery_request_fails_before_anyone_is_asked(
+    tmp_path: Path, overrides: dict[str, str]
+) -> None:
+    code, stdout, summary = _request(tmp_path, **overrides)
+    assert code == 2 and stdout.startswith("::error title=d1-deploy::") and summary == ""
+
+
+def test_a_good_recovery_request_is_described_for_the_reviewers(tmp_path: Path) -> None:
+    code, _, summary = _request(tmp_path)
+    assert code == 0
+    assert (
+        "@octocat asked to restore `telegram-conversations` to bookmark "
+        "`0000008a-00000002-00004f5b-b1ad4c2e1a1d`."
+    ) in summary
+    assert "`production` environment approves" in summary
+    code, _, summary = _request(tmp_path, OPERATION="rollback", STEPS="2", GITHUB_REF=TAG)
+    assert (
+        code == 0
+        and "roll back the last 2 applied migration(s) of `telegram-conversations`." in summary
+    )
+    code, _, summary = _request(tmp_path, OPERATION="deploy", CONFIRM="", GITHUB_REF=BRANCH)
+    assert (code, summary) == (0, "")  # deploys are gated by the job condition instead
+
+
+def test_the_d1_wrapper_passes_each_input_as_one_argument(tmp_path: Path) -> None:
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    (stubs / "python").write_text("#!/bin/sh\nexit 0\n")
+    (stubs / "d1deploy").write_text('#!/bin/sh\nfor a in "$@"; do echo "[$a]"; done\n')
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    path = f"{stubs}:/usr/bin:/bin"
+    github_path = tmp_path / "github_path"
+    install = _bash(
+        _script("plan", "Install d1deploy"),
+        tmp_path,
+        PATH=path,
+        RUNNER_TEMP=str(tmp_path),
+        GITHUB_PATH=str(github_path),
+        D1DEPLOY_VERSION="0.1.0",
+    )
+    assert install.returncode == 0, install.stderr
+    bin_dir = github_path.read_text().strip()
+    target = {
+        "D1_DATABASE": "telegram-conversations",
+        "D1_CONFIG": "conf dir/d1deploy.toml",
+        "D1_CONFIG_ENV": "",
+        "D1_MIGRATIONS_DIR": "db/$(touch pwned)",
+    }
+    result = _bash("d1 migrate --json", tmp_path, PATH=f"{bin_dir}:{path}", **target)
+    assert result.stdout.splitlines() == [
+        "[migrate]",
+        "[--database]",
+        "[telegram-conversations]",
+        "[--config]",
+        "[conf dir/d1deploy.toml]",
+        "[--migrations-dir]",
+        "[db/$(touch pwned)]",
+        "[--json]",
+    ]
+    assert not (tmp_path / "pwned").exists()
+
+
+RESTORE = "d1deploy restore -d telegram-conversations --bookmark 0000008a-b1 --yes"
+
+
+def _summarise(tmp_path: Path, **outcome: str) -> str:
+    env = {
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "GITHUB_RUN_ID": "42",
+        "GITHUB_RUN_ATTEMPT": "1",
+        "D1_DATABASE": "telegram-conversations",
+        "OPERATION": "deploy",
+        "ENVIRONMENT": "production",
+        "BACKUP": "success",
+        "BACKUP_UPLOADED": "success",
+        "CHANGE": "success",
+        "EXIT_CODE": "",
+        "APPLIED": '["001_schema_enhancements"]',
+        "BOOKMARK": "0000008a-b1",
+        "RESTORE_COMMAND": RESTORE,
+        "VERIFY": "success",
+        **outcome,
+    }
+    (tmp_path / "summary.md").unlink(missing_ok=True)
+    result = _bash(_script("deploy", "Summarise"), tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    return (tmp_path / "summary.md").read_text()
+
+
+def test_the_deploy_summary_names_what_was_applied_and_the_way_back(tmp_path: Path) -> None:
+    summary = _summarise(tmp_path)
+    assert 'Applied: `["001_schema_enhancements"]`' in summary
+    assert "bookmark before the first change: `0000008a-b1`" in summary
+    assert f"```sh\n{RESTORE}\n```" in summary
+    assert "artifact `d1deploy-backup-telegram-conversations-42-1`" in summary
+    assert "failed" not in summary
+
+
+def test_the_deploy_summary_says_what_a_failure_means(tmp_path: Path) -> None:
+    summary = _summarise(tmp_path, CHANGE="failure", EXIT_CODE="1", APPLIED="", VERIFY="")
+    assert "**deploy failed (exit 1)**" in summary and "rolled back" in summary
+    assert "| verify | not run |" in summary
+    summary = _summarise(tmp_path, CHANGE="failure", EXIT_CODE="5", APPLIED="")
+    assert "refused before changing anything" in summary
+    summary = _summarise(tmp_path, VERIFY="failure")
+    assert "Verification failed after deploy succeeded. Nothing was undone." in summary
+    summary = _summarise(tmp_path, BACKUP_UPLOADED="skipped")
+    assert "taken but not uploaded" in summary
