@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import ipaddress
 import json
 import math
 import random
@@ -30,7 +29,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import tenacity
@@ -47,6 +46,7 @@ from d1deploy.backend import (
     SqlValue,
     Statement,
 )
+from d1deploy.config import validate_base_url
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 
@@ -73,41 +73,6 @@ _R = TypeVar("_R")
 
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 """Transport errors raised before any byte of the request left: safe to re-send a write."""
-
-
-def validate_base_url(url: str) -> str:
-    """Check an API base URL and return it without a trailing slash.
-
-    It must be http(s) and end with `/client/v4`; plain http:// only to a loopback host,
-    since the token would otherwise travel unencrypted.
-    """
-    hint = (
-        "set CLOUDFLARE_API_BASE_URL to an https:// URL ending in /client/v4 "
-        f"(default {DEFAULT_BASE_URL}); plain http:// is accepted only for a loopback "
-        "host (127.0.0.1, localhost, ::1)"
-    )
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise errors.UsageError(f"API base URL {url!r} is not an http(s) URL", hint=hint)
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise errors.UsageError(
-            f"API base URL {url!r} uses plain http:// to {parts.hostname}, which would send "
-            "the API token unencrypted",
-            hint=hint,
-        )
-    path = parts.path.rstrip("/")
-    if not path.endswith("/client/v4"):
-        raise errors.UsageError(f"API base URL {url!r} does not end with /client/v4", hint=hint)
-    return urlunsplit(parts._replace(path=path))
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_token(token: str) -> None:

@@ -195,7 +195,7 @@ def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Pat
         (DEFAULT_API_BASE_URL, _DEFAULT),
     )
     assert base_url is not None
-    base_url = _check_base_url(base_url, sources["api_base_url"])
+    base_url = validate_base_url(base_url, sources["api_base_url"])
 
     databases_matching = _flag_text(flags, "databases_matching")
     flag_databases = _flag_list(flags, "database")
@@ -712,8 +712,11 @@ def _check_env_name(
     )
 
 
-def _check_base_url(url: str, source: str) -> str:
-    """Validate the API base URL; returns it without a trailing slash."""
+def validate_base_url(url: str, source: str = ENV_API_BASE_URL) -> str:
+    """Check an API base URL and return it without a trailing slash.
+
+    It must be http(s) and end with `/client/v4`; plain http:// only to a loopback host,
+    since the token would otherwise travel unencrypted. The client checks again."""
     hint = (
         f"set {ENV_API_BASE_URL} to an https:// URL ending in /client/v4 (default "
         f"{DEFAULT_API_BASE_URL}); plain http:// is accepted only for a loopback host "
