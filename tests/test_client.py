@@ -19,7 +19,8 @@ import pytest
 
 from d1deploy import errors
 from d1deploy.backend import ExportOptions, Statement
-from d1deploy.client import DEFAULT_BASE_URL, D1Client, RateGate, validate_base_url
+from d1deploy.client import DEFAULT_BASE_URL, D1Client, RateGate
+from d1deploy.config import validate_base_url
 
 TOKEN = "tok-SECRET-123"
 ACCOUNT = "acc123"
