@@ -69,6 +69,13 @@ PROJECT = [
             typer.Option("--migrations-dir", help="Migrations folder (default ./migrations)."),
         ],
     ),
+    _option(
+        "migrations_table",
+        Annotated[
+            str | None,
+            typer.Option("--migrations-table", help="Ledger table (default d1_migrations)."),
+        ],
+    ),
 ]
 TARGET = [
     _option(
@@ -167,6 +174,7 @@ class Run:
                 "env": c.get("env"),
                 "config": str(c["config"]) if c.get("config") else None,
                 "migrations_dir": str(c["migrations_dir"]) if c.get("migrations_dir") else None,
+                "migrations_table": c.get("migrations_table"),
                 "backup_dir": str(c["backup_dir"]) if c.get("backup_dir") else None,
             }
             self._settings = config.resolve(flags=flags, environ=os.environ, cwd=Path.cwd())
