@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -329,3 +330,33 @@ def test_a_failing_migration_line_is_annotated_by_the_command(
         assert result.stdout == ""
     for text in (result.stdout, result.stderr, summary):
         assert TOKEN not in text
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_plan_hands_the_pending_migrations_to_later_steps(tmp_path: Path, json_mode: bool) -> None:
+    workdir = tmp_path / "repo"
+    (workdir / "migrations").mkdir(parents=True)
+    (workdir / "migrations" / "001_create.sql").write_text("CREATE TABLE t (id INTEGER);\n")
+    (workdir / "migrations" / "002_index.sql").write_text("CREATE INDEX t_id ON t (id);\n")
+    extra = ["--json"] if json_mode else []
+    result = _run_d1deploy(tmp_path, workdir, "plan", "--local=db.sqlite", *extra)
+    assert result.returncode == 0, result.stderr
+    outputs = read_outputs(tmp_path / "output.txt")
+    assert outputs["pending"] == "2"
+    names = json.loads(outputs["pending_names"])
+    assert [n.removesuffix(".sql") for n in names] == ["001_create", "002_index"]
+    summary_path = tmp_path / "summary.md"
+    summary = summary_path.read_text(encoding="utf-8") if summary_path.exists() else ""
+    if json_mode:
+        json.loads(result.stdout)  # exactly one JSON object
+    else:
+        assert "001_create" in summary and "002_index" in summary
+    # plan writes nothing to the database
+    assert not (workdir / "db.sqlite").exists() or "t" not in _tables(workdir / "db.sqlite")
+    for text in (result.stdout, result.stderr, summary):
+        assert TOKEN not in text
+
+
+def _tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {row[0] for row in db.execute("SELECT name FROM sqlite_master")}

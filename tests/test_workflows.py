@@ -7,10 +7,12 @@ language below) under the events that must, and must not, reach them.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -677,7 +679,7 @@ def test_the_d1_wrapper_passes_each_input_as_one_argument(tmp_path: Path) -> Non
 RESTORE = "d1deploy restore -d telegram-conversations --bookmark 0000008a-b1 --yes"
 
 
-def _summarise(tmp_path: Path, **outcome: str) -> str:
+def _summarise(tmp_path: Path, report: object = None, **outcome: str) -> str:
     env = {
         "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
         "GITHUB_RUN_ID": "42",
@@ -689,14 +691,30 @@ def _summarise(tmp_path: Path, **outcome: str) -> str:
         "BACKUP_UPLOADED": "success",
         "CHANGE": "success",
         "EXIT_CODE": "",
+        "REPORT": "",
         "APPLIED": '["001_schema_enhancements"]',
         "BOOKMARK": "0000008a-b1",
         "RESTORE_COMMAND": RESTORE,
         "VERIFY": "success",
         **outcome,
     }
+    if report is not None:
+        env["REPORT"] = str(tmp_path / "migrate.json")
+        Path(env["REPORT"]).write_text(json.dumps(report), encoding="utf-8")
     (tmp_path / "summary.md").unlink(missing_ok=True)
-    result = _bash(_script("deploy", "Summarise"), tmp_path, **env)
+    step = next(
+        s for s in steps(load("d1-deploy.yml")["jobs"]["deploy"]) if s["name"] == "Summarise"
+    )
+    assert step["shell"] == "python"
+    result = subprocess.run(
+        [sys.executable, "-c", step["run"]],
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     return (tmp_path / "summary.md").read_text()
 
@@ -707,16 +725,37 @@ def test_the_deploy_summary_names_what_was_applied_and_the_way_back(tmp_path: Pa
     assert "bookmark before the first change: `0000008a-b1`" in summary
     assert f"```sh\n{RESTORE}\n```" in summary
     assert "artifact `d1deploy-backup-telegram-conversations-42-1`" in summary
-    assert "failed" not in summary
+    assert "| deploy | success |" in summary and "failed" not in summary
 
 
-def test_the_deploy_summary_says_what_a_failure_means(tmp_path: Path) -> None:
-    summary = _summarise(tmp_path, CHANGE="failure", EXIT_CODE="1", APPLIED="", VERIFY="")
-    assert "**deploy failed (exit 1)**" in summary and "rolled back" in summary
+def test_the_deploy_summary_says_what_a_failure_undid(tmp_path: Path) -> None:
+    failed = {
+        "ok": False,
+        "database": "telegram-conversations",
+        "applied": [],
+        "rolled_back": [{"name": "001_schema_enhancements", "source": "file"}],
+        "restored_to": None,
+        "error": "verify failed: audit_logs missing",
+    }
+    summary = _summarise(
+        tmp_path, report=failed, CHANGE="failure", EXIT_CODE="1", APPLIED="", VERIFY=""
+    )
+    assert "**deploy failed (exit 1)**: it failed while changing the database" in summary
+    assert "> verify failed: audit_logs missing" in summary
+    assert "Rolled back automatically: `001_schema_enhancements`" in summary
     assert "| verify | not run |" in summary
-    summary = _summarise(tmp_path, CHANGE="failure", EXIT_CODE="5", APPLIED="")
-    assert "refused before changing anything" in summary
+    # A raised error wraps the report; an unreadable report is no reason to lose the rest.
+    wrapped = {"ok": False, "error": {"message": "lock held by run 7"}, "report": None}
+    summary = _summarise(tmp_path, report=wrapped, CHANGE="failure", EXIT_CODE="5", APPLIED="")
+    assert "refused before changing anything" in summary and "> lock held by run 7" in summary
+    summary = _summarise(tmp_path, report=[1, 2], CHANGE="failure", EXIT_CODE="4")
+    assert "**deploy failed (exit 4)**" in summary
+    summary = _summarise(tmp_path, report={"restored_to": "0000008a-b1"}, CHANGE="failure")
+    assert "Restored automatically to bookmark `0000008a-b1`." in summary
+
+
+def test_the_deploy_summary_flags_a_failed_verification(tmp_path: Path) -> None:
     summary = _summarise(tmp_path, VERIFY="failure")
     assert "Verification failed after deploy succeeded. Nothing was undone." in summary
     summary = _summarise(tmp_path, BACKUP_UPLOADED="skipped")
-    assert "taken but not uploaded" in summary
+    assert "taken, not uploaded" in summary
