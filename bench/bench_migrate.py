@@ -174,6 +174,12 @@ def _rows(
     time_ratio = ours / theirs if theirs else None
     request_ratio = requests_of("d1deploy") / requests_of("wrangler") if theirs else None
     downloads = round(median([s.downloads for s in samples["d1deploy+backup"]]))
+    note = _floor_note(opts, migrations, requests_of("d1deploy"), ours, theirs)
+    if theirs:
+        note += (
+            f" wrangler sent {requests_of('wrangler')}: its ledger CREATE and SELECT, then one"
+            " request per migration, with no lock, bookmark or checksum."
+        )
     wrangler_cmd = [commands["wrangler"]] if theirs else []
     return [
         Row(
@@ -190,6 +196,7 @@ def _rows(
             commands=(commands["d1deploy"], *wrangler_cmd),
             bench="migrate",
             produced_by=opts.invocation,
+            note=note,
         ),
         Row(
             measure=f"API requests per deploy, {migrations} migrations, `--no-backup`",
@@ -211,5 +218,31 @@ def _rows(
             commands=(commands["d1deploy+backup"], *wrangler_cmd),
             bench="migrate",
             produced_by=opts.invocation,
+            note=(
+                f"The backup costs {seconds_text(ours_backup - ours)}: the export calls (the"
+                " emulator holds each poll reply 100 ms; d1deploy waits its own poll"
+                " interval), the download, sha256 and fsync."
+            ),
         ),
     ]
+
+
+def _floor_note(
+    opts: Options, migrations: int, requests: int, ours: float, theirs: float | None
+) -> str:
+    """What the latency alone costs, and so which ratio is reachable at all."""
+    floor = requests * opts.latency
+    text = (
+        f"At {opts.latency * 1000:.0f} ms a request, d1deploy's {requests} requests alone"
+        f" take {seconds_text(floor)}; start-up and client work add"
+        f" {seconds_text(max(ours - floor, 0.0))}. It sends one request per migration"
+        f" (statements, ledger and history rows in one batch) plus {requests - migrations}"
+        " (database lookup, ledger tables and lock in one batch, the bookmark, unlock)."
+    )
+    if theirs:
+        text += (
+            f" That floor is {floor / theirs:.2f}x wrangler's whole run, so a lower ratio needs"
+            " fewer requests than one per migration (an opt-in `--atomic` that sends them"
+            " all in one request, issue #8)."
+        )
+    return text

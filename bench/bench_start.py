@@ -60,6 +60,7 @@ def heavy_imports(args: list[str]) -> list[str]:
 def run(opts: Options) -> list[Row]:
     env = clean_env()
     commands = {
+        "python": [sys.executable, "-c", "pass"],
         "version": [*d1deploy_argv(), "--version"],
         "help": [*d1deploy_argv(), "--help"],
     }
@@ -94,6 +95,11 @@ def run(opts: Options) -> list[Row]:
                 produced_by=opts.invocation,
                 commands=tuple(
                     display(commands[key]) for key in (name, "wrangler") if key in commands
+                ),
+                note=(
+                    f"A bare `python -c pass` takes {seconds_text(medians['python'])} here; the"
+                    f" remaining {seconds_text(max(ours - medians['python'], 0.0))} is"
+                    " d1deploy's imports (typer, click) and argument parsing."
                 ),
             )
         )

@@ -75,6 +75,7 @@ class Row:
     verdict: str = "—"
     produced_by: str = ""
     commands: tuple[str, ...] = ()
+    note: str = ""  # what limits the figure, worked out from the measurements
 
     def line(self) -> str:
         """The row as one console line."""
@@ -85,7 +86,8 @@ class Row:
             parts.append(f"ratio {self.ratio:.2f}x")
         if self.target != "—":
             parts.append(f"target {self.target}: {self.verdict}")
-        return " | ".join(parts)
+        line = " | ".join(parts)
+        return f"{line}\n    note: {self.note}" if self.note else line
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
     # Loopback only: never let a proxy setting route the benchmark's traffic elsewhere.
     env.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
-    env.update({"NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    env["NO_COLOR"] = "1"
     env.update(extra or {})
     return env
 
@@ -352,6 +354,10 @@ def write_results(path: Path, rows: Sequence[Row], machine: Mapping[str, str]) -
         cells.append(row.verdict)
         cells.append(f"`{row.produced_by}`")
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    notes = [row for row in every if row.note]
+    if notes:
+        lines += ["", "## Notes", ""]
+        lines += [f"- **{row.bench}: {row.measure}**: {row.note}" for row in notes]
     lines += ["", "## Commands measured", ""]
     for row in every:
         lines.append(f"**{row.bench}: {row.measure}**")
