@@ -146,8 +146,14 @@ class Output:
         return text
 
     # -- people (stderr) ----------------------------------------------------------
-    def _err(self, text: str) -> None:
-        self.stderr.write(self.scrub(text) + "\n")
+    def _err(self, text: str, *, command: bool = False) -> None:
+        text = self.scrub(text)
+        if self.github.enabled and not command:
+            # A message line starting with "::" would be run as a workflow command.
+            text = "\n".join(
+                " " + ln if ln.lstrip().startswith("::") else ln for ln in text.split("\n")
+            )
+        self.stderr.write(text + "\n")
         self.stderr.flush()
 
     def info(self, text: str) -> None:
@@ -236,7 +242,7 @@ class Output:
             "file": self.scrub(self.github.repo_path(file)) if file else None,
             "line": line if file else None,
         }
-        self._err(GitHub.command(level, self.scrub(message), properties))
+        self._err(GitHub.command(level, self.scrub(message), properties), command=True)
 
     def summary(self, markdown: str) -> None:
         """Append Markdown to the step summary (the page approvers read)."""

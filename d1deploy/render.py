@@ -77,8 +77,12 @@ def failure(out: Output, err: D1DeployError) -> None:
 
 # -- checks ----------------------------------------------------------------------------------
 def checks(out: Output, results: Sequence[CheckResult], *, title: str) -> None:
-    """A compact table of checks, then the offending rows of each failed one."""
+    """A compact table of checks, then the offending rows of each failed one (people);
+    the step summary gets the table in every mode."""
     if not results:
+        return
+    _checks_summary(out, results, title)
+    if out.json_mode:
         return
     out.info(f"{title}:")
     for r in results:
@@ -102,6 +106,11 @@ def checks(out: Output, results: Sequence[CheckResult], *, title: str) -> None:
                     "       "
                     + "  ".join(_cell(v).ljust(w) for v, w in zip(row, width, strict=True))
                 )
+
+
+def _checks_summary(out: Output, results: Sequence[CheckResult], title: str) -> None:
+    if not results:
+        return
     failed = [r for r in results if not r.ok]
     out.summary(
         f"#### {title}: {len(results) - len(failed)}/{len(results)} passed\n\n"
@@ -217,6 +226,17 @@ def lint_findings(out: Output, findings: Sequence[Finding], *, checked: int | No
 
 # -- the engine ------------------------------------------------------------------------------
 def status(out: Output, report: StatusReport) -> None:
+    rows = []
+    for m in report.migrations:
+        notes = [n for n, on in (("drifted", m.drifted), ("out of order", m.out_of_order)) if on]
+        rows.append(
+            [m.name, m.state + (f" ({', '.join(notes)})" if notes else ""), m.applied_at or ""]
+        )
+    out.outputs({"pending": len(report.pending), "pending_names": list(report.pending)})
+    out.summary(
+        f"### d1deploy status: {report.database}\n\n"
+        + md_table(["migration", "state", "applied_at"], rows)
+    )
     if out.json_mode:
         out.json(
             {
@@ -231,28 +251,29 @@ def status(out: Output, report: StatusReport) -> None:
             }
         )
         return
-    rows = []
-    for m in report.migrations:
-        notes = [n for n, on in (("drifted", m.drifted), ("out of order", m.out_of_order)) if on]
-        rows.append(
-            [m.name, m.state + (f" ({', '.join(notes)})" if notes else ""), m.applied_at or ""]
-        )
     out.table(["migration", "state", "applied_at"], rows)
     out.info(
         f"{report.database}: {len(report.applied)} applied, {len(report.pending)} pending, "
         f"{len(report.drifted)} drifted, {len(report.missing)} missing, "
         f"{len(report.out_of_order)} out of order."
     )
-    out.outputs({"pending": len(report.pending), "pending_names": list(report.pending)})
-    out.summary(
-        f"### d1deploy status: {report.database}\n\n"
-        + md_table(["migration", "state", "applied_at"], rows)
-    )
 
 
 def plan(out: Output, report: PlanReport) -> None:
     names = [p.name for p in report.pending]
+    db = report.status.database
     out.outputs({"pending": len(names), "pending_names": names})
+    out.summary(
+        f"### d1deploy plan: {db}\n\n"
+        + (
+            md_table(
+                ["pending migration", "statements", "findings"],
+                [[p.name, len(p.statements), len(p.findings)] for p in report.pending],
+            )
+            if names
+            else "Nothing pending."
+        )
+    )
     if out.json_mode:
         out.json(
             {
@@ -275,8 +296,8 @@ def plan(out: Output, report: PlanReport) -> None:
                 "deferred_prechecks": report.deferred,
             }
         )
+        checks(out, report.prechecks, title="Prechecks")
         return
-    db = report.status.database
     if not names:
         out.info(f"{db}: nothing to do; every migration is applied.")
     else:
@@ -298,17 +319,6 @@ def plan(out: Output, report: PlanReport) -> None:
             "Prechecks run right before their migration (they read what earlier ones create): "
             + ", ".join(report.deferred)
         )
-    out.summary(
-        f"### d1deploy plan: {db}\n\n"
-        + (
-            md_table(
-                ["pending migration", "statements", "findings"],
-                [[p.name, len(p.statements), len(p.findings)] for p in report.pending],
-            )
-            if names
-            else "Nothing pending."
-        )
-    )
 
 
 def plan_verdict(report: PlanReport) -> None:
@@ -353,12 +363,12 @@ def migrate(out: Output, report: MigrateReport) -> None:
             "restore_command": restore,
         }
     )
+    checks(out, report.checks, title="Checks")
     if out.json_mode:
         out.json({**_fields(report), "restore_command": restore or None})
     else:
         if not report.applied and not report.rolled_back and report.ok:
             out.info(f"{report.database}: nothing to do; every migration is applied.")
-        checks(out, report.checks, title="Checks")
         for r in report.rolled_back:
             out.info(f"Rolled back {r.name} (rollback SQL from the {r.source}).")
         if report.restored_to:
@@ -391,6 +401,10 @@ def migrate(out: Output, report: MigrateReport) -> None:
 
 
 def rollback(out: Output, report: RollbackReport) -> None:
+    out.summary(
+        f"### d1deploy rollback: {report.database}\n\n"
+        + (", ".join(r.name for r in report.rolled_back) or "Nothing was rolled back.")
+    )
     if out.json_mode:
         out.json(_fields(report))
         return
@@ -398,13 +412,10 @@ def rollback(out: Output, report: RollbackReport) -> None:
         out.info(f"Rolled back {r.name} (rollback SQL from the {r.source}).")
     if not report.rolled_back:
         out.info(f"{report.database}: nothing was rolled back.")
-    out.summary(
-        f"### d1deploy rollback: {report.database}\n\n"
-        + ", ".join(r.name for r in report.rolled_back)
-    )
 
 
 def verify(out: Output, report: VerifyReport) -> None:
+    checks(out, report.checks, title=f"Verification of {report.database}")
     if out.json_mode:
         out.json(
             {
@@ -414,10 +425,8 @@ def verify(out: Output, report: VerifyReport) -> None:
                 "checks": report.checks,
             }
         )
-    else:
-        checks(out, report.checks, title=f"Verification of {report.database}")
-        if not report.checks:
-            out.info("No verify checks for the applied migrations.")
+    elif not report.checks:
+        out.info("No verify checks for the applied migrations.")
     if not report.ok:
         failed = next(r for r in report.checks if not r.ok)
         from d1deploy.errors import ChangeFailed
@@ -498,23 +507,8 @@ def restored_backup(out: Output, result: RestoreFromBackupResult) -> None:
 
 
 def rehearsal(out: Output, report: RehearsalReport) -> None:
-    if out.json_mode:
-        out.json(_fields(report))
-        return
-    out.info(f"Rehearsal of {report.database} on a local copy ({report.source}):")
-    for step in report.steps:
-        out.info(
-            f"  {'ok  ' if step.ok else 'FAIL'} {step.name:<14} {step.duration_ms:8.0f} ms"
-            f"  {step.detail}"
-        )
-    checks(out, report.checks, title="Checks")
     tables = sorted(set(report.rows_before) | set(report.rows_after))
     rows = [[t, report.rows_before.get(t, "-"), report.rows_after.get(t, "-")] for t in tables]
-    if rows:
-        out.info("Rows per table (before -> after):")
-        for t, before, after in rows:
-            out.info(f"  {t}: {before} -> {after}")
-    out.info("Rehearsal passed." if report.ok else f"Rehearsal FAILED: {report.error}")
     out.summary(
         f"### d1deploy rehearsal: {report.database} {'✅' if report.ok else '❌'}\n\n"
         + md_table(
@@ -527,6 +521,22 @@ def rehearsal(out: Output, report: RehearsalReport) -> None:
         + "\n\n"
         + md_table(["table", "rows before", "rows after"], rows)
     )
+    if out.json_mode:
+        _checks_summary(out, report.checks, "Checks")
+        out.json(_fields(report))
+        return
+    out.info(f"Rehearsal of {report.database} on a local copy ({report.source}):")
+    for step in report.steps:
+        out.info(
+            f"  {'ok  ' if step.ok else 'FAIL'} {step.name:<14} {step.duration_ms:8.0f} ms"
+            f"  {step.detail}"
+        )
+    checks(out, report.checks, title="Checks")
+    if rows:
+        out.info("Rows per table (before -> after):")
+        for t, before, after in rows:
+            out.info(f"  {t}: {before} -> {after}")
+    out.info("Rehearsal passed." if report.ok else f"Rehearsal FAILED: {report.error}")
 
 
 def _fields(report: object) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from tests.emulator import D1Emulator, ServedEmulator
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's Cloudflare or d1deploy settings, nor colours."""
+    """No test sees the developer's Cloudflare, d1deploy or GitHub Actions settings, nor colours."""
     for name in list(os.environ):
-        if name.startswith(("CLOUDFLARE_", "D1DEPLOY_")):
+        if name.startswith(("CLOUDFLARE_", "D1DEPLOY_", "GITHUB_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("NO_COLOR", "1")
 
