@@ -8,6 +8,7 @@ Run it from the repository root.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import bench_backup, bench_migrate, bench_split, bench_start, wrangler
 from bench.harness import (
+    LOAD_KEY,
     ORDER,
     RESULTS_PATH,
     WORK_DIR,
@@ -101,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tool, note = wrangler.ensure(WORK_DIR / "npm")
             print(note)
             opts = replace(opts, wrangler=tool, wrangler_note=note)
+    load_before = os.getloadavg()[0]
     rows: list[Row] = []
     failed = []
     for name in chosen:
@@ -121,9 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{name}] done in {time.perf_counter() - started:.0f} s", flush=True)
         rows += produced
     if rows:
-        write_results(
-            args.output, rows, machine_info(opts.wrangler or wrangler.find(WORK_DIR / "npm"))
-        )
+        machine = machine_info(opts.wrangler or wrangler.find(WORK_DIR / "npm"))
+        # Other work on the machine slows every figure; ratios suffer less (side by side).
+        machine[LOAD_KEY] = f"{load_before:.2f} / {os.getloadavg()[0]:.2f}"
+        write_results(args.output, rows, machine)
         print(f"Wrote {args.output}")
     return 1 if failed else 0
 

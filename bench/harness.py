@@ -33,6 +33,8 @@ REPO_ROOT = BENCH_DIR.parent
 WORK_DIR = BENCH_DIR / ".work"  # git-ignored: wrangler's npm install lives here
 RESULTS_PATH = BENCH_DIR / "RESULTS.md"
 ORDER = ("migrate", "start", "backup", "split")
+LOAD_KEY = "load average (1 min) before / after"
+_VOLATILE = ("commit", LOAD_KEY)  # machine facts that do not make rows incomparable
 
 # Shown in place of the per-run port and temporary paths, so commands read the same
 # from one run to the next.
@@ -380,8 +382,8 @@ def _previous_rows(path: Path, machine: Mapping[str, str]) -> list[Row]:
         return []
     try:
         data = json.loads(text[start + len(_DATA_MARK) :].rsplit(" -->", 1)[0])
-        same = {k: v for k, v in data["machine"].items() if k != "commit"} == {
-            k: v for k, v in machine.items() if k != "commit"
+        same = {k: v for k, v in data["machine"].items() if k not in _VOLATILE} == {
+            k: v for k, v in machine.items() if k not in _VOLATILE
         }
         if not same:
             return []
