@@ -209,9 +209,7 @@ def backup(
     say = notify or (lambda _line: None)
     info = backend.info
     created_at = _as_utc(now())
-    path = (
-        dest if dest is not None else default_backup_path(backup_dir, info.name, created_at, gzip)
-    )
+    path = dest or _unused_default_path(backup_dir, info.name, created_at, gzip)
     _check_destination(path, gzip)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -273,6 +271,21 @@ def backup(
         path.unlink(missing_ok=True)
         raise
     return result
+
+
+def _unused_default_path(
+    backup_dir: Path, database_name: str, created_at: datetime, gz: bool
+) -> Path:
+    """The default path, or `<name>-N.sql[.gz]` when a backup taken in the same second
+    holds it: a deploy re-run right after a failed one must not be refused for a name."""
+    first = default_backup_path(backup_dir, database_name, created_at, gz)
+    ext = ".sql.gz" if gz else ".sql"
+    n = 1
+    path = first
+    while any(p.exists() for p in (path, sidecar_path(path), path.with_name(path.name + ".part"))):
+        n += 1
+        path = first.with_name(f"{first.name.removesuffix(ext)}-{n}{ext}")
+    return path
 
 
 def _check_destination(path: Path, gz: bool) -> None:

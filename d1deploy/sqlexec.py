@@ -1,8 +1,9 @@
 """`exec`: run ad-hoc SQL from the command line or a file.
 
 Small inputs go as one batch request (one item per statement, so triggers survive);
-large files, or files with a statement a batch cannot carry, go through the import
-flow, which D1 applies all-or-nothing and which has no request-size concerns.
+large files go through the import flow, which D1 applies all-or-nothing and which has no
+request-size concerns. A statement over D1's per-statement limits (100 KB, 100 bound
+parameters) is refused before anything is sent: neither route accepts it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from pathlib import Path
 
 from d1deploy import sqlsplit
 from d1deploy.backend import Backend, ImportResult, QueryResult, SqlValue, Statement
-from d1deploy.errors import SqlError, UsageError
+from d1deploy.errors import InputError, SqlError, UsageError
+from d1deploy.lint import MAX_PARAMETERS
 
 # Beyond these a file goes through the import flow instead of one batch request.
 BATCH_MAX_BYTES = 2_000_000
 BATCH_MAX_STATEMENTS = 1000
+# D1's per-statement limit, in a batch and in the import flow alike.
 STATEMENT_MAX_BYTES = 100_000
 
 
@@ -86,6 +89,8 @@ def execute(
             )
         statements = [Statement(statements[0].sql, params, statements[0].file, statements[0].line)]
 
+    for stmt in statements:
+        _refuse_beyond_limits(stmt)
     if file is not None and _needs_import(text, statements):
         return _import(backend, text, notify)
 
@@ -102,12 +107,30 @@ def execute(
     )
 
 
+def _refuse_beyond_limits(stmt: Statement) -> None:
+    """D1 refuses these whichever way they travel (a batch or the import flow), so say
+    so before sending anything, naming the statement rather than a temporary file."""
+    size = len(stmt.sql.encode())
+    if size > STATEMENT_MAX_BYTES:
+        raise InputError(
+            f"the statement is {size:,} bytes; D1 refuses statements over"
+            f" {STATEMENT_MAX_BYTES:,} bytes (SQLITE_TOOBIG)",
+            hint="Split it into several statements, for example fewer rows per INSERT.",
+            file=stmt.file,
+            line=stmt.line,
+        )
+    bound = max(len(stmt.params), sqlsplit.count_parameters(stmt.sql))
+    if bound > MAX_PARAMETERS:
+        raise InputError(
+            f"the statement binds {bound} parameters; D1 allows at most {MAX_PARAMETERS}",
+            hint="Bind fewer values (write constants inline), or split the statement.",
+            file=stmt.file,
+            line=stmt.line,
+        )
+
+
 def _needs_import(text: str, statements: list[Statement]) -> bool:
-    return (
-        len(text.encode()) > BATCH_MAX_BYTES
-        or len(statements) > BATCH_MAX_STATEMENTS
-        or any(len(s.sql.encode()) > STATEMENT_MAX_BYTES for s in statements)
-    )
+    return len(text.encode()) > BATCH_MAX_BYTES or len(statements) > BATCH_MAX_STATEMENTS
 
 
 def _import(backend: Backend, text: str, notify: Callable[[str], None] | None) -> ExecReport:
