@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 from d1deploy import backup, migrations
 from d1deploy.backend import Backend, Statement
@@ -26,6 +26,15 @@ from d1deploy.local import LocalBackend
 
 Notify = Callable[[str], None]
 T = TypeVar("T")
+
+
+class _EngineArgs(TypedDict):
+    """What every engine call of a rehearsal shares."""
+
+    actor: str
+    table: str
+    guard_tables: tuple[str, ...] | None
+    notify: Notify
 
 
 @dataclass(frozen=True)
@@ -110,42 +119,34 @@ def rehearse(
                 dump = step("copy", lambda: _load_copy(target, copy, from_backup, work, say))
                 say(f"Rehearsing on a local copy ({dump})")
                 rows_before = row_counts(copy, table)
-                first = step(
-                    "migrate",
-                    lambda: migrations.migrate(
-                        copy,
-                        migrations_dir,
-                        actor=actor,
-                        table=table,
-                        guard_tables=guard_tables,
-                        notify=say,
-                    ),
+                engine = _EngineArgs(
+                    actor=actor, table=table, guard_tables=guard_tables, notify=say
                 )
+                first = step("migrate", lambda: migrations.migrate(copy, migrations_dir, **engine))
                 applied = tuple(a.name for a in first.applied)
                 checks.extend(first.checks)
-                if applied:
+                undoable = _undoable(migrations_dir, applied)
+                if len(undoable) < len(applied):
+                    stuck = applied[len(applied) - len(undoable) - 1]
+                    steps.append(
+                        Step(
+                            "rollback limit",
+                            True,
+                            0.0,
+                            f"{stuck} has no rollback SQL: only the "
+                            f"{len(undoable)} migration(s) after it can be rehearsed back; "
+                            "undoing it would take a Time Travel restore",
+                        )
+                    )
+                if undoable:
                     step(
                         "rollback",
                         lambda: migrations.rollback(
-                            copy,
-                            migrations_dir,
-                            actor=actor,
-                            table=table,
-                            guard_tables=guard_tables,
-                            steps=len(applied),
-                            notify=say,
+                            copy, migrations_dir, steps=len(undoable), **engine
                         ),
                     )
                     again = step(
-                        "migrate again",
-                        lambda: migrations.migrate(
-                            copy,
-                            migrations_dir,
-                            actor=actor,
-                            table=table,
-                            guard_tables=guard_tables,
-                            notify=say,
-                        ),
+                        "migrate again", lambda: migrations.migrate(copy, migrations_dir, **engine)
                     )
                     checks.extend(again.checks)
             except D1DeployError as err:
@@ -187,6 +188,20 @@ def _describe(result: object) -> str:
     if isinstance(result, migrations.RollbackReport):
         return f"rolled back {len(result.rolled_back)}"
     return str(result)
+
+
+def _undoable(migrations_dir: Path, applied: tuple[str, ...]) -> tuple[str, ...]:
+    """The newest applied migrations that have rollback SQL, up to the first that has
+    none (rollback goes newest first and stops there)."""
+    has_rollback = {
+        m.name: m.rollback_path is not None for m in migrations.discover(migrations_dir)
+    }
+    undoable: list[str] = []
+    for name in reversed(applied):
+        if not has_rollback.get(name, False):
+            break
+        undoable.append(name)
+    return tuple(undoable)
 
 
 def _checks_of(err: D1DeployError) -> tuple[CheckResult, ...]:
