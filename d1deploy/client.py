@@ -422,6 +422,7 @@ class D1Client:
         user_agent: str = f"d1deploy/{__version__}",
         on_retry: Callable[[str], None] | None = None,
         rate_gate: RateGate | None = None,
+        budget: Callable[[], None] | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         _check_token(token)
@@ -435,6 +436,9 @@ class D1Client:
         self._poll_timeout = poll_timeout
         self._on_retry = on_retry
         self._gate = rate_gate
+        # Called before every request attempt, retries included, and may block: fleet mode
+        # passes `fleet.RequestBudget.acquire` to stay under the account's API limit.
+        self._budget = budget
         self._jitter = jitter
         common: dict[str, Any] = {
             "transport": transport,
@@ -809,6 +813,8 @@ class D1Client:
     def _attempt(self, call: _Call) -> dict[str, Any]:
         call.attempts += 1
         call.last_status = call.last_transport_error = None
+        if self._budget is not None:
+            self._budget()
         if self._gate is not None:
             self._gate.wait()
         try:
