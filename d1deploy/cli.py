@@ -279,6 +279,7 @@ def _command(
                 json_mode=bool(common.get("json_output")),
                 verbose=bool(common.get("verbose")),
                 environ=os.environ,
+                hold_json=True,
             )
             output.add_secret(os.environ.get("CLOUDFLARE_API_TOKEN"))
             debug = bool(common.get("debug")) or os.environ.get("D1DEPLOY_DEBUG") == "1"
@@ -296,6 +297,7 @@ def _command(
                 output.info("Interrupted.")
                 raise typer.Exit(130) from None
             except (typer.Exit, typer.Abort):
+                output.flush()
                 raise
             except Exception as exc:  # a bug: say so plainly (output scrubs the token)
                 if debug:
@@ -307,6 +309,7 @@ def _command(
                     )
                 )
                 raise typer.Exit(1) from None
+            output.flush()
 
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
         wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

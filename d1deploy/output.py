@@ -126,14 +126,17 @@ class Output:
         environ: Mapping[str, str] | None = None,
         stdout: IO[str] | None = None,
         stderr: IO[str] | None = None,
+        hold_json: bool = False,
     ) -> None:
         self.json_mode = json_mode
+        self.hold_json = hold_json
         self.verbose = verbose
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.github = GitHub(environ or {})
         self._secrets: list[str] = []
         self._json_written = False
+        self._held: Mapping[str, Any] | None = None
 
     # -- secrets ---------------------------------------------------------------
     def add_secret(self, secret: str | None) -> None:
@@ -181,6 +184,9 @@ class Output:
             title=f"d1deploy: {type(err).__name__}",
         )
         if self.json_mode:
+            # The error object replaces a report held back by `hold_json` and carries it.
+            held, self._held, self.hold_json = self._held, None, False
+            report = getattr(err, "report", None)
             self.json(
                 {
                     "ok": False,
@@ -191,8 +197,14 @@ class Output:
                         "file": err.file,
                         "line": err.line,
                         "exit_code": err.exit_code,
+                        # What a refusal found: the prechecks with their rows, lint findings.
+                        **{
+                            key: to_jsonable(found)
+                            for key in ("results", "findings")
+                            if (found := getattr(err, key, None))
+                        },
                     },
-                    "report": to_jsonable(getattr(err, "report", None)),
+                    "report": to_jsonable(held if report is None else report),
                 }
             )
         self.summary(
@@ -202,13 +214,24 @@ class Output:
 
     # -- data (stdout) --------------------------------------------------------------
     def json(self, payload: Mapping[str, Any]) -> None:
-        """Exactly one JSON object per run on stdout."""
-        if self._json_written:
+        """Exactly one JSON object per run on stdout. With `hold_json` it waits for
+        `flush()`, so that a command failing after it rendered its report prints the
+        error object (which carries that report) instead."""
+        if self._json_written or self._held is not None:
+            return
+        if self.hold_json:
+            self._held = payload
             return
         self._json_written = True
         text = json.dumps(to_jsonable(payload), indent=2, ensure_ascii=False)
         self.stdout.write(self.scrub(text) + "\n")
         self.stdout.flush()
+
+    def flush(self) -> None:
+        """Print the JSON object held back by `hold_json`: the command succeeded."""
+        held, self._held, self.hold_json = self._held, None, False
+        if held is not None:
+            self.json(held)
 
     def print(self, text: str = "") -> None:
         """Data for people who asked for it (tables, lists) on stdout."""
