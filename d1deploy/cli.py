@@ -151,6 +151,38 @@ BACKUP_OPTIONS = [
 ]
 
 
+FLEET = [
+    _option(
+        "databases_matching",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--databases-matching",
+                metavar="GLOB",
+                help="Fleet mode: every database whose name matches (e.g. 'tenant-*').",
+            ),
+        ],
+    ),
+    _option(
+        "concurrency",
+        Annotated[
+            int, typer.Option("--concurrency", min=1, max=64, help="Fleet: databases at once.")
+        ],
+        8,
+    ),
+    _option(
+        "canary",
+        Annotated[
+            int,
+            typer.Option(
+                "--canary", min=0, help="Fleet: run N databases first; stop if one fails."
+            ),
+        ],
+        0,
+    ),
+]
+
+
 class Run:
     """One command invocation: its shared options, its printer, its settings."""
 
@@ -169,6 +201,7 @@ class Run:
             c = self.common
             flags: dict[str, object] = {
                 "database": c.get("database"),
+                "databases_matching": c.get("databases_matching"),
                 "local": c.get("local"),
                 "account_id": c.get("account_id"),
                 "env": c.get("env"),
@@ -188,7 +221,8 @@ class Run:
 
         return config.actor(os.environ)
 
-    def client(self) -> D1Client:
+    def client(self, **shared: Any) -> D1Client:
+        """`shared`: the fleet's `rate_gate` and `budget`, shared by every database."""
         from d1deploy.client import D1Client
 
         token, account = self.settings.require_remote()
@@ -198,7 +232,41 @@ class Run:
             account_id=account,
             base_url=self.settings.api_base_url,
             on_retry=self.out.info,
+            **shared,
         )
+
+    @property
+    def is_fleet(self) -> bool:
+        cfg = self.settings
+        fleet = cfg.databases_matching is not None or len(cfg.databases) > 1
+        if fleet and cfg.local_path is not None:
+            raise UsageError("--local works on one file; several databases need the D1 API")
+        return fleet
+
+    def each_database(
+        self, operation: Callable[[Backend], object], describe: Callable[[Any], str]
+    ) -> None:
+        """Fleet mode: `operation` on every selected database, bounded concurrency, canaries
+        first, one shared rate-limit pause and request budget; a report per database."""
+        from d1deploy import fleet, render
+        from d1deploy.client import RateGate
+
+        cfg = self.settings
+        with self.client(rate_gate=RateGate(), budget=fleet.RequestBudget().acquire) as client:
+            chosen = fleet.select_databases(
+                client, names=cfg.databases, matching=cfg.databases_matching
+            )
+            self.out.info(f"Fleet: {len(chosen)} database(s), {self.common['concurrency']} at once")
+            report = fleet.run_fleet(
+                chosen,
+                fleet.remote_task(client, operation),
+                concurrency=self.common["concurrency"],
+                canary=self.common["canary"],
+                notify=self.out.info,
+            )
+        render.fleet(self.out, report, describe)
+        if not report.ok:
+            raise fleet.FleetFailed(report)
 
     @contextmanager
     def backend(self) -> Iterator[Backend]:
@@ -439,7 +507,7 @@ def lint(
         )
 
 
-@_command("status", TARGET, OUTPUT)
+@_command("status", TARGET, FLEET, OUTPUT)
 def status(
     run: Run,
     allow_drift: Annotated[
@@ -450,8 +518,22 @@ def status(
     from d1deploy import migrations, render
 
     cfg = run.settings
+
+    def operation(backend: Backend) -> migrations.StatusReport:
+        return migrations.status(backend, cfg.migrations_dir, table=cfg.migrations_table)
+
+    if run.is_fleet:
+
+        def checked(backend: Backend) -> migrations.StatusReport:
+            report = operation(backend)
+            if not allow_drift:
+                migrations.refuse_drift(report)
+            return report
+
+        run.each_database(checked, render.describe_status)
+        return
     with run.backend() as backend:
-        report = migrations.status(backend, cfg.migrations_dir, table=cfg.migrations_table)
+        report = operation(backend)
     render.status(run.out, report)
     if not allow_drift:
         migrations.refuse_drift(report)
@@ -483,7 +565,7 @@ class OnFailure(StrEnum):
     restore = "restore"
 
 
-@_command("migrate", TARGET, BACKUP_OPTIONS, OUTPUT)
+@_command("migrate", TARGET, BACKUP_OPTIONS, FLEET, OUTPUT)
 def migrate(
     run: Run,
     to: Annotated[str | None, typer.Option("--to", help="Stop after this migration.")] = None,
@@ -521,10 +603,16 @@ def migrate(
             before_change=None if dry_run else run.backup_hook(backend),
             notify=run.out.info,
         )
+
+    if run.is_fleet:
+        run.each_database(operation, render.describe_migrate)
+        return
+    with run.backend() as backend:
+        report = operation(backend)
     render.migrate(run.out, report)
 
 
-@_command("rollback", TARGET, BACKUP_OPTIONS, YES, OUTPUT)
+@_command("rollback", TARGET, BACKUP_OPTIONS, YES, FLEET, OUTPUT)
 def rollback(
     run: Run,
     to: Annotated[
@@ -540,10 +628,10 @@ def rollback(
     if to is not None and steps is not None:
         raise UsageError("give --to or --steps, not both")
     cfg = run.settings
-    with run.backend() as backend:
-        target = f"--to {to}" if to else f"the last {steps or 1} migration(s)"
-        run.confirm(f"Roll back {target} on {backend.info.name}?")
-        report = migrations.rollback(
+    target = f"--to {to}" if to else f"the last {steps or 1} migration(s)"
+
+    def operation(backend: Backend) -> migrations.RollbackReport:
+        return migrations.rollback(
             backend,
             cfg.migrations_dir,
             actor=run.actor,
@@ -555,10 +643,18 @@ def rollback(
             before_change=run.backup_hook(backend),
             notify=run.out.info,
         )
+
+    if run.is_fleet:
+        run.confirm(f"Roll back {target} on every selected database?")
+        run.each_database(operation, render.describe_rollback)
+        return
+    with run.backend() as backend:
+        run.confirm(f"Roll back {target} on {backend.info.name}?")
+        report = operation(backend)
     render.rollback(run.out, report)
 
 
-@_command("verify", TARGET, OUTPUT)
+@_command("verify", TARGET, FLEET, OUTPUT)
 def verify(
     run: Run,
     name: Annotated[
@@ -569,14 +665,23 @@ def verify(
     from d1deploy import migrations, render
 
     cfg = run.settings
-    with run.backend() as backend:
-        report = migrations.verify(
-            backend,
-            cfg.migrations_dir,
-            table=cfg.migrations_table,
-            name=name,
-            notify=run.out.info,
+
+    def operation(backend: Backend) -> migrations.VerifyReport:
+        return migrations.verify(
+            backend, cfg.migrations_dir, table=cfg.migrations_table, name=name, notify=run.out.info
         )
+
+    if run.is_fleet:
+
+        def checked(backend: Backend) -> migrations.VerifyReport:
+            report = operation(backend)
+            render.verify_verdict(report)
+            return report
+
+        run.each_database(checked, render.describe_verify)
+        return
+    with run.backend() as backend:
+        report = operation(backend)
     render.verify(run.out, report)
 
 
@@ -618,7 +723,7 @@ def new(
         run.out.print(str(path))
 
 
-@_command("backup", TARGET, OUTPUT)
+@_command("backup", TARGET, FLEET, OUTPUT)
 def backup(
     run: Run,
     output: Annotated[
@@ -642,8 +747,9 @@ def backup(
     if no_data and no_schema:
         raise UsageError("--no-data and --no-schema together would export nothing")
     options = ExportOptions(no_data=no_data, no_schema=no_schema, tables=tuple(table or ()))
-    with run.backend() as backend:
-        result = backup_mod.backup(
+
+    def operation(backend: Backend) -> backup_mod.BackupResult:
+        return backup_mod.backup(
             backend,
             dest=output,
             backup_dir=backup_dir or run.settings.backup_dir,
@@ -651,6 +757,14 @@ def backup(
             gzip=gzip,
             notify=run.out.info,
         )
+
+    if run.is_fleet:
+        if output is not None:
+            raise UsageError("-o names one file; for several databases use --backup-dir")
+        run.each_database(operation, render.describe_backup)
+        return
+    with run.backend() as backend:
+        result = operation(backend)
     render.backup(run.out, result)
 
 

@@ -29,13 +29,13 @@ only `output.py` prints them.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 
 class D1DeployError(Exception):
     """Base of every error d1deploy reports. `str(err)` is one sentence naming what failed."""
 
-    exit_code: ClassVar[int] = 1
+    exit_code: int = 1
+    """Per class; an instance may override it when it reports another error's outcome
+    (a failed rehearsal step, the worst database of a fleet)."""
 
     def __init__(
         self,

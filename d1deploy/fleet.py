@@ -227,6 +227,24 @@ class FleetReport(Generic[R]):
         return 0 if self.ok else INTERRUPTED_EXIT
 
 
+class FleetFailed(errors.D1DeployError):
+    """Some databases failed; the exit code is the most severe one (`EXIT_PRIORITY`) and
+    `report` holds every database's result."""
+
+    def __init__(self, report: FleetReport[Any]) -> None:
+        failed = [r.name for r in report.failed]
+        skipped = report.counts["skipped"]
+        super().__init__(
+            f"{len(failed)} of {len(report.results)} database(s) failed"
+            + (f": {', '.join(failed[:10])}" if failed else "")
+            + (f"; {skipped} skipped" if skipped else ""),
+            hint="fix what each failed database reports, then run the same command again: "
+            "databases already done have nothing pending",
+        )
+        self.exit_code = report.exit_code
+        self.report = report
+
+
 # --- running ---------------------------------------------------------------------------
 
 

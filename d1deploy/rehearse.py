@@ -70,7 +70,7 @@ class RehearsalFailed(D1DeployError):
             file=cause.file,
             line=cause.line,
         )
-        self.exit_code = cause.exit_code  # type: ignore[misc]
+        self.exit_code = cause.exit_code
         self.report = report
 
 

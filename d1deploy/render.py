@@ -9,7 +9,7 @@ are written too.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from d1deploy.backend import DatabaseInfo, RestoreResult
     from d1deploy.backup import BackupResult, RestoreFromBackupResult, RestorePoint
     from d1deploy.checks import CheckResult
+    from d1deploy.fleet import FleetReport
     from d1deploy.lint import Finding
     from d1deploy.migrations import (
         BaselineReport,
@@ -369,10 +370,11 @@ def migrate(out: Output, report: MigrateReport) -> None:
     else:
         if not report.applied and not report.rolled_back and report.ok:
             out.info(f"{report.database}: nothing to do; every migration is applied.")
-        for r in report.rolled_back:
-            out.info(f"Rolled back {r.name} (rollback SQL from the {r.source}).")
+        if report.rolled_back:
+            undone = ", ".join(r.name for r in report.rolled_back)
+            out.info(f"{report.database}: this run's migrations were rolled back ({undone}).")
         if report.restored_to:
-            out.info(f"Restored {report.database} to bookmark {report.restored_to}.")
+            out.info(f"{report.database}: restored to bookmark {report.restored_to}.")
         if report.ok and applied:
             out.info(f"{report.database}: applied {len(applied)} migration(s).")
         if report.bookmark_before:
@@ -408,8 +410,7 @@ def rollback(out: Output, report: RollbackReport) -> None:
     if out.json_mode:
         out.json(_fields(report))
         return
-    for r in report.rolled_back:
-        out.info(f"Rolled back {r.name} (rollback SQL from the {r.source}).")
+    # The engine's progress lines named each migration as it was rolled back.
     if not report.rolled_back:
         out.info(f"{report.database}: nothing was rolled back.")
 
@@ -427,6 +428,11 @@ def verify(out: Output, report: VerifyReport) -> None:
         )
     elif not report.checks:
         out.info("No verify checks for the applied migrations.")
+    verify_verdict(report)
+
+
+def verify_verdict(report: VerifyReport) -> None:
+    """:raises ChangeFailed: when a verify check failed."""
     if not report.ok:
         failed = next(r for r in report.checks if not r.ok)
         from d1deploy.errors import ChangeFailed
@@ -444,8 +450,7 @@ def baseline(out: Output, report: BaselineReport) -> None:
     if out.json_mode:
         out.json({"ok": True, **_fields(report)})
         return
-    for name in report.recorded:
-        out.info(f"Recorded {name} as applied (not run).")
+    # The engine's progress lines named each migration as it was recorded.
     if report.already_applied:
         out.info(f"Already applied: {', '.join(report.already_applied)}")
 
@@ -537,6 +542,53 @@ def rehearsal(out: Output, report: RehearsalReport) -> None:
         for t, before, after in rows:
             out.info(f"  {t}: {before} -> {after}")
     out.info("Rehearsal passed." if report.ok else f"Rehearsal FAILED: {report.error}")
+
+
+def describe_migrate(report: MigrateReport) -> str:
+    names = [a.name for a in report.applied]
+    return f"applied {len(names)}: {', '.join(names)}" if names else "nothing pending"
+
+
+def describe_status(report: StatusReport) -> str:
+    return f"{len(report.applied)} applied, {len(report.pending)} pending"
+
+
+def describe_verify(report: VerifyReport) -> str:
+    return f"{len(report.checks)} check(s) passed"
+
+
+def describe_rollback(report: RollbackReport) -> str:
+    return f"rolled back {len(report.rolled_back)}"
+
+
+def describe_backup(result: BackupResult) -> str:
+    return f"{result.path} ({result.bytes} bytes)"
+
+
+def fleet(out: Output, report: FleetReport[Any], describe: Callable[[Any], str]) -> None:
+    """One line per database; `describe` says what an ok database's report holds."""
+    rows = []
+    for r in report.results:
+        if r.status == "ok":
+            detail = describe(r.value)
+        elif r.error is not None:
+            detail = f"exit {r.error.exit_code}: {r.error.message}"
+        else:
+            detail = r.reason or ""
+        rows.append([r.name, r.status, f"{r.duration_ms / 1000:.1f} s", detail])
+    counts = report.counts
+    line = f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped"
+    out.outputs({"ok_count": counts["ok"], "failed": [r.name for r in report.failed]})
+    out.summary(
+        f"### d1deploy fleet: {line}\n\n" + md_table(["database", "status", "time", "detail"], rows)
+    )
+    if out.json_mode:
+        out.json({"ok": report.ok, "counts": counts, **_fields(report)})
+        return
+    out.table(["database", "status", "time", "detail"], rows)
+    if report.canary_failed:
+        out.info(f"Canary {report.canary_failed} failed: the other databases were not touched.")
+    out.info(f"{len(report.results)} database(s): {line}.")
 
 
 def _fields(report: object) -> dict[str, Any]:

@@ -13,16 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from d1deploy import sqlsplit
+from d1deploy import lint, sqlsplit
 from d1deploy.backend import Backend, ImportResult, QueryResult, SqlValue, Statement
 from d1deploy.errors import InputError, SqlError, UsageError
-from d1deploy.lint import MAX_PARAMETERS
 
 # Beyond these a file goes through the import flow instead of one batch request.
 BATCH_MAX_BYTES = 2_000_000
 BATCH_MAX_STATEMENTS = 1000
-# D1's per-statement limit, in a batch and in the import flow alike.
-STATEMENT_MAX_BYTES = 100_000
 
 
 @dataclass(frozen=True)
@@ -89,8 +86,7 @@ def execute(
             )
         statements = [Statement(statements[0].sql, params, statements[0].file, statements[0].line)]
 
-    for stmt in statements:
-        _refuse_beyond_limits(stmt)
+    _refuse_what_d1_refuses(statements)
     if file is not None and _needs_import(text, statements):
         return _import(backend, text, notify)
 
@@ -107,26 +103,15 @@ def execute(
     )
 
 
-def _refuse_beyond_limits(stmt: Statement) -> None:
-    """D1 refuses these whichever way they travel (a batch or the import flow), so say
-    so before sending anything, naming the statement rather than a temporary file."""
-    size = len(stmt.sql.encode())
-    if size > STATEMENT_MAX_BYTES:
-        raise InputError(
-            f"the statement is {size:,} bytes; D1 refuses statements over"
-            f" {STATEMENT_MAX_BYTES:,} bytes (SQLITE_TOOBIG)",
-            hint="Split it into several statements, for example fewer rows per INSERT.",
-            file=stmt.file,
-            line=stmt.line,
-        )
-    bound = max(len(stmt.params), sqlsplit.count_parameters(stmt.sql))
-    if bound > MAX_PARAMETERS:
-        raise InputError(
-            f"the statement binds {bound} parameters; D1 allows at most {MAX_PARAMETERS}",
-            hint="Bind fewer values (write constants inline), or split the statement.",
-            file=stmt.file,
-            line=stmt.line,
-        )
+def _refuse_what_d1_refuses(statements: list[Statement]) -> None:
+    """Lint's errors (a syntax error, BEGIN/COMMIT, a statement over 100 KB, over 100
+    parameters) would fail on D1 whichever way the SQL travels; say so before sending,
+    naming the user's file:line (D1 does not say which statement of a batch failed)."""
+    findings = [f for f in lint.lint_statements(statements) if f.severity == "error"]
+    if findings:
+        first = findings[0]
+        more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
+        raise InputError(first.message + more, hint=first.hint, file=first.file, line=first.line)
 
 
 def _needs_import(text: str, statements: list[Statement]) -> bool:

@@ -297,7 +297,7 @@ def test_verify_local(deployed: Path) -> None:
 
 def test_rollback_local_with_yes(deployed: Path) -> None:
     result = run("rollback", LOCAL, "--yes", "--no-backup")
-    assert f"Rolled back {M001}" in result.stderr
+    assert f"rolled back {M001}" in result.stderr
     assert local_rows("SELECT name FROM sqlite_master WHERE name = 'audit_logs'") == []
     payload = run_json("rollback", LOCAL, "--yes", "--no-backup", "--to", "000_base_schema")
     assert payload["rolled_back"] == []
@@ -311,7 +311,7 @@ def test_rollback_refuses_to_and_steps_together(deployed: Path) -> None:
 
 def test_baseline_local_records_without_running(project: Path) -> None:
     result = run("baseline", "000_base_schema", LOCAL)
-    assert "Recorded 000_base_schema.sql as applied (not run)." in result.stderr
+    assert "recorded 000_base_schema.sql as applied (not run)" in result.stderr
     assert local_rows("SELECT name FROM sqlite_master WHERE name = 'users'") == []
     payload = run_json("baseline", M001, LOCAL)
     assert payload["recorded"] == [M001]
@@ -553,8 +553,14 @@ def test_a_syntax_error_at_line_40_is_named_with_its_file_and_line(project: Path
     assert (Path(payload["error"]["file"]).name, payload["error"]["line"]) == ("002_bulk.sql", 40)
 
 
-def test_exec_names_the_line_of_a_failing_statement(deployed: Path) -> None:
+def test_exec_names_the_line_of_a_syntax_error_before_sending_anything(deployed: Path) -> None:
     Path("q.sql").write_text("SELECT 1;\n" * 39 + "SELEC 2;\n", "utf-8")
+    result = run("exec", LOCAL, "--file", "q.sql", code=2)
+    assert "q.sql:40" in result.stderr
+
+
+def test_exec_names_the_line_of_a_failing_statement(deployed: Path) -> None:
+    Path("q.sql").write_text("SELECT 1;\n" * 39 + "INSERT INTO users (id) VALUES (NULL, 2);\n")
     result = run("exec", LOCAL, "--file", "q.sql", code=1)
     assert "q.sql:40" in result.stderr
 
@@ -609,7 +615,7 @@ def test_a_failed_verify_rolls_back_and_leaves_no_probe_row(project: Path) -> No
     )
     result = run("migrate", LOCAL, "--no-backup", code=1)
     assert "FAIL a negative balance is refused" in result.stderr
-    assert f"Rolled back {M001}" in result.stderr
+    assert f"rolled back {M001}" in result.stderr
     assert local_rows("SELECT count(*) FROM user_deposits WHERE balance = -1000") == [(0,)]
     assert local_rows("SELECT name FROM sqlite_master WHERE name = 'audit_logs'") == []
     assert run_json("status", LOCAL)["pending"] == [M001]
@@ -797,6 +803,6 @@ def test_remote_failed_verify_is_undone(remote: D1Emulator, project: Path) -> No
     path = project / "migrations" / M001
     path.write_text(path.read_text("utf-8").replace(" CHECK (balance >= 0)", "", 1), "utf-8")
     result = run("migrate", "--no-backup", code=1)
-    assert f"Rolled back {M001}" in result.stderr
+    assert f"rolled back {M001}" in result.stderr
     assert remote_rows(remote, "SELECT count(*) FROM user_deposits WHERE balance = -1000") == [(0,)]
     assert remote_rows(remote, "SELECT name FROM sqlite_master WHERE name = 'audit_logs'") == []
