@@ -583,16 +583,29 @@ def migrate(
             "restore: restore the Time Travel bookmark where rollback SQL cannot undo.",
         ),
     ] = OnFailure.rollback,
+    atomic: Annotated[
+        bool,
+        typer.Option(
+            "--atomic",
+            help="Apply all pending migrations in one request (all or none), when they fit "
+            "D1's limits; else in as few requests as fit. Verify checks run once, after.",
+        ),
+    ] = False,
 ) -> None:
     """Deploy: lock, prechecks, backup and bookmark, apply, verify; undo on failure."""
     from d1deploy import migrations, render
 
     cfg = run.settings
     options = migrations.MigrateOptions(
-        to=to, dry_run=dry_run, allow_drift=allow_drift, on_failure=on_failure.value
+        to=to,
+        dry_run=dry_run,
+        allow_drift=allow_drift,
+        on_failure=on_failure.value,
+        atomic=atomic,
     )
-    with run.backend() as backend:
-        report = migrations.migrate(
+
+    def operation(backend: Backend) -> migrations.MigrateReport:
+        return migrations.migrate(
             backend,
             cfg.migrations_dir,
             actor=run.actor,

@@ -12,14 +12,18 @@ therefore leaves a visible trace (an event without duration), which is how the e
 tells "partly applied" from "not applied".
 
 `Session` is one locked run: it opens with ONE request (create the tables, take the
-lease, read schema, ledger and history) and sends each change as ONE request, judging any
-failure or lost answer by re-reading the ledger.
+lease, read schema, ledger and history), then sends changes (a migration's apply or
+rollback) one request at a time, each request holding one change or several consecutive
+ones (`pack` says how many fit D1's limits), and judges any failure or lost answer by
+re-reading the ledger of every change the request held.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from d1deploy import guard, lock
@@ -245,15 +249,25 @@ def finish_event(name: str) -> Statement:
     )
 
 
-def outcome_statements(table: str, name: str) -> list[Statement]:
-    """Reads that tell what happened to `name`'s last batch: its ledger row, its newest
-    history event (complete or not), and the schema. Read-only; the tables exist."""
+def _literals(names: Iterable[str]) -> str:
+    # Literals, not parameters: D1 allows at most 100 bound parameters per statement.
+    return ", ".join(quote_text(n) for n in dict.fromkeys(names))
+
+
+def outcome_statements(table: str, names: Sequence[str]) -> list[Statement]:
+    """Reads that tell what happened to a batch changing `names`: their ledger rows, the
+    newest history event of each (complete or not), and the schema. Read-only; the
+    tables exist."""
+    wanted = _literals(names)
     return [
-        Statement(f"SELECT id, name, applied_at FROM {quote_ident(table)} WHERE name = ?", (name,)),
         Statement(
-            f"SELECT {_HISTORY_COLUMNS} FROM {HISTORY_TABLE} WHERE name = ?"
-            " ORDER BY id DESC LIMIT 1",
-            (name,),
+            f"SELECT id, name, applied_at FROM {quote_ident(table)} WHERE name IN ({wanted})"
+            " ORDER BY id"
+        ),
+        Statement(
+            f"SELECT {_HISTORY_COLUMNS} FROM {HISTORY_TABLE} WHERE id IN ("
+            f"SELECT max(id) FROM {HISTORY_TABLE} WHERE name IN ({wanted}) GROUP BY name"
+            ") ORDER BY id"
         ),
         Statement(SCHEMA_SQL),
     ]
@@ -261,17 +275,20 @@ def outcome_statements(table: str, name: str) -> list[Statement]:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the database says after a batch's answer was an error or never came."""
+    """What the database says after a batch's answer was an error or never came:
+    `state.ledger` holds the ledger rows of the batch's names, `state.events` the newest
+    event of each name, complete or not."""
 
-    in_ledger: bool
-    last_event: HistoryEvent | None
     state: DbState
 
+    @property
+    def in_ledger(self) -> frozenset[str]:
+        return frozenset(row.name for row in self.state.ledger)
 
-def read_outcome(backend: Backend, table: str, name: str) -> Outcome:
-    ledger, event, schema = backend.run(outcome_statements(table, name), read_only=True)
-    state = state_from(table, schema, ledger, event)
-    return Outcome(bool(ledger.rows), state.events[0] if state.events else None, state)
+
+def read_outcome(backend: Backend, table: str, names: Sequence[str]) -> Outcome:
+    ledger, events, schema = backend.run(outcome_statements(table, names), read_only=True)
+    return Outcome(state_from(table, schema, ledger, events))
 
 
 def rollback_sql_of(backend: Backend, names: Iterable[str]) -> dict[str, str | None]:
@@ -279,8 +296,7 @@ def rollback_sql_of(backend: Backend, names: Iterable[str]) -> dict[str, str | N
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return {}
-    # Literals, not parameters: D1 allows at most 100 bound parameters per statement.
-    names_sql = ", ".join(quote_text(n) for n in wanted)
+    names_sql = _literals(wanted)
     result = backend.run(
         [
             Statement(
@@ -294,24 +310,89 @@ def rollback_sql_of(backend: Backend, names: Iterable[str]) -> dict[str, str | N
     return {str(r[0]): _text(r[1]) for r in result.rows}
 
 
-# --- one change per request, judged by the ledger when it fails ------------------------
+# --- changes in one request, judged by the ledger when it fails --------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One migration's apply or rollback: its statements (`body`) and what its part of
+    a batch records. `watched`, `dropped` and `allowed` configure its row-loss guard."""
+
+    name: str
+    event: Event
+    body: tuple[Statement, ...]
+    sha256: str | None
+    rollback_sql: str | None = field(default=None, repr=False)
+    watched: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    allowed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one request may carry when several changes share it.
+
+    D1 documents 100 KB per statement (lint refuses longer ones) and 30 s per request,
+    but no body size. `max_body_bytes` is a conservative guess at a safe body.
+    `max_guard_scan_bytes` bounds the part of the 30 s that d1deploy adds itself: each
+    guarded change counts its tables before and after, reading up to the whole database
+    each time. 1 GB read twice is a few seconds even at a pessimistic 100 MB/s, which
+    leaves most of the 30 s to the migrations' own SQL (which nobody can predict: a
+    request that runs out of time fails, and the ledger then says nothing landed).
+    """
+
+    max_body_bytes: int = 1_000_000
+    max_guard_scan_bytes: int = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Packing:
+    """Consecutive groups of changes, one request each; `cuts` says why each group after
+    the first could not join the one before it."""
+
+    groups: tuple[range, ...]
+    cuts: tuple[str, ...] = ()
+
 
 Verdict = Literal["done", "not_applied", "partly", "unknown", "lock_lost"]
 
 
 @dataclass(frozen=True)
+class Landed:
+    """One change of a request that landed. `rows_written` is None when the answer was
+    lost; `duration_ms` is measured by the database inside the batch."""
+
+    name: str
+    duration_ms: float | None
+    rows_written: int | None
+
+
+@dataclass(frozen=True)
 class Sent:
-    """What became of one change request. `verdict`: done (also when the answer was lost
-    but the ledger shows the change), not_applied, partly (D1 kept part of a failed batch),
-    unknown (the ledger could not be read afterwards), lock_lost (another run holds it)."""
+    """What became of one request of changes. `verdict`: done (also when the answer was
+    lost but the ledger shows every change), not_applied (none of them), partly (D1 kept
+    part of a failed batch), unknown (the ledger could not be read afterwards), lock_lost
+    (another run holds the lock). `failed` names the change whose statement failed, when
+    the error says which."""
 
     verdict: Verdict
-    duration_ms: float | None = None
-    rows_written: int | None = None
+    landed: tuple[Landed, ...] = ()
     answer_lost: bool = False
     error: str = ""
+    failed: str | None = None
     file: str | None = None
     line: int | None = None
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Where one change sits in a batch: its first statement's index, its body's, its
+    finish_event's (its last statement)."""
+
+    change: Change
+    start_at: int
+    body_at: int
+    finish_at: int
 
 
 class Session:
@@ -335,6 +416,8 @@ class Session:
         self.notify = notify
         self.lease: lock.Lease | None = None
         self.history_mark = 0
+        self.last_event_at: str | None = None
+        """When the newest history event started (database clock), as the lock was taken."""
         self.known = DbState(table, ())
         """The schema as of the last answer (what the next batch should start from)."""
 
@@ -342,15 +425,37 @@ class Session:
         """One request: create the tables if needed, take the lock, read everything."""
         token = lock.new_token()
         reads = [Statement(SCHEMA_SQL), *read_statements(self.table)]
-        reads.append(Statement(f"SELECT coalesce(max(id), 0) FROM {HISTORY_TABLE}"))
+        reads.append(Statement(f"SELECT coalesce(max(id), 0), max(at) FROM {HISTORY_TABLE}"))
         start_ttl = min(self.ttl, lock.START_TTL)
         head = setup_statements(self.table) + lock.acquire_statements(self.actor, token, start_ttl)
         results = self.backend.run(head + reads)
         self.lease = lock.lease_from(results[len(head) - 1], token)
         schema, rows, events, mark = results[len(head) :]
         self.history_mark = int(mark.first_value() or 0)
+        self.last_event_at = _text(mark.rows[0][1]) if mark.rows else None
         self.known = state_from(self.table, schema, rows, events)
         return self.known
+
+    def restored(self) -> None:
+        """After a Time Travel restore: the lease is still this session's only if the
+        restored state holds it (the bookmark may predate the lock)."""
+        held = lock.current(self.backend)
+        if self.lease is not None and (held is None or held.token != self.lease.token):
+            self.lease = None
+
+    def quiet_for(self, seconds: float) -> bool:
+        """Whether no history event (apply, rollback, baseline: every change d1deploy
+        makes under the lock) started within `seconds` before this session took the
+        lock, by the database's clock. Unreadable times count as not quiet."""
+        assert self.lease is not None
+        if self.last_event_at is None:
+            return True
+        try:
+            now = datetime.fromisoformat(self.lease.now)
+            last = datetime.fromisoformat(self.last_event_at)
+        except ValueError:
+            return False
+        return (now - last).total_seconds() > seconds
 
     def close(self) -> None:
         if self.lease is None:
@@ -364,93 +469,152 @@ class Session:
             )
         self.lease = None
 
-    def change(
-        self,
-        name: str,
-        event: Event,
-        body: Sequence[Statement],
-        *,
-        sha256: str | None,
-        rollback_sql: str | None,
-        bookmark: str | None,
-        watched: Sequence[str],
-        dropped: Sequence[str],
-        allowed: Sequence[str],
-        release: bool = False,
-    ) -> Sent:
-        """Apply (or roll back) one migration in one request: lease check and extension,
-        history event, guard counts, `body`, guard checks, ledger row, event completion,
-        a read of the schema (and the lock's release when `release`). Any failure or lost
-        answer is judged by re-reading the ledger: never sent twice."""
-        assert self.lease is not None
-        before, after = guard.guard_statements(watched, set(allowed), set(dropped))
+    def _part(self, change: Change, bookmark: str | None) -> tuple[list[Statement], int, int]:
+        """`change`'s statements in a batch: history event, guard counts, body, guard
+        checks, ledger row, event completion; with where its body and finish sit."""
+        before, after = guard.guard_statements(
+            change.watched, set(change.allowed), set(change.dropped)
+        )
         row = (
-            insert_ledger(self.table, name) if event == "apply" else delete_ledger(self.table, name)
+            insert_ledger(self.table, change.name)
+            if change.event == "apply"
+            else delete_ledger(self.table, change.name)
         )
         head = [
-            *lock.check_and_extend(self.lease, self.ttl),
             start_event(
-                name,
-                event,
-                sha256=sha256,
-                rollback_sql=rollback_sql,
+                change.name,
+                change.event,
+                sha256=change.sha256,
+                rollback_sql=change.rollback_sql,
                 bookmark_before=bookmark,
                 actor=self.actor,
             ),
             *before,
         ]
-        tail = [*after, row, finish_event(name), Statement(SCHEMA_SQL)]
+        tail = [*after, row, finish_event(change.name)]
+        return [*head, *change.body, *tail], len(head), len(head) + len(change.body) + len(tail) - 1
+
+    def pack(
+        self,
+        changes: Sequence[Change],
+        bookmark: str | None,
+        *,
+        limits: Limits = Limits(),
+        breaks: Mapping[int, str] | None = None,
+    ) -> Packing:
+        """Group consecutive `changes` into as few requests as `limits` allow, starting a
+        new group at each index of `breaks` (which says why). A change too big for
+        `limits` on its own gets a group of its own: alone, it is what a one-per-request
+        deploy sends."""
+        assert self.lease is not None
+        frame = [
+            *lock.check_and_extend(self.lease, self.ttl),
+            Statement(SCHEMA_SQL),
+            *lock.release_statements(self.lease),
+        ]
+        scan = 2 * (self.backend.info.file_size or 0)
+        groups: list[range] = []
+        cuts: list[str] = []
+        start, body, scanned = 0, _json_bytes(frame), 0
+        for i, change in enumerate(changes):
+            size = _json_bytes(self._part(change, bookmark)[0])
+            cost = scan if set(change.watched) - set(change.allowed) else 0
+            cut = (breaks or {}).get(i)
+            if cut is None and body + size > limits.max_body_bytes:
+                cut = f"with {change.name} the request would exceed {limits.max_body_bytes:,} bytes"
+            if cut is None and scanned + cost > limits.max_guard_scan_bytes:
+                cut = (
+                    f"with {change.name} the row-loss guard would read over"
+                    f" {limits.max_guard_scan_bytes:,} bytes of a {scan // 2:,}-byte database"
+                )
+            if i > start and cut is not None:
+                groups.append(range(start, i))
+                cuts.append(cut)
+                start, body, scanned = i, _json_bytes(frame), 0
+            body += size
+            scanned += cost
+        if changes:
+            groups.append(range(start, len(changes)))
+        return Packing(tuple(groups), tuple(cuts))
+
+    def send(
+        self, changes: Sequence[Change], *, bookmark: str | None, release: bool = False
+    ) -> Sent:
+        """Apply (or roll back) `changes` in ONE request: the lease check and extension,
+        then each change's part (see `_part`), a read of the schema, and the lock's
+        release when `release`. Any failure or lost answer is judged by re-reading the
+        ledger: never sent twice."""
+        assert self.lease is not None and changes
+        batch = lock.check_and_extend(self.lease, self.ttl)
+        parts: list[_Part] = []
+        for change in changes:
+            statements, body_at, finish_at = self._part(change, bookmark)
+            at = len(batch)
+            parts.append(_Part(change, at, at + body_at, at + finish_at))
+            batch += statements
+        schema_at = len(batch)
+        batch.append(Statement(SCHEMA_SQL))
         if release:
-            tail += lock.release_statements(self.lease)
+            batch += lock.release_statements(self.lease)
         try:
-            results = self.backend.run([*head, *body, *tail])
+            results = self.backend.run(batch)
         except (SqlError, Unavailable) as exc:
-            return self._judge(name, event, exc, len(head), body)
+            return self._judge(parts, exc)
         if release:
             self.lease = None
-        done = results[len(head) : len(head) + len(body)]
-        finish = len(head) + len(body) + len(after) + 1
-        self.known = state_from(self.table, results[finish + 1])
-        return Sent(
-            "done",
-            duration_ms=_float(results[finish]),
-            rows_written=sum(r.rows_written for r in done),
-        )
+        self.known = state_from(self.table, results[schema_at])
+        landed = []
+        for part in parts:
+            done = results[part.body_at : part.body_at + len(part.change.body)]
+            landed.append(
+                Landed(
+                    part.change.name,
+                    _float(results[part.finish_at]),
+                    sum(r.rows_written for r in done),
+                )
+            )
+        return Sent("done", tuple(landed))
 
-    def _judge(
-        self,
-        name: str,
-        event: Event,
-        exc: SqlError | Unavailable,
-        offset: int,
-        body: Sequence[Statement],
-    ) -> Sent:
-        error, file, line = _describe(exc, offset, body)
+    def _judge(self, parts: Sequence[_Part], exc: SqlError | Unavailable) -> Sent:
+        error, failed, file, line = _describe(exc, parts)
         if isinstance(exc, SqlError) and lock.is_lost(exc.message):
             return Sent("lock_lost", error=error)
+        names = [p.change.name for p in parts]
         try:
-            outcome = read_outcome(self.backend, self.table, name)
+            outcome = read_outcome(self.backend, self.table, names)
         except D1DeployError as read_exc:
-            return Sent("unknown", error=f"{error}; then reading the ledger failed: {read_exc}")
-        if outcome.in_ledger == (event == "apply"):
+            return Sent(
+                "unknown",
+                error=f"{error}; then reading the ledger failed: {read_exc}",
+                failed=failed,
+            )
+        events = {e.name: e for e in outcome.state.events}
+        landed = [
+            p.change.name
+            for p in parts
+            if (p.change.name in outcome.in_ledger) == (p.change.event == "apply")
+        ]
+        if len(landed) == len(parts):
             self.known = outcome.state
-            last = outcome.last_event
             return Sent(
                 "done",
-                duration_ms=None if last is None else last.duration_ms,
+                tuple(Landed(n, _duration(events.get(n)), None) for n in names),
                 answer_lost=True,
                 error=error,
             )
-        last = outcome.last_event
-        torn = (
-            last is not None
-            and last.id > self.history_mark
-            and last.event == event
-            and last.duration_ms is None
+        torn = any(
+            e.id > self.history_mark and e.duration_ms is None and e.name in names
+            for e in events.values()
         )
-        if torn or outcome.state.fingerprint() != self.known.fingerprint():
-            return Sent("partly", error=error, file=file, line=line)
-        return Sent("not_applied", error=error, file=file, line=line)
+        if landed or torn or outcome.state.fingerprint() != self.known.fingerprint():
+            return Sent("partly", error=error, failed=failed, file=file, line=line)
+        return Sent("not_applied", error=error, failed=failed, file=file, line=line)
+
+
+def _json_bytes(statements: Sequence[Statement]) -> int:
+    """The size of `statements` as batch items in a request body (ASCII-escaped JSON,
+    so never less than what the client sends)."""
+    return len(json.dumps([{"sql": s.sql, "params": list(s.params)} for s in statements]))
 
 
 def _float(result: QueryResult) -> float | None:
@@ -458,16 +622,27 @@ def _float(result: QueryResult) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def _duration(event: HistoryEvent | None) -> float | None:
+    return None if event is None or event.duration_ms is None else float(event.duration_ms)
+
+
 def _describe(
-    exc: SqlError | Unavailable, offset: int, body: Sequence[Statement]
-) -> tuple[str, str | None, int | None]:
-    """What failed, in words, with the statement's file:line when it is known."""
+    exc: SqlError | Unavailable, parts: Sequence[_Part]
+) -> tuple[str, str | None, str | None, int | None]:
+    """What failed, in words; which change failed (always known for a request of one);
+    the failing statement's file:line when it is known."""
     aborted = guard.parse_abort(exc.message) if isinstance(exc, SqlError) else None
+    failed = parts[0].change.name if len(parts) == 1 else None
     file, line = exc.file, exc.line
-    if isinstance(exc, SqlError) and exc.index is not None and file is None:
-        i = exc.index - offset
-        if 0 <= i < len(body):
-            file, line = body[i].file, body[i].line
+    index = exc.index if isinstance(exc, SqlError) else None
+    if index is not None:
+        for part in parts:
+            if part.start_at <= index <= part.finish_at:
+                failed = part.change.name
+                i = index - part.body_at
+                if file is None and 0 <= i < len(part.change.body):
+                    file, line = part.change.body[i].file, part.change.body[i].line
+                break
     if aborted is not None:
-        return aborted, None, None
-    return exc.message, file, line
+        return aborted, failed, None, None
+    return exc.message, failed, file, line

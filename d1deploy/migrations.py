@@ -1,12 +1,14 @@
 """The migration engine's write side: migrate, rollback, baseline, verify.
 
-Each migration is applied as ONE request (`ledger.Session.change`): the lease check,
+Each migration is applied as ONE request (`ledger.Session.send`): the lease check,
 the row-loss guard, its statements (split locally, one per batch item), its ledger and
-history rows. After any failed or unanswered request the engine re-reads the ledger to
-tell "not applied", "applied" (the answer was lost) and "partly applied" (D1 did not
-abort the batch), and never applies a migration twice. A deploy that fails after
-changing something undoes this run's migrations, newest first, with their rollback SQL
-(or a Time Travel restore, when asked to).
+history rows. With `--atomic` every pending migration goes in that same one request when
+they fit D1's limits (else in as few requests as fit). After any failed or unanswered
+request the engine re-reads the ledger to tell "not applied", "applied" (the answer was
+lost) and "partly applied" (D1 did not abort the batch), and never applies a migration
+twice. A deploy that fails after changing something undoes this run's migrations,
+newest first, with their rollback SQL sent together (or a Time Travel restore, when
+asked to).
 
 Discovery lives in `discovery.py`, status and plan in `planning.py`, the tables and the
 one-request changes in `ledger.py`; this module re-exports what the CLI needs. Core
@@ -16,8 +18,10 @@ reports and raise `errors.*`; they never print.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, NoReturn
 
@@ -25,7 +29,7 @@ from d1deploy import checks, guard, ledger, lint, lock, sqlsplit
 from d1deploy.backend import Backend
 from d1deploy.checks import CheckResult
 from d1deploy.discovery import Migration, discover, new_migration, resolve
-from d1deploy.errors import ChangeFailed, InputError, PrecheckFailed, UsageError
+from d1deploy.errors import ChangeFailed, D1DeployError, InputError, PrecheckFailed, UsageError
 from d1deploy.ledger import DEFAULT_TABLE, DbState
 from d1deploy.planning import (
     PlannedMigration,
@@ -84,12 +88,23 @@ OnFailure = Literal["rollback", "restore"]
 @dataclass(frozen=True)
 class MigrateOptions:
     """`on_failure="restore"` restores the Time Travel bookmark where rollback SQL is
-    missing (or the database was left partly applied); the default stops and says how."""
+    missing (or the database was left partly applied); the default stops and says how.
+
+    `atomic=True` sends all the pending migrations (up to `to`) with their ledger rows,
+    guards and the lease check in ONE request, so a failure anywhere leaves none of them
+    (on D1, as far as its batches are atomic; the ledger tells otherwise). When they do
+    not fit one request (`ledger.Limits`), or a migration's prechecks must wait for the
+    ones before it, the deploy says so and uses as few requests as fit, undoing the
+    earlier ones with their rollback SQL when a later one fails, as without `atomic`.
+    Verify checks then run once, after the request, on the final state (not after each
+    migration). `limits` bounds what shares a request (also when undoing)."""
 
     to: str | None = None
     dry_run: bool = False
     allow_drift: bool = False
     on_failure: OnFailure = "rollback"
+    atomic: bool = False
+    limits: ledger.Limits = field(default_factory=ledger.Limits)
 
 
 @dataclass(frozen=True)
@@ -218,8 +233,8 @@ def migrate(
 ) -> MigrateReport:
     """Apply the pending migrations (up to `options.to`): lock, refuse on drift, lint
     errors or failed prechecks, call `before_change` (the backup) and take a bookmark,
-    apply each migration in one request and run its verify checks; on failure undo
-    this run's migrations newest first.
+    apply each migration in one request (all of them in one with `options.atomic`) and
+    run its verify checks; on failure undo this run's migrations newest first.
 
     :raises LockHeld, DriftDetected, PrechecksFailed: refused before changing anything.
     :raises LintFailed, InputError: a migration or check file is unusable.
@@ -231,11 +246,50 @@ def migrate(
         shown = plan(backend, migrations_dir, table=table, to=options.to, guard_tables=guard_tables)
         return MigrateReport(shown.ok, backend.info.name, skipped=shown.skipped, plan=shown)
     session = ledger.Session(backend, table, actor, lock_ttl, guard_tables, say)
-    state = session.open()
+    # Only --atomic, which asks for the fewest round trips, fetches the bookmark while
+    # the lock is taken (see _open_taking_bookmark). Without it the bookmark is taken
+    # under the lock, so restoring it brings back this run's short lease, as documented
+    # at lock.START_TTL. With a backup the bookmark waits for it: taken before a long
+    # export, restoring it would lose every write made meanwhile.
+    early = options.atomic and before_change is None and backend.is_remote
+    state, bookmark = _open_taking_bookmark(session) if early else (session.open(), None)
     try:
-        return _Deploy(session, migrations, options).run(state, before_change)
+        return _Deploy(session, migrations, options).run(state, before_change, bookmark)
     finally:
         session.close()
+
+
+BATCH_SECONDS = 30
+"""D1 ends a request after 30 s: a batch commits at most this long after it started."""
+
+
+def _open_taking_bookmark(session: ledger.Session) -> tuple[DbState, str | None]:
+    """Open the session (take the lock) while the Time Travel bookmark is fetched in
+    parallel, saving a round trip. The bookmark comes back only when it is as good as
+    one taken after the lock; else None, and the deploy takes one as usual.
+
+    The bookmark is "before this deploy": restoring it must undo this run and nothing
+    else d1deploy did. Taken after the lock, no other deploy can change the database
+    between it and this run's first change. Sent beside the request that takes the
+    lock, D1 may serve it first, and another deploy may commit its last batch (and
+    release the lock) in between: restoring that bookmark would silently undo the other
+    deploy too. Every change a deploy makes starts with a history event timed by the
+    database's clock, and both requests ran within `window` seconds. So when no event
+    started within window + BATCH_SECONDS (a batch may commit that long after its
+    event) + 1 s (clock granularity) before the lock was taken, nothing happened in
+    between and the bookmark is kept; after a deploy moments ago it is dropped. Writes
+    by others than d1deploy are not the lock's business either way.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        started = time.monotonic()
+        fetched = pool.submit(session.backend.bookmark)
+        state = session.open()
+        window = time.monotonic() - started
+        try:
+            bookmark = fetched.result()
+        except D1DeployError:
+            return state, None
+    return state, bookmark if session.quiet_for(window + BATCH_SECONDS + 1) else None
 
 
 class _Deploy:
@@ -250,7 +304,14 @@ class _Deploy:
         self.applied: list[tuple[Migration, PlannedMigration]] = []
         self.report = MigrateReport(ok=True, database=session.backend.info.name)
 
-    def run(self, state: DbState, before_change: Callable[[], object] | None) -> MigrateReport:
+    def run(
+        self,
+        state: DbState,
+        before_change: Callable[[], object] | None,
+        bookmark: str | None = None,
+    ) -> MigrateReport:
+        """Deploy from `state` (read as the lock was taken); `bookmark`, when given, was
+        taken with the lock and stands for "before this deploy"."""
         say = self.s.notify
         status_report = status_of(self.report.database, self.migrations, state)
         if not self.options.allow_drift:
@@ -281,89 +342,125 @@ class _Deploy:
             say("nothing to apply: the database is up to date")
             return self.report
         backup = before_change() if before_change else None
-        bookmark = self.s.backend.bookmark()
+        if bookmark is None:
+            bookmark = self.s.backend.bookmark()
         say(f"bookmark before this deploy: {bookmark}")
         self.report = replace(self.report, backup=backup, bookmark_before=bookmark)
-        for i, (m, p) in enumerate(zip(todo, planned, strict=True)):
-            if m.name in deferred:
-                self._checks(m, "precheck", [x.name for x in todo[i:]])
-            last = i == len(todo) - 1 and not verify[m.name]
-            sent = self.s.change(
-                m.name,
-                "apply",
-                p.statements,
-                sha256=m.sha256,
-                rollback_sql=p.rollback_sql,
+        changes = [_apply(m, p) for m, p in zip(todo, planned, strict=True)]
+        groups = self._groups(changes, bookmark, todo, deferred)
+        for n, group in enumerate(groups):
+            ms = [todo[i] for i in group]
+            if ms[0].name in deferred:
+                not_reached = [x.name for x in todo[group.start :]]
+                self._checks("precheck", ms[:1], check_files(ms[:1], "precheck"), not_reached)
+            verifying = [c for m in ms for c in verify[m.name]]
+            sent = self.s.send(
+                [changes[i] for i in group],
                 bookmark=bookmark,
-                watched=p.guarded_tables,
-                dropped=p.dropped_tables,
-                allowed=p.allowed_row_loss,
-                release=last,
+                release=n == len(groups) - 1 and not verifying,
             )
             if sent.verdict != "done":
-                self._failed(m, sent, [x.name for x in todo[i:]])
-            self.applied.append((m, p))
-            self._record_apply(m, p, sent)
-            if verify[m.name]:
-                self._checks(m, "verify", [x.name for x in todo[i + 1 :]])
+                self._failed(ms, sent, [x.name for x in todo[group.start :]])
+            self.applied += [(todo[i], planned[i]) for i in group]
+            self._record_apply([planned[i] for i in group], sent)
+            if verifying:
+                self._checks("verify", ms, verifying, [x.name for x in todo[group.stop :]])
         return self.report
 
+    def _groups(
+        self,
+        changes: Sequence[ledger.Change],
+        bookmark: str,
+        todo: Sequence[Migration],
+        deferred: Sequence[str],
+    ) -> tuple[range, ...]:
+        """The requests the migrations go in: one each, or with --atomic as few as fit
+        D1's limits (one, unless they are too big or prechecks must run in between)."""
+        if not self.options.atomic:
+            return tuple(range(i, i + 1) for i in range(len(changes)))
+        breaks = {
+            i: f"the prechecks of {m.name} can only run once the migrations before it are applied"
+            for i, m in enumerate(todo)
+            if m.name in deferred
+        }
+        packing = self.s.pack(changes, bookmark, limits=self.options.limits, breaks=breaks)
+        if len(packing.groups) == 1:
+            self.s.notify(f"--atomic: applying {len(changes)} migration(s) in one request")
+        else:
+            self.s.notify(
+                f"--atomic: the {len(changes)} migrations do not fit in one request"
+                f" ({'; '.join(packing.cuts)}), so they go in {len(packing.groups)} requests;"
+                " if a later one fails, the earlier ones are undone with their rollback SQL"
+            )
+        return packing.groups
+
     def _checks(
-        self, m: Migration, kind: Literal["precheck", "verify"], not_reached: list[str]
+        self,
+        kind: Literal["precheck", "verify"],
+        ms: Sequence[Migration],
+        found: Sequence[checks.Check],
+        not_reached: list[str],
     ) -> None:
-        """Run `m`'s prechecks (deferred until now) or verify checks; a failure undoes
-        this run's migrations."""
-        results = checks.run_checks(self.s.backend, check_files([m], kind))
+        """Run the verify checks of `ms` (just applied), or the prechecks of `ms[0]`
+        (deferred until now: nothing of it is applied yet); a failure undoes this run's
+        migrations."""
+        results = checks.run_checks(self.s.backend, found)
         self.report = replace(self.report, checks=self.report.checks + tuple(results))
         if bad := [r for r in results if not r.ok]:
             what = "; ".join(f"{r.check.label} ({r.outcome})" for r in bad)
             when = (
-                f"verification failed after {m.name}"
+                f"verification failed after {_label(ms)}"
                 if kind == "verify"
-                else (f"prechecks of {m.name} failed")
+                else f"prechecks of {ms[0].name} failed"
             )
             self._undo_and_raise(f"{when}: {what}", not_reached=not_reached)
 
-    def _record_apply(self, m: Migration, p: PlannedMigration, sent: ledger.Sent) -> None:
-        applied = AppliedMigration(
-            m.name, sent.duration_ms, sent.rows_written, len(p.statements), sent.answer_lost
-        )
-        self.report = replace(self.report, applied=(*self.report.applied, applied))
-        took = "" if sent.duration_ms is None else f" in {sent.duration_ms:.0f} ms"
-        if sent.answer_lost:
-            self.s.notify(f"applied {m.name}{took} (its answer was lost; the ledger shows it)")
-        else:
-            self.s.notify(f"applied {m.name}{took}, {sent.rows_written} rows written")
+    def _record_apply(self, planned: Sequence[PlannedMigration], sent: ledger.Sent) -> None:
+        for p, landed in zip(planned, sent.landed, strict=True):
+            applied = AppliedMigration(
+                p.name, landed.duration_ms, landed.rows_written, len(p.statements), sent.answer_lost
+            )
+            self.report = replace(self.report, applied=(*self.report.applied, applied))
+            took = "" if landed.duration_ms is None else f" in {landed.duration_ms:.0f} ms"
+            if sent.answer_lost:
+                self.s.notify(f"applied {p.name}{took} (its answer was lost; the ledger shows it)")
+            else:
+                self.s.notify(f"applied {p.name}{took}, {landed.rows_written} rows written")
 
-    def _failed(self, m: Migration, sent: ledger.Sent, not_done: list[str]) -> NoReturn:
+    def _failed(self, ms: Sequence[Migration], sent: ledger.Sent, not_done: list[str]) -> NoReturn:
         bookmark = self.report.bookmark_before
         assert bookmark is not None
         skipped = tuple(not_done) + self.report.skipped
         self.report = replace(self.report, skipped=skipped)
+        label = _label(ms)
         if sent.verdict == "not_applied":
-            self._undo_and_raise(
-                f"{m.name} failed and was not applied: {sent.error}",
-                file=sent.file,
-                line=sent.line,
-            )
+            if len(ms) == 1:
+                what = f"{label} failed and was not applied"
+            elif sent.failed:
+                what = f"{sent.failed} failed, so none of {label} was applied"
+            else:
+                what = f"the one request applying {label} failed and none of them was applied"
+            self._undo_and_raise(f"{what}: {sent.error}", file=sent.file, line=sent.line)
         if sent.verdict == "lock_lost":
             self._raise(
-                f"stopped before {m.name}: {sent.error}; this run's migrations were not undone"
-                " because another deploy now holds the lock",
+                f"stopped before {ms[0].name}: {sent.error}; this run's migrations were not"
+                " undone because another deploy now holds the lock",
                 hint="check `d1deploy status` once the other deploy is done",
             )
+        torn = f"{label} {'was' if len(ms) == 1 else 'were'} partly applied"
         if sent.verdict == "partly" and self.options.on_failure == "restore":
             self._restore(bookmark)
             self._raise(
-                f"{m.name} was partly applied (D1 did not roll back its failed batch:"
-                f" {sent.error}); the database was restored to {bookmark}",
+                f"{torn} (D1 did not roll back its failed batch: {sent.error});"
+                f" the database was restored to {bookmark}",
                 file=sent.file,
                 line=sent.line,
             )
         what = (
-            f"{m.name} was partly applied: D1 did not roll back its failed batch ({sent.error})"
+            f"{torn}: D1 did not roll back its failed batch ({sent.error})"
             if sent.verdict == "partly"
-            else f"could not tell whether {m.name} was applied ({sent.error})"
+            else f"could not tell whether {label} {'was' if len(ms) == 1 else 'were'} applied"
+            f" ({sent.error})"
         )
         self._raise(
             f"{what}; the database is as the failure left it, bookmark before this deploy:"
@@ -381,54 +478,57 @@ class _Deploy:
         file: str | None = None,
         line: int | None = None,
     ) -> NoReturn:
-        """Undo this run's migrations newest first, then raise DeployFailed saying so."""
+        """Undo this run's migrations newest first (together, in as few requests as fit
+        D1's limits), then raise DeployFailed saying so."""
         bookmark = self.report.bookmark_before
         assert bookmark is not None
         self.report = replace(self.report, skipped=(*not_reached, *self.report.skipped))
-        while self.applied:
-            m, p = self.applied[-1]
+        undoable: list[tuple[Migration, str]] = []
+        for m, p in reversed(self.applied):
             if p.rollback_sql is None:
-                if self.options.on_failure == "restore":
-                    self._restore(bookmark)
-                    self._raise(f"{reason}; restored the database to {bookmark}", file, line)
-                self._raise(
-                    f"{reason}; {m.name} has no rollback SQL, so the rollback stopped there"
-                    f" ({self._undone()}); bookmark before this deploy: {bookmark}",
-                    file,
-                    line,
-                    hint=f"restore it with `{restore_command(bookmark)}`",
-                )
-            sent = _roll_back(
-                self.s,
-                m.name,
-                p.rollback_sql,
-                m.sha256,
-                bookmark,
-                last=False,
-                source=str(m.rollback_path),
-            )
+                break
+            undoable.append((m, p.rollback_sql))
+        changes = _rollback_changes(
+            self.s, [(m.name, sql, m.sha256, str(m.rollback_path)) for m, sql in undoable]
+        )
+        for group in self.s.pack(changes, bookmark, limits=self.options.limits).groups:
+            sent = self.s.send([changes[i] for i in group], bookmark=bookmark)
             if sent.verdict != "done":
+                names = _label([undoable[i][0] for i in group])
                 if self.options.on_failure == "restore" and sent.verdict != "lock_lost":
                     self._restore(bookmark)
                     self._raise(
-                        f"{reason}; rolling back {m.name} failed too ({sent.error});"
+                        f"{reason}; rolling back {names} failed too ({sent.error});"
                         f" restored the database to {bookmark}",
                         file,
                         line,
                     )
                 self._raise(
-                    f"{reason}; rolling back {m.name} failed ({sent.error}) after"
+                    f"{reason}; rolling back {names} failed ({sent.error}) after"
                     f" {self._undone()}; bookmark before this deploy: {bookmark}",
                     file,
                     line,
                     hint=f"restore it with `{restore_command(bookmark)}`",
                 )
-            self.applied.pop()
-            undone = RolledBackMigration(
-                m.name, "file", sent.duration_ms, sent.rows_written, sent.answer_lost
+            for landed in sent.landed:
+                self.applied.pop()
+                undone = RolledBackMigration(
+                    landed.name, "file", landed.duration_ms, landed.rows_written, sent.answer_lost
+                )
+                self.report = replace(self.report, rolled_back=(*self.report.rolled_back, undone))
+                self.s.notify(f"rolled back {landed.name}")
+        if self.applied:
+            m = self.applied[-1][0]
+            if self.options.on_failure == "restore":
+                self._restore(bookmark)
+                self._raise(f"{reason}; restored the database to {bookmark}", file, line)
+            self._raise(
+                f"{reason}; {m.name} has no rollback SQL, so the rollback stopped there"
+                f" ({self._undone()}); bookmark before this deploy: {bookmark}",
+                file,
+                line,
+                hint=f"restore it with `{restore_command(bookmark)}`",
             )
-            self.report = replace(self.report, rolled_back=(*self.report.rolled_back, undone))
-            self.s.notify(f"rolled back {m.name}")
         self._raise(f"{reason}; {self._undone()}", file, line)
 
     def _undone(self) -> str:
@@ -438,6 +538,7 @@ class _Deploy:
     def _restore(self, bookmark: str) -> None:
         self.s.notify(f"restoring the database to {bookmark}")
         self.s.backend.restore(bookmark)
+        self.s.restored()
         self.applied.clear()
         self.report = replace(self.report, restored_to=bookmark)
 
@@ -453,34 +554,51 @@ class _Deploy:
         raise DeployFailed(message, report=self.report, hint=hint, file=file, line=line)
 
 
-def _roll_back(
-    session: ledger.Session,
-    name: str,
-    sql: str,
-    sha256: str | None,
-    bookmark: str | None,
-    *,
-    last: bool,
-    source: str = "",
-) -> ledger.Sent:
-    """Run one migration's rollback SQL in one request, with its ledger row's removal."""
-    statements = sqlsplit.split(sql, file=source or f"rollback of {name}")
-    with model_of(session.known) as model:
-        watched, _, _ = predict(
-            model, statements, session.table, session.guard_tables, undoing=True
-        )
-    return session.change(
-        name,
-        "rollback",
-        statements,
-        sha256=sha256,
-        rollback_sql=sql,
-        bookmark=bookmark,
-        watched=watched,
-        dropped=(),
-        allowed=sorted(guard.allowed_row_loss(sql)),
-        release=last,
+def _label(ms: Sequence[Migration]) -> str:
+    """One migration's name, or several sent in one request."""
+    if len(ms) == 1:
+        return ms[0].name
+    return f"the {len(ms)} migrations {ms[0].name} to {ms[-1].name}"
+
+
+def _apply(m: Migration, p: PlannedMigration) -> ledger.Change:
+    return ledger.Change(
+        m.name,
+        "apply",
+        p.statements,
+        m.sha256,
+        p.rollback_sql,
+        p.guarded_tables,
+        p.dropped_tables,
+        p.allowed_row_loss,
     )
+
+
+def _rollback_changes(
+    session: ledger.Session, items: Sequence[tuple[str, str, str | None, str]]
+) -> list[ledger.Change]:
+    """Rollbacks (name, rollback SQL, sha256 of the migration, file label) to run in this
+    order, each with the removal of its ledger row and a guard planned on the schema the
+    rollbacks before it leave."""
+    changes: list[ledger.Change] = []
+    with model_of(session.known) as model:
+        for name, sql, sha256, source in items:
+            statements = sqlsplit.split(sql, file=source or f"rollback of {name}")
+            watched, _, _ = predict(
+                model, statements, session.table, session.guard_tables, undoing=True
+            )
+            changes.append(
+                ledger.Change(
+                    name,
+                    "rollback",
+                    tuple(statements),
+                    sha256,
+                    sql,
+                    tuple(watched),
+                    allowed=tuple(sorted(guard.allowed_row_loss(sql))),
+                )
+            )
+    return changes
 
 
 # --- rollback ------------------------------------------------------------------------
@@ -544,19 +662,17 @@ def rollback(
         bookmark = backend.bookmark()
         say(f"bookmark before this rollback: {bookmark}")
         report = replace(report, backup=backup, bookmark_before=bookmark)
-        for i, (name, (sql, source)) in enumerate(zip(targets, chosen, strict=True)):
+        items = []
+        for name, (sql, source) in zip(targets, chosen, strict=True):
             assert sql is not None
             m = files.get(name)
             label = str(m.rollback_path) if m and m.rollback_path and source == "file" else ""
-            sent = _roll_back(
-                session,
-                name,
-                sql,
-                m.sha256 if m else None,
-                bookmark,
-                last=i == len(targets) - 1,
-                source=label,
-            )
+            items.append((name, sql, m.sha256 if m else None, label))
+        # One request per migration, so a failure stops between two rollbacks.
+        changes = _rollback_changes(session, items)
+        for i, (change, (_, source)) in enumerate(zip(changes, chosen, strict=True)):
+            name = change.name
+            sent = session.send([change], bookmark=bookmark, release=i == len(changes) - 1)
             if sent.verdict != "done":
                 done = ", ".join(r.name for r in report.rolled_back) or "nothing"
                 message = f"rolling back {name} failed ({sent.error}); rolled back: {done}"
@@ -573,8 +689,9 @@ def rollback(
                     file=sent.file,
                     line=sent.line,
                 )
+            (landed,) = sent.landed
             undone = RolledBackMigration(
-                name, source, sent.duration_ms, sent.rows_written, sent.answer_lost
+                name, source, landed.duration_ms, landed.rows_written, sent.answer_lost
             )
             report = replace(report, rolled_back=(*report.rolled_back, undone))
             say(f"rolled back {name} using the rollback SQL from the {_SOURCE_WORDS[source]}")
