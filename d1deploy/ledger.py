@@ -438,8 +438,12 @@ class Session:
 
     def restored(self) -> None:
         """After a Time Travel restore: the lease is still this session's only if the
-        restored state holds it (the bookmark may predate the lock)."""
-        held = lock.current(self.backend)
+        restored state holds it (the bookmark may predate the lock). When that cannot be
+        read, the lease is kept: `close` then tries to release it and says if it cannot."""
+        try:
+            held = lock.current(self.backend)
+        except D1DeployError:
+            return
         if self.lease is not None and (held is None or held.token != self.lease.token):
             self.lease = None
 

@@ -222,6 +222,21 @@ def test_partly_applied_is_restored_when_asked(remote: Db, mdir: Path) -> None:
     assert lock.current(remote.backend) is None
 
 
+def test_a_restore_is_reported_even_when_the_lock_cannot_be_read_after_it(
+    remote: Db, mdir: Path
+) -> None:
+    third_fails(mdir)
+    assert remote.emulator is not None
+    remote.emulator.atomic_batches = False
+    # lock.current's first read, after the restore, keeps failing.
+    remote.emulator.faults.add("POST", r"/query$", body="FROM sqlite_master WHERE type", status=503)
+    with pytest.raises(DeployFailed, match="the database was restored to"):
+        deploy(remote, mdir, atomic=True, on_failure="restore")
+    remote.emulator.faults.clear()
+    remote.emulator.atomic_batches = True
+    assert tables(remote) == set()
+
+
 def test_a_verify_failure_rolls_everything_back_in_one_request(db: Db, mdir: Path) -> None:
     write(mdir, "000_base.sql", "CREATE TABLE base (id INTEGER);\n")
     deploy(db, mdir)
