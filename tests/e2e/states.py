@@ -4,7 +4,8 @@
 rows), `expected("after")` the same after 001, both built by plain SQLite from the seed
 files. `read_state` reads an emulator database file into a `DbState` (schema and rows,
 ledger, history events, lock), and `assert_stage` says whether it is exactly one of them
-with a history where each migration was applied once. Shared by the e2e suite and
+with a history where each migration was applied once. With the in-process helpers (a
+backend on the emulator's transport, a fake clock) it is shared by the e2e suite and
 `bench/soak.py`.
 """
 
@@ -153,6 +154,22 @@ def assert_stage(state: DbState, stage: Stage, extra: Mapping[str, str] | None =
         assert state.times_applied(name) == (1 if name in want else 0), name
     assert state.torn_events == []
     assert state.lock is None
+
+
+class FakeTime:
+    """A clock that only moves when d1deploy sleeps: retry and poll limits of minutes
+    pass at once, and are still measured."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
 
 
 def in_process_backend(
