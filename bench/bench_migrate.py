@@ -93,7 +93,12 @@ def run(opts: Options, *, migrations: int = 30) -> list[Row]:
                 shutil.rmtree(backups, ignore_errors=True)
                 if attempt >= opts.warmup:
                     samples[variant.label].append(sample)
-    commands = {v.label: display(v.argv("bench"), ENV_NAMES) for v in variants}
+    commands = {
+        v.label: display(
+            v.argv("bench"), ENV_NAMES, wrangler.QUIET_ENV if v.label == "wrangler" else None
+        )
+        for v in variants
+    }
     return _rows(opts, migrations, samples, commands)
 
 
@@ -181,6 +186,11 @@ def _rows(
             " request per migration, with no lock, bookmark or checksum."
         )
     wrangler_cmd = [commands["wrangler"]] if theirs else []
+    setup = (
+        f"# in a generated project: wrangler.toml ([[d1_databases]] binding, database_name,"
+        f" database_id, migrations_dir) and migrations/0001..{migrations:04d}_create_tNNN.sql;"
+        " a fresh database `bench` each run"
+    )
     return [
         Row(
             measure=f"wall time, {at}, `--no-backup`",
@@ -193,7 +203,7 @@ def _rows(
                 if time_ratio is not None
                 else "no baseline"
             ),
-            commands=(commands["d1deploy"], *wrangler_cmd),
+            commands=(setup, commands["d1deploy"], *wrangler_cmd),
             bench="migrate",
             produced_by=opts.invocation,
             note=note,
@@ -203,7 +213,7 @@ def _rows(
             d1deploy=str(requests_of("d1deploy")),
             baseline=base_requests,
             ratio=request_ratio,
-            commands=(commands["d1deploy"], *wrangler_cmd),
+            commands=(setup, commands["d1deploy"], *wrangler_cmd),
             bench="migrate",
             produced_by=opts.invocation,
         ),
@@ -215,7 +225,7 @@ def _rows(
             ),
             baseline=(base_time + " (takes no backup)") if theirs else opts.wrangler_note,
             ratio=ours_backup / theirs if theirs else None,
-            commands=(commands["d1deploy+backup"], *wrangler_cmd),
+            commands=(setup, commands["d1deploy+backup"], *wrangler_cmd),
             bench="migrate",
             produced_by=opts.invocation,
             note=(

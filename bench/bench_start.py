@@ -25,6 +25,7 @@ from bench.harness import (
     seconds_text,
     verdict,
 )
+from bench.wrangler import QUIET_ENV
 
 TARGET_SECONDS = 0.150
 HEAVY_MODULES = ("httpx", "rich")
@@ -94,7 +95,9 @@ def run(opts: Options) -> list[Row]:
                 verdict=verdict(ours < target) if target else "—",
                 produced_by=opts.invocation,
                 commands=tuple(
-                    display(commands[key]) for key in (name, "wrangler") if key in commands
+                    display(commands[key], env=QUIET_ENV if key == "wrangler" else None)
+                    for key in (name, "wrangler")
+                    if key in commands
                 ),
                 note=(
                     f"A bare `python -c pass` takes {seconds_text(medians['python'])} here; the"

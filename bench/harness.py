@@ -208,12 +208,15 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def display(argv: Sequence[str], env_names: Sequence[str] = ()) -> str:
-    """`argv` as a shell line with the emulator variables in front: the program by its
-    name, paths inside the repository relative to its root."""
+def display(
+    argv: Sequence[str], env_names: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> str:
+    """`argv` as a shell line: the emulator variables named, then `env`, in front; the
+    program by its name, paths inside the repository relative to its root."""
     shown = [Path(argv[0]).name, *(_relative(arg) for arg in argv[1:])]
-    prefix = " ".join(f"{name}={EMULATOR_ENV[name]}" for name in env_names)
-    return (prefix + " " if prefix else "") + shlex.join(shown)
+    pairs = [f"{name}={EMULATOR_ENV[name]}" for name in env_names]
+    pairs += [f"{name}={shlex.quote(value)}" for name, value in (env or {}).items()]
+    return " ".join([*pairs, shlex.join(shown)])
 
 
 def _relative(arg: str) -> str:

@@ -24,7 +24,7 @@ def test_migrate_deploys_and_counts_requests() -> None:
     assert int(requests.d1deploy) > 3  # at least one request per migration
     assert requests.baseline == "wrangler skipped in tests" and requests.ratio is None
     assert "download" in rows[2].d1deploy
-    assert all(row.commands and "d1deploy migrate" in row.commands[0] for row in rows)
+    assert all("d1deploy migrate" in row.commands[1] for row in rows)
 
 
 def test_backup_measures_throughput_and_rss() -> None:
