@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,8 +329,9 @@ def run_checks(
     only infrastructure errors (Unavailable, AuthError...) raise.
 
     Read-only checks go in as few read-only requests as possible. Write probes use
-    forced-abort batches on a database proven to discard them (proving it first when
-    `allow_writes_proof`), else a schema-only in-memory copy.
+    forced-abort batches on a database proven, in this run, to discard them; without
+    `allow_writes_proof` (`plan`, which writes nothing at all), or where the proof fails,
+    they run on a schema-only in-memory copy.
     """
     results: dict[int, CheckResult] = {}
     reads = [i for i, c in enumerate(checks) if not c.writes]
@@ -354,10 +356,7 @@ def run_checks(
 
     probes = [i for i, c in enumerate(checks) if c.writes]
     if probes:
-        proven = read_proof(backend)
-        if proven is None and allow_writes_proof:
-            proven = prove_aborted_batches(backend)
-        if proven:
+        if allow_writes_proof and _proven_this_run(backend):
             for i in probes:
                 results[i] = _abort_probe(backend, checks[i])
         else:
@@ -400,6 +399,20 @@ _CREATE_META = (
     f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT, at TEXT)"
 )
 _CREATE_SCRATCH = f"CREATE TABLE IF NOT EXISTS {SCRATCH_TABLE} (marker TEXT PRIMARY KEY, at TEXT)"
+
+
+_PROVEN: weakref.WeakKeyDictionary[Backend, bool] = weakref.WeakKeyDictionary()
+
+
+def _proven_this_run(backend: Backend) -> bool:
+    """Prove once per run (per backend object) that aborted batches leave nothing.
+
+    The stored proof is a record, not a promise: D1 does not document REST batch
+    atomicity, so what held yesterday is proven again before a probe relies on it today.
+    Runs without write probes pay nothing; runs with them pay three requests."""
+    if backend not in _PROVEN:
+        _PROVEN[backend] = prove_aborted_batches(backend)
+    return _PROVEN[backend]
 
 
 def read_proof(backend: Backend) -> bool | None:

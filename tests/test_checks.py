@@ -511,11 +511,19 @@ def test_write_probes_in_abort_mode_leave_nothing(db: Recording) -> None:
     assert db.scalar("SELECT count(*) FROM _d1deploy_scratch") == 0
 
 
-def test_the_proof_runs_once_per_database(db: Recording) -> None:
+def _proved(db: Recording) -> bool:
+    return any("_d1deploy_scratch" in sql for batch, _ in db.requests for sql in batch)
+
+
+def test_the_proof_runs_once_per_run_and_again_in_the_next(db: Recording) -> None:
     checks.run_checks(db, parse(PROBES))
+    assert _proved(db)
     db.requests.clear()
     checks.run_checks(db, parse(PROBES))
-    assert not any("_d1deploy_scratch" in sql for batch, _ in db.requests for sql in batch)
+    assert not _proved(db)  # the same run (the same backend) trusts its own proof
+    next_run = Recording(db.inner, db.kind)
+    checks.run_checks(next_run, parse(PROBES))
+    assert _proved(next_run)  # a stored proof is a record, not a promise
 
 
 def test_a_database_that_keeps_aborted_batches_gets_shadow_probes(local: LocalBackend) -> None:
@@ -550,10 +558,12 @@ def test_plan_mode_writes_nothing_on_an_unproven_database(db: Recording) -> None
     assert db.scalar("SELECT count(*) FROM sqlite_master WHERE name LIKE '_d1deploy%'") == 0
 
 
-def test_plan_mode_uses_a_proof_already_made(db: Recording) -> None:
+def test_plan_mode_writes_nothing_even_on_a_proven_database(db: Recording) -> None:
     assert checks.prove_aborted_batches(db) is True
+    db.requests.clear()
     results = checks.run_checks(db, parse(PROBES), allow_writes_proof=False)
-    assert {r.probe for r in results} == {"abort"}
+    assert {r.probe for r in results} == {"shadow"}
+    assert all(read_only for _, read_only in db.requests)
 
 
 def test_shadow_copies_foreign_keys_views_and_triggers(db: Recording) -> None:
@@ -610,6 +620,8 @@ def test_a_probe_that_took_effect_is_an_error_not_a_result(local: LocalBackend) 
     db = NoAbort(local)
     db.script(SCHEMA)
     assert checks.prove_aborted_batches(local) is True
+    # The platform stops aborting batches after this run proved it did: the safety net.
+    checks._PROVEN[db] = True
     with pytest.raises(errors.ChangeFailed) as info:
         checks.run_checks(db, parse("-- check: probe\nINSERT INTO accounts (balance) VALUES (1);"))
     assert info.value.location == "x.verify.sql:2"

@@ -10,7 +10,7 @@ bounded, and the database and backup folder afterwards.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import pytest
 
 from bench import soak
 from d1deploy import backup, errors, lock, migrations
+from d1deploy.backend import Backend
 from d1deploy.client import MAX_BACKOFF
 from d1deploy.remote import RemoteBackend
 from tests.e2e.conftest import TOKEN
@@ -135,27 +136,24 @@ def test_an_answer_lost_then_an_unreadable_ledger_says_what_is_known(
     assert_stage(read_state(quiet.db_path(DB)), "after")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checks.read_proof trusts the proof that aborted batches are discarded forever"
-    " (_d1deploy_meta); when the database stops honouring it, the seed's 'Korean name is"
-    " accepted' verify probe commits a row into production. Re-proving in each run (3"
-    " requests) would catch it",
-)
 def test_a_stale_atomicity_proof_never_lets_a_probe_row_into_production(
     quiet: D1Emulator, tmp_path: Path
 ) -> None:
     folder = tmp_path / "migrations"
     shutil.copytree(SEED, folder, ignore=shutil.ignore_patterns("*.md"))
     seed_before(quiet, folder)
-    db = in_process_backend(quiet)
-    try:
-        migrations.migrate(db, folder, actor="e2e")  # proves atomicity, remembers it
-        migrations.rollback(db, folder, actor="e2e")
-        quiet.atomic_batches = False  # the platform changes under the remembered proof
-        migrations.migrate(db, folder, actor="e2e")
-    finally:
-        db.close()
+
+    def one_run(operation: Callable[[Backend], object]) -> None:
+        db = in_process_backend(quiet)  # each run of d1deploy has its own backend
+        try:
+            operation(db)
+        finally:
+            db.close()
+
+    one_run(lambda db: migrations.migrate(db, folder, actor="e2e"))  # proves atomicity
+    one_run(lambda db: migrations.rollback(db, folder, actor="e2e"))
+    quiet.atomic_batches = False  # the platform changes under the remembered proof
+    one_run(lambda db: migrations.migrate(db, folder, actor="e2e"))
 
     state = read_state(quiet.db_path(DB))
     probes = [r for _, rows in state.fingerprint[1] for r in rows if 999999 in r]
