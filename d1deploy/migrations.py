@@ -29,7 +29,15 @@ from d1deploy import checks, guard, ledger, lint, lock, sqlsplit
 from d1deploy.backend import Backend
 from d1deploy.checks import CheckResult
 from d1deploy.discovery import Migration, discover, new_migration, resolve
-from d1deploy.errors import ChangeFailed, D1DeployError, InputError, PrecheckFailed, UsageError
+from d1deploy.errors import (
+    ChangeFailed,
+    D1DeployError,
+    InputError,
+    PrecheckFailed,
+    Refused,
+    Unavailable,
+    UsageError,
+)
 from d1deploy.ledger import DEFAULT_TABLE, DbState
 from d1deploy.planning import (
     PlannedMigration,
@@ -57,6 +65,7 @@ __all__ = [
     "Migration",
     "PlanReport",
     "PrechecksFailed",
+    "RollbackRefused",
     "RollbackReport",
     "RolledBackMigration",
     "StatusReport",
@@ -186,6 +195,14 @@ class DeployFailed(ChangeFailed):
         line: int | None = None,
     ) -> None:
         super().__init__(message, hint=hint, file=file, line=line)
+        self.report = report
+
+
+class RollbackRefused(Refused):
+    """A rollback that cannot undo its targets refuses before changing anything."""
+
+    def __init__(self, message: str, *, report: RollbackReport, hint: str) -> None:
+        super().__init__(message, hint=hint)
         self.report = report
 
 
@@ -404,7 +421,20 @@ class _Deploy:
         """Run the verify checks of `ms` (just applied), or the prechecks of `ms[0]`
         (deferred until now: nothing of it is applied yet); a failure undoes this run's
         migrations."""
-        results = checks.run_checks(self.s.backend, found)
+        try:
+            results = checks.run_checks(self.s.backend, found)
+        except Unavailable as err:
+            if kind == "precheck":
+                raise
+            # Applied, but not proven: say exactly that, and leave undoing to a person
+            # (the API that just failed would have to carry the rollback too).
+            bookmark = self.report.bookmark_before
+            self._raise(
+                f"{_label(ms)} was applied, but its verification could not run ({err.message});"
+                " the database holds it unverified",
+                hint="run `d1deploy verify` once the API answers; to undo it, `d1deploy rollback`"
+                + (f" or `{restore_command(bookmark)}`" if bookmark else ""),
+            )
         self.report = replace(self.report, checks=self.report.checks + tuple(results))
         if bad := [r for r in results if not r.ok]:
             what = "; ".join(f"{r.check.label} ({r.outcome})" for r in bad)
@@ -623,7 +653,8 @@ def rollback(
     changed or is gone. The CLI asks for confirmation; this function does not.
 
     :raises UsageError: bad `to`/`steps`.
-    :raises DeployFailed: a migration has no rollback SQL, or a rollback failed.
+    :raises RollbackRefused: a target has no rollback SQL (nothing changed).
+    :raises DeployFailed: a rollback failed.
     """
     if to is not None and steps is not None:
         raise UsageError("give --to or --steps, not both")
@@ -649,7 +680,7 @@ def rollback(
         if missing := [n for n, (sql, _) in zip(targets, chosen, strict=True) if sql is None]:
             event = state.last_event(missing[0])
             mark = event.bookmark_before if event else None
-            raise DeployFailed(
+            raise RollbackRefused(
                 f"{missing[0]} has no rollback SQL (no rollback file, none stored when it was"
                 " applied); nothing was rolled back",
                 report=replace(report, ok=False, error=f"{missing[0]} has no rollback SQL"),

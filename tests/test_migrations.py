@@ -702,8 +702,9 @@ def test_rollback_uses_the_stored_sql_when_the_file_changed_or_is_gone(db: Db, m
 def test_rollback_without_rollback_sql_points_to_the_bookmark(db: Db, mdir: Path) -> None:
     three(mdir, rollbacks=False)
     applied = deploy(db, mdir)
-    with pytest.raises(migrations.DeployFailed) as info:
+    with pytest.raises(migrations.RollbackRefused) as info:
         migrations.rollback(db.backend, mdir, actor="me")
+    assert info.value.exit_code == 5  # refused before changing anything
     assert info.value.hint is not None
     assert f"d1deploy restore --bookmark {applied.bookmark_before}" in info.value.hint
     assert "nothing was rolled back" in info.value.message
@@ -715,7 +716,7 @@ def test_an_unfilled_rollback_template_is_no_rollback(db: Db, tmp_path: Path) ->
     sql, rollback_file, _ = migrations.new_migration(folder, "first")
     sql.write_text("CREATE TABLE first (id INTEGER);\n")
     deploy(db, folder)
-    with pytest.raises(migrations.DeployFailed, match="has no rollback SQL"):
+    with pytest.raises(migrations.RollbackRefused, match="has no rollback SQL"):
         migrations.rollback(db.backend, folder, actor="me")
     rollback_file.write_text("DROP TABLE first;\n")
     assert migrations.rollback(db.backend, folder, actor="me").rolled_back[0].source == "file"

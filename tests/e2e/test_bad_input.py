@@ -135,12 +135,6 @@ def test_a_rollback_file_deleted_after_apply_is_replaced_by_the_stored_copy(
     assert_stage(project.state(), "before")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="migrations.rollback raises DeployFailed (exit 1, 'failed while changing') when a "
-    "migration has no rollback SQL, although it refuses before changing anything: the "
-    "documented code for that is 5 (Refused)",
-)
 def test_a_migration_without_rollback_sql_is_refused_with_exit_5(project: Project) -> None:
     project.seed_before()
     without_rollback(project)

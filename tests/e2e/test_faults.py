@@ -201,13 +201,6 @@ def test_a_torn_batch_is_reported_and_the_hinted_restore_returns_to_before(
     assert_stage(project.state(), "before")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="migrations._Deploy._checks lets an Unavailable raised while running verify checks"
-    " escape as a bare NetworkError (exit 4, 'check the database'), although 001 is applied"
-    " and unverified; the error should say so (a DeployFailed, exit 1, naming the applied"
-    " migration, that verification did not run, and `d1deploy verify`)",
-)
 def test_a_connection_lost_during_verification_says_what_was_applied(project: Project) -> None:
     project.seed_before()
     # The first verify probe of 001 is sent once (a write) and its answer never comes.
