@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from d1deploy import __version__, errors
+from d1deploy import __version__, dumps, errors
 from d1deploy.backend import (
     Backend,
     ExportHandle,
@@ -541,7 +541,7 @@ def restore_from_backup(
         )
     if backend.is_remote:
         say(f"Warning: D1 blocks every query to {info.name} while the import runs.")
-    with _plain_sql(source) as sql_path:
+    with _importable_sql(source) as sql_path:
         imported = backend.import_file(sql_path, on_message=say)
     return RestoreFromBackupResult(
         path=path,
@@ -559,26 +559,26 @@ def restore_from_backup(
 
 
 @contextlib.contextmanager
-def _plain_sql(source: Sidecar) -> Iterator[Path]:
-    """The backup as a plain SQL file: itself, or a private gunzipped temporary copy."""
-    if not source.gzip:
-        yield source.path
-        return
-    fd, tmp = tempfile.mkstemp(prefix="d1deploy-restore-", suffix=".sql")
-    try:
-        with open(fd, "wb") as out, gzip.open(source.path, "rb") as dump:
-            shutil.copyfileobj(dump, out, 1 << 20)
-    except (OSError, EOFError, zlib.error) as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise errors.InputError(
-            f"The backup {source.path} is not valid gzip: {err}.",
-            hint=_DAMAGED_HINT,
-            file=str(source.path),
-        ) from err
-    try:
-        yield Path(tmp)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+def _importable_sql(source: Sidecar) -> Iterator[Path]:
+    """The backup as a file the import flow can run: gunzipped when needed, with its
+    CREATE TABLEs first (`dumps.importable`), in a private temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="d1deploy-restore-") as tmp:
+        plain = source.path
+        if source.gzip:
+            plain = Path(tmp) / "plain.sql"
+            try:
+                with (
+                    open(dumps.private_file(plain), "wb") as out,
+                    gzip.open(source.path, "rb") as dump,
+                ):
+                    shutil.copyfileobj(dump, out, 1 << 20)
+            except (OSError, EOFError, zlib.error) as err:
+                raise errors.InputError(
+                    f"The backup {source.path} is not valid gzip: {err}.",
+                    hint=_DAMAGED_HINT,
+                    file=str(source.path),
+                ) from err
+        yield dumps.importable(plain, Path(tmp) / "import.sql")
 
 
 def describe_restore_point(

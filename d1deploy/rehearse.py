@@ -217,12 +217,13 @@ def _checks_of(err: D1DeployError) -> tuple[CheckResult, ...]:
 def _load_copy(
     target: Backend, copy: LocalBackend, from_backup: Path | None, work: Path, say: Notify
 ) -> str:
-    if from_backup is not None:
-        backup.restore_from_backup(copy, from_backup, notify=say)
-        return f"backup {from_backup.name}"
-    taken = backup.backup(target, dest=None, backup_dir=work, notify=say)
-    copy.import_file(taken.path, on_message=say)
-    return f"export of {target.info.name}, {taken.bytes} bytes"
+    """Fill the empty copy the way a backup is restored (verified, tables first)."""
+    if from_backup is None:
+        taken = backup.backup(target, dest=None, backup_dir=work, notify=say)
+        backup.restore_from_backup(copy, taken.path, notify=say)
+        return f"export of {target.info.name}, {taken.bytes} bytes"
+    backup.restore_from_backup(copy, from_backup, notify=say)
+    return f"backup {from_backup.name}"
 
 
 def row_counts(backend: Backend, table: str) -> dict[str, int]:

@@ -14,6 +14,7 @@ from d1deploy.local import LocalBackend
 from d1deploy.rehearse import RehearsalFailed, rehearse, row_counts
 from tests.emulator import D1Emulator
 from tests.test_checks import remote_backend
+from tests.test_dumps import REBUILT_PARENT
 from tests.test_seed import REALISTIC_DATA
 
 SEED = Path(__file__).resolve().parent.parent / "migrations"
@@ -135,3 +136,15 @@ def test_row_counts_leave_out_the_ledger_and_d1deploy_tables(tmp_path: Path) -> 
         ]
     )
     assert row_counts(db, "d1_migrations") == {"t": 2}
+
+
+def test_a_database_whose_parent_table_was_rebuilt_can_be_rehearsed(
+    tmp_path: Path, migrations_dir: Path
+) -> None:
+    source = LocalBackend(tmp_path / "prod.sqlite")
+    source.run([Statement(s) for s in REBUILT_PARENT])
+
+    report = rehearse(source, migrations_dir, actor="test")
+
+    assert report.ok
+    assert report.rows_before["child"] == 2 and report.rows_after["child"] == 2
