@@ -9,6 +9,7 @@ Heavy modules (httpx, the engine) are imported inside the commands so that
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -312,6 +313,15 @@ class Run:
         if not typer.confirm(question, default=False, err=True):
             raise typer.Exit(1)
 
+    def download_progress(
+        self, backend: Backend
+    ) -> contextlib.AbstractContextManager[Callable[[int, int | None], None]]:
+        """A byte progress bar for one database's backup; none for a fleet, whose
+        databases download at once (their lines say when each is done)."""
+        if self.is_fleet:
+            return contextlib.nullcontext(lambda _done, _total: None)
+        return self.out.byte_progress(f"backup of {backend.info.name}")
+
     def backup_hook(self, backend: Backend) -> Callable[[], object] | None:
         """The backup `migrate`/`rollback` take before their first change."""
         if self.common.get("no_backup"):
@@ -319,9 +329,14 @@ class Run:
         from d1deploy import backup
 
         def take() -> object:
-            result = backup.backup(
-                backend, dest=None, backup_dir=self.settings.backup_dir, notify=self.out.info
-            )
+            with self.download_progress(backend) as on_bytes:
+                result = backup.backup(
+                    backend,
+                    dest=None,
+                    backup_dir=self.settings.backup_dir,
+                    notify=self.out.info,
+                    on_bytes=on_bytes,
+                )
             self.out.info(f"Backup written: {result.path} ({result.bytes} bytes)")
             return result
 
@@ -762,14 +777,16 @@ def backup(
     options = ExportOptions(no_data=no_data, no_schema=no_schema, tables=tuple(table or ()))
 
     def operation(backend: Backend) -> backup_mod.BackupResult:
-        return backup_mod.backup(
-            backend,
-            dest=output,
-            backup_dir=backup_dir or run.settings.backup_dir,
-            options=options,
-            gzip=gzip,
-            notify=run.out.info,
-        )
+        with run.download_progress(backend) as on_bytes:
+            return backup_mod.backup(
+                backend,
+                dest=output,
+                backup_dir=backup_dir or run.settings.backup_dir,
+                options=options,
+                gzip=gzip,
+                notify=run.out.info,
+                on_bytes=on_bytes,
+            )
 
     if run.is_fleet:
         if output is not None:

@@ -12,6 +12,7 @@ token), so even a message that somehow carried it cannot print it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import json
@@ -19,7 +20,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -161,6 +162,32 @@ class Output:
 
     def info(self, text: str) -> None:
         self._err(text)
+
+    @contextlib.contextmanager
+    def byte_progress(self, label: str) -> Iterator[Callable[[int, int | None], None]]:
+        """A progress bar (bytes, speed) on stderr for a download, when stderr is a
+        terminal; elsewhere (CI logs, pipes) a no-op, so logs stay line by line."""
+        if not self.stderr.isatty():
+            yield lambda _done, _total: None
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+        )
+        with Progress(*columns, console=Console(file=self.stderr), transient=True) as bar:
+            task = bar.add_task(label, total=None)
+            yield lambda done, total: bar.update(task, completed=done, total=total)
 
     def detail(self, text: str) -> None:
         """Shown only with --verbose."""
