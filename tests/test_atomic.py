@@ -12,26 +12,18 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from datetime import datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from d1deploy import ledger, lock, migrations
 from d1deploy.backend import (
-    Backend,
-    DatabaseInfo,
-    ExportHandle,
-    ExportOptions,
-    ImportResult,
-    MessageCallback,
-    QueryResult,
-    RestoreResult,
     Statement,
 )
 from d1deploy.local import LocalBackend
 from d1deploy.migrations import DeployFailed, MigrateReport
+from tests import test_checks as checks_tests
 from tests.emulator import D1Emulator
 from tests.test_migrations import USER_TABLES, Db, deploy, remote_backend, three, write
 
@@ -41,44 +33,15 @@ UNDO_ROW = 'DELETE FROM "d1_migrations"'
 NAMES = ["001_a.sql", "002_b.sql", "003_c.sql"]
 
 
-class Recording:
-    """A Backend that remembers the SQL of every request it sends."""
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.sent: list[list[str]] = []
+class Recording(checks_tests.Recording):
+    """test_checks' recording Backend, counting the requests that hold a statement."""
 
     @property
-    def info(self) -> DatabaseInfo:
-        return self.inner.info
-
-    @property
-    def is_remote(self) -> bool:
-        return self.inner.is_remote
-
-    def run(self, statements: Sequence[Statement], *, read_only: bool = False) -> list[QueryResult]:
-        self.sent.append([s.sql for s in statements])
-        return self.inner.run(statements, read_only=read_only)
+    def sent(self) -> list[list[str]]:
+        return [batch for batch, _ in self.requests]
 
     def requests_with(self, sql_start: str) -> int:
         return sum(any(sql.startswith(sql_start) for sql in batch) for batch in self.sent)
-
-    def bookmark(self, at: datetime | None = None) -> str:
-        return self.inner.bookmark(at)
-
-    def restore(self, bookmark: str) -> RestoreResult:
-        return self.inner.restore(bookmark)
-
-    def export(
-        self, options: ExportOptions, on_message: MessageCallback | None = None
-    ) -> ExportHandle:
-        return self.inner.export(options, on_message)
-
-    def import_file(self, path: Path, on_message: MessageCallback | None = None) -> ImportResult:
-        return self.inner.import_file(path, on_message)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def recording(db: Db) -> Recording:
@@ -370,7 +333,7 @@ def test_migrations_too_big_for_one_request_go_in_as_few_as_fit(db: Db, mdir: Pa
     assert db.ledger() == [] and tables(db) == set()
 
     big(mdir, 4)
-    recording(db).sent.clear()
+    recording(db).requests.clear()
     report = deploy(db, mdir, atomic=True, limits=limits)
     assert len(report.applied) == 4 and recording(db).requests_with(APPLY_ROW) == 2
 
