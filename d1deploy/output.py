@@ -267,7 +267,7 @@ class Output:
 
     def table(self, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """A plain aligned table on stdout (no colours: it is data, meant to be piped)."""
-        cells = [[_cell(c) for c in columns]] + [[_cell(v) for v in row] for row in rows]
+        cells = [[cell(c) for c in columns]] + [[cell(v) for v in row] for row in rows]
         widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
         for n, row in enumerate(cells):
             self.print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -328,7 +328,8 @@ class Output:
             fh.write("".join(entries))
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
+    """How a SQL value reads in a table: NULL, X'hex' for BLOBs."""
     if value is None:
         return "NULL"
     if isinstance(value, bytes):
@@ -343,5 +344,5 @@ def _md_escape(text: str) -> str:
 def md_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A Markdown table for the GitHub step summary."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_md_escape(_cell(v)) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_md_escape(cell(v)) for v in row) + " |" for row in rows]
     return "\n".join(lines)

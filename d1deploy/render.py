@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from d1deploy.errors import D1DeployError, InputError, PrecheckFailed
-from d1deploy.output import Output, md_table
+from d1deploy.output import Output, cell, md_table
 
 if TYPE_CHECKING:
     from d1deploy.backend import DatabaseInfo, RestoreResult
@@ -96,7 +96,7 @@ def checks(out: Output, results: Sequence[CheckResult], *, title: str) -> None:
         if not r.ok and r.rows:
             out.info("       offending rows (first 10):")
             width = [
-                max(len(str(c)), *(len(_cell(row[i])) for row in r.rows))
+                max(len(str(c)), *(len(cell(row[i])) for row in r.rows))
                 for i, c in enumerate(r.columns)
             ]
             out.info(
@@ -104,8 +104,7 @@ def checks(out: Output, results: Sequence[CheckResult], *, title: str) -> None:
             )
             for row in r.rows:
                 out.info(
-                    "       "
-                    + "  ".join(_cell(v).ljust(w) for v, w in zip(row, width, strict=True))
+                    "       " + "  ".join(cell(v).ljust(w) for v, w in zip(row, width, strict=True))
                 )
 
 
@@ -129,14 +128,6 @@ def _checks_summary(out: Output, results: Sequence[CheckResult], title: str) -> 
             ],
         )
     )
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bytes):
-        return f"X'{value.hex()}'"
-    return str(value)
 
 
 # -- foundation commands -----------------------------------------------------------------------
