@@ -1,4 +1,4 @@
-"""`python -m bench [all|migrate|start|backup|split] [--runs N] [--latency S] [--quick]`.
+"""`python -m bench [all|migrate|fleet|start|backup|split] [--runs N] [--latency S] [--quick]`.
 
 Runs the chosen benchmarks against the D1 emulator on loopback, prints each row as its
 benchmark finishes, and writes the table to `bench/RESULTS.md` (or `--output`).
@@ -19,7 +19,7 @@ from pathlib import Path
 # `tests.emulator` and `bench` are imported as packages of the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import bench_backup, bench_migrate, bench_split, bench_start, wrangler
+from bench import bench_backup, bench_fleet, bench_migrate, bench_split, bench_start, wrangler
 from bench.harness import (
     LOAD_KEY,
     ORDER,
@@ -32,11 +32,11 @@ from bench.harness import (
     write_results,
 )
 
-QUICK = {"backup_mb": 50, "split_mb": 10, "runs": 3}
-FULL = {"backup_mb": 500, "split_mb": 100, "runs": 5}
+QUICK = {"backup_mb": 50, "split_mb": 10, "runs": 3, "databases": 24}
+FULL = {"backup_mb": 500, "split_mb": 100, "runs": 5, "databases": 200}
 MIGRATIONS = 30
-NEEDS_COMMAND = {"migrate": "migrate", "backup": "backup"}
-NEEDS_WRANGLER = ("migrate", "start")
+NEEDS_COMMAND = {"migrate": "migrate", "fleet": "migrate", "backup": "backup"}
+NEEDS_WRANGLER = ("migrate", "fleet", "start")
 
 
 def split_rows(opts: Options, size_mb: int) -> list[Row]:
@@ -55,14 +55,28 @@ def split_rows(opts: Options, size_mb: int) -> list[Row]:
     ]
 
 
-def benchmarks(quick: bool) -> dict[str, Callable[[Options], list[Row]]]:
+def benchmarks(
+    quick: bool, fleet: bench_fleet.FleetSettings | None = None
+) -> dict[str, Callable[[Options], list[Row]]]:
     sizes = QUICK if quick else FULL
+    fleet = fleet or bench_fleet.FleetSettings(databases=sizes["databases"])
     return {
         "migrate": lambda o: bench_migrate.run(o, migrations=MIGRATIONS),
+        "fleet": lambda o: bench_fleet.run(o, fleet),
         "start": bench_start.run,
         "backup": lambda o: bench_backup.run(o, size_mb=sizes["backup_mb"]),
         "split": lambda o: split_rows(o, sizes["split_mb"]),
     }
+
+
+def fleet_settings(args: argparse.Namespace) -> bench_fleet.FleetSettings:
+    """The fleet's shape from the command line."""
+    return bench_fleet.FleetSettings(
+        databases=args.databases or (QUICK if args.quick else FULL)["databases"],
+        concurrency=args.concurrency,
+        wrangler_subset=args.wrangler_subset,
+        seed=args.seed,
+    )
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -74,9 +88,23 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs")
     parser.add_argument("--no-wrangler", action="store_true", help="skip the wrangler baseline")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="the Markdown file")
+    fleet = parser.add_argument_group("fleet")
+    fleet.add_argument("--databases", type=int, help="fleet size (default 200; quick 24)")
+    fleet.add_argument("--concurrency", type=int, default=8, help="fleet: databases at once")
+    fleet.add_argument(
+        "--wrangler-subset",
+        type=int,
+        default=20,
+        help="fleet: databases the sequential wrangler loop runs over (then extrapolated)",
+    )
+    fleet.add_argument("--seed", type=int, default=1, help="fleet: seed of the injected faults")
     args = parser.parse_args(argv)
     if args.runs is not None and args.runs < 1:
         parser.error("--runs must be at least 1")
+    for name in ("databases", "concurrency", "wrangler_subset"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     args.which = args.which or ["all"]
     unknown = [name for name in args.which if name not in ("all", *ORDER)]
     if unknown:
@@ -114,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = time.perf_counter()
         print(f"[{name}] running...", flush=True)
         try:
-            produced = benchmarks(args.quick)[name](opts)
+            produced = benchmarks(args.quick, fleet_settings(args))[name](opts)
         except (RuntimeError, TimeoutError, OSError) as exc:
             print(f"[{name}] FAILED: {exc}", file=sys.stderr)
             failed.append(name)

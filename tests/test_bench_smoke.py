@@ -4,26 +4,34 @@ well-formed rows. Never asserts on timings (those are for `python -m bench`)."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from bench import bench_backup, bench_migrate, bench_start, wrangler
-from bench.__main__ import benchmarks, parse, split_rows
+from bench import bench_backup, bench_fleet, bench_migrate, bench_start, wrangler
+from bench.__main__ import benchmarks, fleet_settings, parse, split_rows
 from bench.harness import ORDER, Options, Row, checked, run_measured, write_results
+from tests.e2e.states import read_state
+from tests.emulator import D1Emulator
 
 OPTS = Options(runs=1, warmup=0, latency=0.0, wrangler_note="wrangler skipped in tests")
 
 
 def test_migrate_deploys_and_counts_requests() -> None:
     rows = bench_migrate.run(OPTS, migrations=3)
-    assert [row.bench for row in rows] == ["migrate"] * 3
-    requests = rows[1]
+    assert [row.bench for row in rows] == ["migrate"] * 5
+    wall, requests, atomic, atomic_requests, backup = rows
     assert int(requests.d1deploy) > 3  # at least one request per migration
     assert requests.baseline == "wrangler skipped in tests" and requests.ratio is None
-    assert "download" in rows[2].d1deploy
+    # --atomic sends the three migrations in one request, so fewer requests in all.
+    assert int(atomic_requests.d1deploy) < int(requests.d1deploy)
+    assert f"{atomic_requests.d1deploy} API requests" in atomic.d1deploy
+    assert atomic.target == "≤ 0.3x (#8)" and atomic.verdict == "no baseline"
+    assert "--atomic" in atomic.commands[1] and "--atomic" not in wall.commands[1]
+    assert "download" in backup.d1deploy
     assert all("d1deploy migrate" in row.commands[1] for row in rows)
 
 
@@ -99,7 +107,109 @@ def test_command_line() -> None:
     args = parse(["migrate", "split", "--runs", "2", "--latency", "0"])
     assert (args.which, args.runs, args.latency, args.quick) == (["migrate", "split"], 2, 0, False)
     assert parse([]).which == ["all"]
-    with pytest.raises(SystemExit):
-        parse(["fleet"])
-    with pytest.raises(SystemExit):
-        parse(["--runs", "0"])
+    assert fleet_settings(parse(["fleet"])) == bench_fleet.FleetSettings(databases=200)
+    assert fleet_settings(parse(["fleet", "--quick"])).databases == 24
+    fleet = fleet_settings(
+        parse(["fleet", "--databases", "9", "--concurrency", "3", "--seed", "7"])
+    )
+    assert (fleet.databases, fleet.concurrency, fleet.seed) == (9, 3, 7)
+    for wrong in (["nope"], ["--runs", "0"], ["fleet", "--databases", "0"]):
+        with pytest.raises(SystemExit):
+            parse(wrong)
+
+
+def test_fleet_measures_both_loops_and_a_fault_run() -> None:
+    settings = bench_fleet.FleetSettings(databases=3, concurrency=2, seed=4)  # one drop-before
+    fleet, loop_of_wrangler, faults = bench_fleet.run(OPTS, settings)
+    assert [fleet.bench, loop_of_wrangler.bench, faults.bench] == ["fleet"] * 3
+    assert fleet.ratio is not None and "x faster" in fleet.verdict
+    assert "--databases-matching 'fleet-*' --concurrency 2" in fleet.commands[1]
+    assert "seq -f 'fleet-%03g' 1 3" in fleet.commands[2]
+    assert 'migrate -d "$name" --no-backup' in fleet.commands[2]
+    assert loop_of_wrangler.baseline == "wrangler skipped in tests"
+    assert faults.d1deploy.startswith("0 after the faulted run, 0 after the re-run; 3/3")
+    assert faults.verdict == "yes" and "rules fired" in faults.note
+
+
+def _migrated_file(tmp_path: Path, applied: int, torn: bool = False) -> Path:
+    """A database as d1deploy leaves it after `applied` of 3 migrations, by plain SQLite."""
+    paths = bench_migrate.write_migrations(tmp_path / "migrations", 3)
+    path = tmp_path / f"db-{len(list(tmp_path.glob('*.sqlite')))}.sqlite"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE d1_migrations (id INTEGER PRIMARY KEY, name TEXT)")
+        history = (
+            "CREATE TABLE _d1deploy_history (id INTEGER PRIMARY KEY, name, event, duration_ms)"
+        )
+        con.execute(history)
+        for p in paths[:applied]:
+            con.executescript(p.read_text())
+            con.execute("INSERT INTO d1_migrations (name) VALUES (?)", (p.name,))
+            done = "INSERT INTO _d1deploy_history (name, event, duration_ms) VALUES (?, 'apply', 1)"
+            con.execute(done, (p.name,))
+        if torn:
+            started = "INSERT INTO _d1deploy_history (name, event) VALUES (?, 'apply')"
+            con.execute(started, (paths[applied].name,))
+    con.close()
+    return path
+
+
+def test_judge_tells_a_consistent_prefix_from_a_half_migrated_database(tmp_path: Path) -> None:
+    paths = bench_migrate.write_migrations(tmp_path / "migrations", 3)
+    shapes = bench_fleet.expected_shapes(paths)
+    names = [p.name for p in paths]
+
+    def judged(path: Path) -> str:
+        return bench_fleet.judge(read_state(path), names, shapes)
+
+    assert judged(_migrated_file(tmp_path, 3)) == "complete"
+    assert judged(_migrated_file(tmp_path, 1)) == "partial"
+    assert judged(_migrated_file(tmp_path, 0)) == "partial"
+    assert judged(_migrated_file(tmp_path, 2, torn=True)) == "half-migrated"
+    missing_index = _migrated_file(tmp_path, 2)
+    with sqlite3.connect(missing_index) as con:
+        con.execute("DROP INDEX idx_t002_name")
+    con.close()
+    assert judged(missing_index) == "half-migrated"
+    unrecorded = _migrated_file(tmp_path, 1)
+    with sqlite3.connect(unrecorded) as con:
+        con.executescript(paths[1].read_text())  # applied, but not in the ledger
+    con.close()
+    assert judged(unrecorded) == "half-migrated"
+
+
+def test_faults_are_seeded_and_tied_to_one_database(tmp_path: Path) -> None:
+    emulator = D1Emulator(tmp_path / "emulator")
+    try:
+        refs = [emulator.create_database(name) for name in bench_fleet.names(40)]
+        drawn = bench_fleet.inject_faults(emulator, refs, 3, seed=5)
+        again = D1Emulator(tmp_path / "again")
+        try:
+            other = [again.create_database(name) for name in bench_fleet.names(40)]
+            assert bench_fleet.inject_faults(again, other, 3, seed=5) == drawn
+        finally:
+            again.close()
+    finally:
+        emulator.close()
+    assert sum(drawn.values()) == 40 and drawn["none"] < 40
+    assert len(emulator.faults.rules) == 40 - drawn["none"]
+    uuids = {ref.uuid for ref in refs}
+    assert all(any(u in rule.path for u in uuids) for rule in emulator.faults.rules)
+
+
+def test_fleet_loops_and_wrangler_config(tmp_path: Path) -> None:
+    script = bench_fleet.loop_script("tool apply @NAME@ --remote", 3)
+    assert script.endswith('do tool apply "$name" --remote; done')
+    echoed = ["bash", "-c", script.replace("tool", "echo")]
+    listed = subprocess.run(echoed, capture_output=True, text=True, check=True).stdout.split()
+    assert listed == [w for n in bench_fleet.names(3) for w in ("apply", n, "--remote")]
+    emulator = D1Emulator(tmp_path / "emulator")
+    try:
+        refs = [emulator.create_database(name) for name in bench_fleet.names(2)]
+    finally:
+        emulator.close()
+    config = bench_fleet.write_wrangler_config(tmp_path, refs, "migrations")
+    entries = tomllib.loads(config.read_text())["d1_databases"]
+    assert [(e["binding"], e["database_name"], e["database_id"]) for e in entries] == [
+        ("DB_001", "fleet-001", refs[0].uuid),
+        ("DB_002", "fleet-002", refs[1].uuid),
+    ]
