@@ -30,6 +30,7 @@ def test_migrate_deploys_and_counts_requests() -> None:
     assert int(atomic_requests.d1deploy) < int(requests.d1deploy)
     assert f"{atomic_requests.d1deploy} API requests" in atomic.d1deploy
     assert atomic.target == "≤ 0.3x (#8)" and atomic.verdict == "no baseline"
+    assert "With no latency at all" in atomic.note
     assert "--atomic" in atomic.commands[1] and "--atomic" not in wall.commands[1]
     assert "download" in backup.d1deploy
     assert all("d1deploy migrate" in row.commands[1] for row in rows)
