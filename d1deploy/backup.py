@@ -14,14 +14,16 @@ import gzip
 import hashlib
 import json
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 from d1deploy import __version__, dumps, errors
 from d1deploy.backend import (
@@ -37,6 +39,8 @@ FORMAT = "d1-sql-dump"
 """The sidecar's `format` value: a D1-format SQL dump (as D1's export produces)."""
 
 _FILE_MODE = 0o600
+_HASH_BATCH = 1 << 20  # bytes handed to the hashing thread at once: fewer hand-offs
+_HASH_QUEUE = 4  # batches waiting at most, so memory stays flat when hashing lags
 _GZIP_LEVEL = 6  # level 9 costs several times the CPU for a few percent on SQL text
 _TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
@@ -154,21 +158,77 @@ class _Sink(Protocol):
 
 
 class _HashingWriter:
-    """Writes to a file while hashing and counting exactly the bytes that reach it."""
+    """Writes to a file descriptor while a thread hashes exactly the bytes written.
 
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self.sha256 = hashlib.sha256()
+    sha256 costs about as much CPU as receiving and writing the dump, and hashlib
+    releases the GIL on large buffers, so a second thread overlaps it with the
+    transfer. Each write reaches the file in full before its bytes are queued, in order.
+    Leaving the `with` block stops the thread; `hexdigest()` waits for it.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
         self.bytes = 0
+        self._sha256 = hashlib.sha256()
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(_HASH_QUEUE)
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._hash, name="d1deploy-sha256", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> _HashingWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._close()
 
     def write(self, data: bytes, /) -> int:
-        self._raw.write(data)
-        self.sha256.update(data)
+        if self._closed:
+            # A gzip writer finalised late must not reach an fd number reused meanwhile.
+            raise ValueError("write to a closed backup file")
+        data = bytes(data)  # hashed later, so it must not change meanwhile (no copy of bytes)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
         self.bytes += len(data)
+        self._batch.append(data)
+        self._batched += len(data)
+        if self._batched >= _HASH_BATCH:
+            self._hand_over()
         return len(data)
 
     def flush(self) -> None:
-        self._raw.flush()
+        """Nothing to do (gzip calls it): every write goes straight to the descriptor."""
+
+    def hexdigest(self) -> str:
+        """The sha256 of every byte written; no write may follow."""
+        self._close()
+        if self._error is not None:
+            raise self._error
+        return self._sha256.hexdigest()
+
+    def _hand_over(self) -> None:
+        if self._batch:
+            self._queue.put(self._batch)
+            self._batch, self._batched = [], 0
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._hand_over()
+            self._queue.put(None)
+            self._thread.join()
+
+    def _hash(self) -> None:
+        try:
+            while (batch := self._queue.get()) is not None:
+                self._sha256.update(b"".join(batch))
+        except BaseException as exc:  # re-raised by hexdigest()
+            self._error = exc
+            while self._queue.get() is not None:  # keep write() from blocking on a full queue
+                pass
 
 
 def sidecar_path(path: Path) -> Path:
@@ -331,8 +391,7 @@ def _download(
         raise _part_exists(part) from None
     try:
         os.fchmod(fd, _FILE_MODE)  # exactly 0600 whatever the umask
-        with open(fd, "wb") as raw:
-            sink = _HashingWriter(raw)
+        with _HashingWriter(fd) as sink:
             out: _Sink = sink
             compressor = None
             if gz:
@@ -353,12 +412,14 @@ def _download(
                 raise errors.DownloadError(
                     f"received {received} of {handle.size} bytes",
                 )
-            raw.flush()
-            os.fsync(raw.fileno())
+            digest = sink.hexdigest()
+        os.fsync(fd)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    return sink.bytes, sink.sha256.hexdigest()
+    finally:
+        os.close(fd)
+    return sink.bytes, digest
 
 
 def _sidecar_json(result: BackupResult) -> dict[str, Any]:

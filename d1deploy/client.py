@@ -446,6 +446,10 @@ class D1Client:
             # An injected transport is used as is, never replaced by an env proxy.
             "trust_env": transport is None,
         }
+        if transport is None:
+            # Built as each client would build its own (CA bundle, SSL_CERT_FILE), but
+            # once: loading the CA bundle is a good part of a short command's start-up.
+            common["verify"] = httpx.create_ssl_context(trust_env=True)
         self._api = httpx.Client(
             base_url=validate_base_url(base_url),
             headers={
@@ -662,9 +666,14 @@ class D1Client:
                         hint="the signed link is valid for one hour; run the backup again",
                     )
                 got = 0
-                for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
+                # As the transport hands them over (64 KiB reads from a socket):
+                # re-chunking to a fixed size would copy every byte through a buffer.
+                for chunk in response.iter_bytes():
                     got += len(chunk)
-                    yield chunk
+                    # Only a body handed over whole (or inflated) is split, so callers
+                    # still get bounded chunks; a smaller chunk is yielded as is.
+                    for start in range(0, len(chunk), DOWNLOAD_CHUNK):
+                        yield chunk[start : start + DOWNLOAD_CHUNK]
                 if response.headers.get("content-encoding", "identity") != "identity":
                     got = response.num_bytes_downloaded
                 expected = response.headers.get("content-length", "")
