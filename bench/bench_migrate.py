@@ -247,7 +247,12 @@ def _rows(
             baseline=base_time,
             ratio=atomic_ratio,
             target="≤ 0.3x (#8)",
-            verdict=verdict(atomic_ratio <= 0.3) if atomic_ratio is not None else "no baseline",
+            # Three decimals: the ratio column rounds to two, and 0.304x shows as 0.30x.
+            verdict=(
+                f"{verdict(atomic_ratio <= 0.3)} ({atomic_ratio:.3f}x)"
+                if atomic_ratio is not None
+                else "no baseline"
+            ),
             commands=(setup, commands["d1deploy+atomic"], *wrangler_cmd),
             bench="migrate",
             produced_by=opts.invocation,
