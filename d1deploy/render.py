@@ -288,7 +288,7 @@ def plan(out: Output, report: PlanReport) -> None:
                 "deferred_prechecks": report.deferred,
             }
         )
-        checks(out, report.prechecks, title="Prechecks")
+        checks(out, _runnable_prechecks(report), title="Prechecks")
         return
     if not names:
         out.info(f"{db}: nothing to do; every migration is applied.")
@@ -305,12 +305,20 @@ def plan(out: Output, report: PlanReport) -> None:
         out.warn(f"drifted (changed since applied): {', '.join(report.status.drifted)}")
     if report.skipped:
         out.info(f"Not included (after --to): {', '.join(report.skipped)}")
-    checks(out, report.prechecks, title="Prechecks")
+    now = _runnable_prechecks(report)
+    checks(out, now, title="Prechecks")
     if report.deferred:
+        later = len(report.prechecks) - len(now)
         out.info(
-            "Prechecks run right before their migration (they read what earlier ones create): "
-            + ", ".join(report.deferred)
+            f"{later} precheck(s) read what earlier pending migrations create; migrate runs "
+            f"them right before their migration: {', '.join(report.deferred)}"
         )
+
+
+def _runnable_prechecks(report: PlanReport) -> list[CheckResult]:
+    """A precheck that reads what an earlier pending migration creates cannot run yet:
+    it is deferred (migrate runs it right before its migration), not failed."""
+    return [r for r in report.prechecks if r.ok or r in report.precheck_failures]
 
 
 def plan_verdict(report: PlanReport) -> None:
