@@ -287,6 +287,15 @@ def test_plan_local_lists_pending_and_runs_prechecks(project: Path) -> None:
     assert local_rows("SELECT name FROM d1_migrations") == [("000_base_schema.sql",)]
 
 
+def test_plan_on_a_fresh_database_defers_prechecks_instead_of_failing_them(
+    project: Path,
+) -> None:
+    result = run("plan", LOCAL)
+    assert "2 migration(s) would be applied" in result.stderr
+    assert "FAIL" not in result.stderr
+    assert "2 precheck(s) read what earlier pending migrations create" in result.stderr
+
+
 def test_verify_local(deployed: Path) -> None:
     result = run("verify", LOCAL)
     assert "ok   a negative balance is refused" in result.stderr
