@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
+from tests import realtools
 from tests.emulator import D1Emulator, ServedEmulator
+
+_T = TypeVar("_T")
 
 
 @pytest.fixture(autouse=True)
@@ -45,3 +49,35 @@ def d1_env(served_emulator: ServedEmulator) -> dict[str, str]:
         "CLOUDFLARE_ACCOUNT_ID": emu.account_id,
         "CLOUDFLARE_API_BASE_URL": served_emulator.base_url,
     }
+
+
+# --- the real tools (tests/realtools.py) ---------------------------------------------------
+
+
+def _real_tool(name: str, get: Callable[[], _T]) -> _T:
+    """`get()`, or skip (fail, when CI requires the real tools) saying in one line why not."""
+    try:
+        return get()
+    except realtools.ToolUnavailable as exc:
+        realtools.unavailable[name] = str(exc)
+        message = f"{name} unavailable: {exc}"
+        if realtools.required():
+            pytest.fail(f"{message} ({realtools.REQUIRED_ENV}=required)", pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def wrangler() -> realtools.Wrangler:
+    """wrangler (and through `--local`, workerd) at the pinned version, installed on first use."""
+    return _real_tool("wrangler", realtools.wrangler)
+
+
+@pytest.fixture(scope="session")
+def act_binary() -> Path:
+    """The act binary of the dev extra."""
+    return _real_tool("act", realtools.act)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for name, why in sorted(realtools.unavailable.items()):
+        terminalreporter.write_line(f"real tool {name} unavailable, its tests skipped: {why}")
