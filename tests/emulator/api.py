@@ -48,6 +48,7 @@ _ROUTE = re.compile(
     r"|/time_travel/restore)?)?/?"
 )
 _AUTH_HEADERS = ("authorization", "x-auth-key", "x-auth-email")
+_LISTED = ("uuid", "name", "created_at", "version", "jurisdiction")
 
 
 @dataclass(frozen=True)
@@ -446,7 +447,9 @@ class D1Emulator:
             dbs = [d for d in self._dbs.values() if params.get("name", "") in d.name]
         chunk = dbs[(page - 1) * per_page : page * per_page]
         info = {"page": page, "per_page": per_page, "count": len(chunk), "total_count": len(dbs)}
-        return _envelope([self._describe(d) for d in chunk], result_info=info)
+        # Listed databases are summaries: size and table count come only from GET, as on D1.
+        listed = [{k: v for k, v in self._describe(d).items() if k in _LISTED} for d in chunk]
+        return _envelope(listed, result_info=info)
 
     def _create(self, body: Any) -> Response:
         _check("create", body)
