@@ -412,10 +412,10 @@ def test_backup_to_the_default_folder(deployed: Path) -> None:
 def test_new_creates_the_next_migration_and_its_companions(project: Path) -> None:
     result = run("new", "add audit index")
     created = [Path(p) for p in result.stdout.split()]
-    assert [p.name for p in created] == [
+    assert [p.relative_to(project / "migrations").as_posix() for p in created] == [
         "002_add_audit_index.sql",
-        "002_add_audit_index.rollback.sql",
-        "002_add_audit_index.verify.sql",
+        "002_add_audit_index/rollback.sql",
+        "002_add_audit_index/verify.sql",
     ]
     assert all(p.is_file() for p in created)
     payload = run_json("new", "another", "--migrations-dir", "elsewhere")
@@ -637,7 +637,7 @@ def test_verify_exits_1_when_a_check_fails(project: Path) -> None:
     run("baseline", M001, LOCAL)  # recorded, never run: its verify must fail
     result = run("verify", LOCAL, code=1)
     assert "FAIL audit_logs exists" in result.stderr
-    assert re.search(r"001_schema_enhancements\.verify\.sql:\d+", result.stderr)
+    assert re.search(r"001_schema_enhancements/verify\.sql:\d+", result.stderr)
     payload = run_json("verify", LOCAL, code=1)
     assert payload["error"]["type"] == "ChangeFailed"
 

@@ -126,7 +126,7 @@ def test_a_rollback_file_deleted_after_apply_is_replaced_by_the_stored_copy(
 ) -> None:
     project.seed_before()
     migrate_in_process(project.emulator, project.migrations)
-    (project.migrations / "001_rollback.sql").unlink()
+    (project.migrations / "001_schema_enhancements" / "rollback.sql").unlink()
 
     run = project.run("rollback", "--yes")
 

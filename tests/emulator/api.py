@@ -446,7 +446,11 @@ class D1Emulator:
             dbs = [d for d in self._dbs.values() if params.get("name", "") in d.name]
         chunk = dbs[(page - 1) * per_page : page * per_page]
         info = {"page": page, "per_page": per_page, "count": len(chunk), "total_count": len(dbs)}
-        return _envelope([self._describe(d) for d in chunk], result_info=info)
+        # The list carries no facts such as file_size (the SDK's DatabaseListResponse:
+        # created_at, name, uuid, version); only GET /database/{id} does.
+        summary = ("uuid", "name", "created_at", "version")
+        items = [{k: self._describe(d)[k] for k in summary} for d in chunk]
+        return _envelope(items, result_info=info)
 
     def _create(self, body: Any) -> Response:
         _check("create", body)
