@@ -751,5 +751,3 @@ def test_lint_errors_block_the_deploy(db: Db, mdir: Path) -> None:
         deploy(db, mdir)
     assert info.value.exit_code == 2 and info.value.line == 1
     assert db.count(lock.LOCK_TABLE) == 0
-
-

@@ -97,7 +97,8 @@ def index_names(backend: Backend) -> set[SqlValue]:
 
 
 def run_file(backend: Backend, path: Path) -> list[checks.CheckResult]:
-    shown = path.relative_to(MIGRATIONS).as_posix() if path.is_relative_to(MIGRATIONS) else path.name
+    inside = path.is_relative_to(MIGRATIONS)
+    shown = path.relative_to(MIGRATIONS).as_posix() if inside else path.name
     return checks.run_checks(backend, checks.parse_check_file(path, display_name=shown))
 
 
