@@ -84,19 +84,23 @@ PROJECT = [
         ],
     ),
 ]
+DATABASE = _option(
+    "database",
+    Annotated[
+        list[str] | None,
+        typer.Option(
+            "--database",
+            "-d",
+            metavar="NAME_OR_UUID",
+            help="D1 database, name or UUID (or a wrangler binding). Env D1DEPLOY_DATABASE.",
+        ),
+    ],
+)
+# Commands that only read the migrations folder take -d to pick a wrangler entry, whose
+# migrations_dir and migrations_pattern they use.
+ENTRY = [DATABASE, *PROJECT]
 TARGET = [
-    _option(
-        "database",
-        Annotated[
-            list[str] | None,
-            typer.Option(
-                "--database",
-                "-d",
-                metavar="NAME_OR_UUID",
-                help="D1 database, name or UUID. Env D1DEPLOY_DATABASE.",
-            ),
-        ],
-    ),
+    DATABASE,
     _option(
         "local",
         Annotated[
@@ -228,6 +232,8 @@ class Run:
 
         words = ["d1deploy", command]
         for key in ("env", "config", "migrations_dir"):
+            if key == "migrations_dir" and len(self.common.get("database") or ()) == 1:
+                words += ["-d", self.common["database"][0]]
             if self.common.get(key):
                 words += [f"--{key.replace('_', '-')}", str(self.common[key])]
         return shlex.join(words)
@@ -531,7 +537,7 @@ def bookmark(
     run.out.info(f"To return {name} to this point: d1deploy restore --bookmark {mark}")
 
 
-@_command("lint", PROJECT, OUTPUT)
+@_command("lint", ENTRY, OUTPUT)
 def lint(
     run: Run,
     files: Annotated[
@@ -558,7 +564,7 @@ def lint(
         )
 
 
-@_command("move-companions", PROJECT, OUTPUT)
+@_command("move-companions", ENTRY, OUTPUT)
 def move_companions(
     run: Run,
     dry_run: Annotated[
@@ -800,7 +806,7 @@ def baseline(
     render.baseline(run.out, report)
 
 
-@_command("new", PROJECT, OUTPUT)
+@_command("new", ENTRY, OUTPUT)
 def new(
     run: Run,
     name: Annotated[str, typer.Argument(help="What the migration does, e.g. 'add audit log'.")],
