@@ -722,7 +722,8 @@ def _wrangler_pattern(pattern: str, raw_dir: str | None, label: str, key: str) -
             file=label,
             hint='add migrations_dir to the entry, for example migrations_dir = "migrations"',
         )
-    return _pattern_in(pattern, _wrangler_relpath(raw_dir), label, f"{key}.migrations_pattern")
+    folder = _wrangler_relpath(posixpath.normpath(raw_dir.replace("\\", "/")))
+    return _pattern_in(pattern, folder, label, f"{key}.migrations_pattern")
 
 
 def _toml_pattern(config: _ProjectConfig, migrations_dir: Path | None) -> tuple[str | None, str]:
