@@ -194,21 +194,10 @@ def discover(migrations_dir: Path, pattern: str | None = None) -> list[Migration
             hint="create the first migration with `d1deploy new NAME`, or set migrations_dir",
         )
     names = migration_names(migrations_dir, pattern)
-    moves, unmovable = old_layout(migrations_dir, names)
-    if moves or unmovable:
-        listed = [
-            f"{m.source.relative_to(migrations_dir)} (-> {m.dest.relative_to(migrations_dir)})"
-            for m in moves
-        ] + unmovable
-        raise OldLayout(
-            f"{len(listed)} companion file(s) in {migrations_dir} are in the old layout, "
-            f"where wrangler would apply them as migrations: {'; '.join(listed)}",
-            hint=f"move them all into their migration's folder with `{MOVE_COMMAND}`",
-        )
+    _refuse_old_layout(migrations_dir, names)
     named = set(names)
     homes = {companion_dir(migrations_dir, n): n for n in names}
-    for name in names:
-        home = companion_dir(migrations_dir, name)
+    for home, name in homes.items():
         for kind in COMPANION_KINDS:
             rel = (home / f"{kind}.sql").relative_to(migrations_dir).as_posix()
             if rel in named and rel != name:
@@ -221,6 +210,20 @@ def discover(migrations_dir: Path, pattern: str | None = None) -> list[Migration
                 )
     _refuse_orphans(migrations_dir, homes)
     return [_load(n, migrations_dir) for n in names]
+
+
+def _refuse_old_layout(migrations_dir: Path, names: Sequence[str]) -> None:
+    moves, unmovable = old_layout(migrations_dir, names)
+    if moves or unmovable:
+        listed = [
+            f"{m.source.relative_to(migrations_dir)} (-> {m.dest.relative_to(migrations_dir)})"
+            for m in moves
+        ] + unmovable
+        raise OldLayout(
+            f"{len(listed)} companion file(s) in {migrations_dir} are in the old layout, "
+            f"where wrangler would apply them as migrations: {'; '.join(listed)}",
+            hint=f"move them all into their migration's folder with `{MOVE_COMMAND}`",
+        )
 
 
 def _refuse_orphans(migrations_dir: Path, homes: dict[Path, str]) -> None:
@@ -356,6 +359,7 @@ def new_migration(
 
     :raises UsageError: a bad name, a file that already exists, or a pattern under which
         neither place is a migration.
+    :raises OldLayout: the folder still has companions in the old layout.
     """
     pattern = pattern or DEFAULT_PATTERN
     slug = name.strip().removesuffix(".sql").replace(" ", "_")
@@ -365,6 +369,7 @@ def new_migration(
             hint="give a short name without slashes, for example `add audit log`",
         )
     existing = migration_names(migrations_dir, pattern) if migrations_dir.is_dir() else []
+    _refuse_old_layout(migrations_dir, existing)
     numbers = [(n, leading_number(n)) for n in existing]
     width = max((len(n.split("_", 1)[0]) for n, number in numbers if number is not None), default=4)
     number = max((x for _, x in numbers if x is not None), default=0) + 1

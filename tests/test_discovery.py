@@ -145,6 +145,8 @@ def test_the_old_layout_is_refused_naming_every_file_and_the_command(mdir: Path)
     write(mdir, "002_b.precheck.sql")
     with pytest.raises(errors.OldLayout) as info:
         discover(mdir)
+    with pytest.raises(errors.OldLayout):
+        new_migration(mdir, "next")  # a new one would be the only one in the new layout
     err = info.value
     assert err.exit_code == 2
     for old, new in (
