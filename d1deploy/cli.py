@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from d1deploy import __version__
-from d1deploy.errors import EXIT_CODES, ConfirmationRequired, D1DeployError, UsageError
+from d1deploy.errors import (
+    EXIT_CODES,
+    ConfirmationRequired,
+    D1DeployError,
+    OldLayout,
+    UsageError,
+)
 from d1deploy.output import Output
 
 if TYPE_CHECKING:
@@ -78,19 +84,23 @@ PROJECT = [
         ],
     ),
 ]
+DATABASE = _option(
+    "database",
+    Annotated[
+        list[str] | None,
+        typer.Option(
+            "--database",
+            "-d",
+            metavar="NAME_OR_UUID",
+            help="D1 database, name or UUID (or a wrangler binding). Env D1DEPLOY_DATABASE.",
+        ),
+    ],
+)
+# Commands that only read the migrations folder take -d to pick a wrangler entry, whose
+# migrations_dir and migrations_pattern they use.
+ENTRY = [DATABASE, *PROJECT]
 TARGET = [
-    _option(
-        "database",
-        Annotated[
-            list[str] | None,
-            typer.Option(
-                "--database",
-                "-d",
-                metavar="NAME_OR_UUID",
-                help="D1 database, name or UUID. Env D1DEPLOY_DATABASE.",
-            ),
-        ],
-    ),
+    DATABASE,
     _option(
         "local",
         Annotated[
@@ -216,6 +226,18 @@ class Run:
                 self.out.detail(f"  {key:<18} {value}  ({source})")
         return self._settings
 
+    def same_project(self, command: str) -> str:
+        """`d1deploy COMMAND` with this run's project options, to paste."""
+        import shlex
+
+        words = ["d1deploy", command]
+        for key in ("env", "config", "migrations_dir"):
+            if key == "migrations_dir" and len(self.common.get("database") or ()) == 1:
+                words += ["-d", self.common["database"][0]]
+            if self.common.get(key):
+                words += [f"--{key.replace('_', '-')}", str(self.common[key])]
+        return shlex.join(words)
+
     @property
     def actor(self) -> str:
         from d1deploy import config
@@ -296,10 +318,27 @@ class Run:
         client = self.client()
         try:
             info = client.resolve_database(cfg.database_id or cfg.database)
+            self.refuse_mismatch(info.name)
             self.out.detail(f"Using D1 database {info.name} ({info.uuid})")
             yield RemoteBackend(client, info)
         finally:
             client.close()
+
+    def refuse_mismatch(self, api_name: str) -> None:
+        """A wrangler entry whose database_name and database_id are two databases (a
+        copied block with prod's id under `staging`) must not reach the wrong one."""
+        cfg = self.settings
+        if cfg.database_id is None or cfg.database in (None, cfg.database_id, api_name):
+            return
+        from d1deploy.errors import ConfigMismatch
+
+        raise ConfigMismatch(
+            f"{cfg.sources['databases']} names database {cfg.database!r} with database_id "
+            f"{cfg.database_id}, but the API says {cfg.database_id} is {api_name!r}; "
+            "nothing was changed",
+            hint=f"correct database_id or database_name ({cfg.sources['database_id']}); "
+            "`d1deploy databases` lists each database's name and id",
+        )
 
     def confirm(self, question: str) -> None:
         """Ask before a destructive step; without a terminal only --yes proceeds."""
@@ -366,9 +405,12 @@ def _command(
             )
             output.add_secret(os.environ.get("CLOUDFLARE_API_TOKEN"))
             debug = bool(common.get("debug")) or os.environ.get("D1DEPLOY_DEBUG") == "1"
+            run = Run(common, output)
             try:
-                fn(Run(common, output), **kw)
+                fn(run, **kw)
             except D1DeployError as err:
+                if isinstance(err, OldLayout):
+                    err.hint = f"move them all with `{run.same_project('move-companions')}`"
                 if debug:
                     output.info(traceback.format_exc())
                 from d1deploy import render
@@ -495,7 +537,7 @@ def bookmark(
     run.out.info(f"To return {name} to this point: d1deploy restore --bookmark {mark}")
 
 
-@_command("lint", PROJECT, OUTPUT)
+@_command("lint", ENTRY, OUTPUT)
 def lint(
     run: Run,
     files: Annotated[
@@ -504,13 +546,13 @@ def lint(
     ] = None,
 ) -> None:
     """D1-specific static checks of SQL files; needs no database."""
+    from d1deploy import discovery, render
     from d1deploy import lint as lint_mod
-    from d1deploy import migrations, render
 
-    paths = (
-        list(files) if files else [m.path for m in migrations.discover(run.settings.migrations_dir)]
-    )
-    findings = lint_mod.lint_files(paths)
+    cfg = run.settings
+    found = [] if files else discovery.discover(cfg.migrations_dir, cfg.migrations_pattern)
+    paths = list(files) if files else [m.path for m in found]
+    findings = discovery.order_findings(found) + lint_mod.lint_files(paths)
     render.lint_findings(run.out, findings, checked=len(paths))
     errors = [f for f in findings if f.severity == "error"]
     if errors:
@@ -520,6 +562,24 @@ def lint(
             file=errors[0].file,
             line=errors[0].line,
         )
+
+
+@_command("move-companions", ENTRY, OUTPUT)
+def move_companions(
+    run: Run,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the moves; change nothing.")
+    ] = False,
+) -> None:
+    """Move rollback/precheck/verify files of the old layout into each migration's folder
+    (git mv where git tracks them), where wrangler never applies them."""
+    from d1deploy import layout, render
+
+    cfg = run.settings
+    report = layout.move_companions(
+        cfg.migrations_dir, cfg.migrations_pattern, dry_run=dry_run, notify=run.out.info
+    )
+    render.moved_companions(run.out, report, dry_run=dry_run)
 
 
 @_command("status", TARGET, FLEET, OUTPUT)
@@ -535,7 +595,9 @@ def status(
     cfg = run.settings
 
     def operation(backend: Backend) -> migrations.StatusReport:
-        return migrations.status(backend, cfg.migrations_dir, table=cfg.migrations_table)
+        return migrations.status(
+            backend, cfg.migrations_dir, pattern=cfg.migrations_pattern, table=cfg.migrations_table
+        )
 
     if run.is_fleet:
 
@@ -567,6 +629,7 @@ def plan(
         report = migrations.plan(
             backend,
             cfg.migrations_dir,
+            pattern=cfg.migrations_pattern,
             table=cfg.migrations_table,
             to=to,
             guard_tables=cfg.guard_tables,
@@ -624,6 +687,7 @@ def migrate(
             backend,
             cfg.migrations_dir,
             actor=run.actor,
+            pattern=cfg.migrations_pattern,
             table=cfg.migrations_table,
             lock_ttl=cfg.lock_ttl_seconds,
             guard_tables=cfg.guard_tables,
@@ -663,6 +727,7 @@ def rollback(
             backend,
             cfg.migrations_dir,
             actor=run.actor,
+            pattern=cfg.migrations_pattern,
             table=cfg.migrations_table,
             lock_ttl=cfg.lock_ttl_seconds,
             guard_tables=cfg.guard_tables,
@@ -696,7 +761,12 @@ def verify(
 
     def operation(backend: Backend) -> migrations.VerifyReport:
         return migrations.verify(
-            backend, cfg.migrations_dir, table=cfg.migrations_table, name=name, notify=run.out.info
+            backend,
+            cfg.migrations_dir,
+            pattern=cfg.migrations_pattern,
+            table=cfg.migrations_table,
+            name=name,
+            notify=run.out.info,
         )
 
     if run.is_fleet:
@@ -728,6 +798,7 @@ def baseline(
             cfg.migrations_dir,
             name,
             actor=run.actor,
+            pattern=cfg.migrations_pattern,
             table=cfg.migrations_table,
             lock_ttl=cfg.lock_ttl_seconds,
             notify=run.out.info,
@@ -735,7 +806,7 @@ def baseline(
     render.baseline(run.out, report)
 
 
-@_command("new", PROJECT, OUTPUT)
+@_command("new", ENTRY, OUTPUT)
 def new(
     run: Run,
     name: Annotated[str, typer.Argument(help="What the migration does, e.g. 'add audit log'.")],
@@ -743,7 +814,8 @@ def new(
     """Create the next-numbered migration with its rollback and verify files."""
     from d1deploy import migrations
 
-    created = migrations.new_migration(run.settings.migrations_dir, name)
+    cfg = run.settings
+    created = migrations.new_migration(cfg.migrations_dir, name, pattern=cfg.migrations_pattern)
     if run.out.json_mode:
         run.out.json({"ok": True, "created": created})
         return
@@ -891,6 +963,7 @@ def rehearse(
             backend,
             cfg.migrations_dir,
             actor=run.actor,
+            pattern=cfg.migrations_pattern,
             table=cfg.migrations_table,
             guard_tables=cfg.guard_tables,
             from_backup=from_backup,

@@ -524,17 +524,20 @@ class D1Client:
 
     @_scrubbed
     def resolve_database(self, name_or_uuid: str) -> DatabaseInfo:
-        """The database with this UUID, or with exactly this name."""
-        if _UUID.match(name_or_uuid):
-            try:
-                return self.get_database(name_or_uuid)
-            except errors.NotFound:
-                raise self._not_found(name_or_uuid) from None
+        """The database with this UUID, or with exactly this name, with the facts only
+        `GET /database/{id}` has (the list carries no file_size or num_tables)."""
+        uuid = name_or_uuid if _UUID.match(name_or_uuid) else None
         # The API's `name` filter is a search, not an exact match.
-        for info in self.list_databases(name=name_or_uuid):
+        for info in [] if uuid else self.list_databases(name=name_or_uuid):
             if info.name == name_or_uuid:
-                return info
-        raise self._not_found(name_or_uuid)
+                uuid = info.uuid
+                break
+        if uuid is None:
+            raise self._not_found(name_or_uuid)
+        try:
+            return self.get_database(uuid)
+        except errors.NotFound:
+            raise self._not_found(name_or_uuid) from None
 
     def _not_found(self, wanted: str) -> errors.NotFound:
         shown, total = self._list_page(None, 1, 1000)

@@ -17,6 +17,9 @@ Each setting, in precedence order (leftmost wins; "toml" is d1deploy.toml or
     local_path          only with --local: --local PATH > toml > .d1deploy/local.sqlite
     migrations_dir      --migrations-dir > toml > wrangler entry > ./migrations
     migrations_table    --migrations-table > toml > wrangler entry > d1_migrations
+    migrations_pattern  toml > wrangler entry > `*.sql` (written as wrangler's: it starts with
+                        the migrations folder, `migrations/*/migration.sql`; kept relative
+                        to that folder)
     backup_dir          --backup-dir > toml > ./backups
     lock_ttl_seconds    toml > 900
     guard_tables        toml `row_loss_guard_tables` > every table
@@ -35,6 +38,7 @@ import getpass
 import ipaddress
 import json
 import os
+import posixpath
 import re
 import socket
 import tomllib
@@ -54,6 +58,7 @@ ENV_DATABASE = "D1DEPLOY_DATABASE"
 
 DEFAULT_API_BASE_URL = "https://api.cloudflare.com/client/v4"
 DEFAULT_MIGRATIONS_TABLE = "d1_migrations"
+DEFAULT_MIGRATIONS_PATTERN = "*.sql"
 DEFAULT_LOCK_TTL_SECONDS = 900
 DEFAULT_LOCAL_PATH = Path(".d1deploy") / "local.sqlite"
 
@@ -79,6 +84,7 @@ class Settings:
     local_path: Path | None
     migrations_dir: Path
     migrations_table: str
+    migrations_pattern: str
     backup_dir: Path
     lock_ttl_seconds: int
     guard_tables: tuple[str, ...] | None
@@ -266,6 +272,12 @@ def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Pat
         (DEFAULT_MIGRATIONS_TABLE, _DEFAULT),
     )
 
+    migrations_pattern, sources["migrations_pattern"] = _pick(
+        _toml_pattern(config, migrations_dir),
+        entry.migrations_pattern if entry else (None, ""),
+        (DEFAULT_MIGRATIONS_PATTERN, _DEFAULT),
+    )
+
     local_path = None
     local_flag = flags.get("local")
     if local_flag is not None:
@@ -288,6 +300,7 @@ def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Pat
         sources["guard_tables"] = guard_source
 
     assert migrations_dir is not None and migrations_table is not None and backup_dir is not None
+    assert migrations_pattern is not None
     for f in dataclasses.fields(Settings):
         if f.name != "sources":
             sources.setdefault(f.name, _DEFAULT)
@@ -301,6 +314,7 @@ def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Pat
         local_path=local_path,
         migrations_dir=migrations_dir,
         migrations_table=migrations_table,
+        migrations_pattern=migrations_pattern,
         backup_dir=backup_dir,
         lock_ttl_seconds=lock_ttl if isinstance(lock_ttl, int) else DEFAULT_LOCK_TTL_SECONDS,
         guard_tables=_as_tuple(guard_tables),
@@ -391,6 +405,7 @@ _CONFIG_KEYS: dict[str, tuple[Callable[[object], bool], str]] = {
     "account_id": (_is_text, "a non-empty string"),
     "migrations_dir": (_is_text, "a non-empty string (a path)"),
     "migrations_table": (lambda v: isinstance(v, str), "a string"),
+    "migrations_pattern": (_is_text, "a non-empty string (a glob such as migrations/*.sql)"),
     "local_path": (_is_text, "a non-empty string (a path)"),
     "backup_dir": (_is_text, "a non-empty string (a path)"),
     "lock_ttl_seconds": (
@@ -518,6 +533,7 @@ class _WranglerEntry:
     database_id: str | None
     migrations_dir: tuple[Path | None, str]
     migrations_table: str | None
+    migrations_pattern: tuple[str | None, str]
     default_migrations_dir: Path
     section: str  # "wrangler.toml [env.staging] d1_databases[0]"
     note: str  # " (top level; [env.staging] has no d1_databases)" or ""
@@ -636,7 +652,13 @@ def _load_wrangler(path: Path, cwd: Path, env_name: str | None) -> _Wrangler:
         if not isinstance(raw, dict):
             raise _type_error(label, key, "a table", raw)
         fields: dict[str, str | None] = {}
-        for name in ("binding", "database_name", "database_id", "migrations_dir"):
+        for name in (
+            "binding",
+            "database_name",
+            "database_id",
+            "migrations_dir",
+            "migrations_pattern",
+        ):
             value = raw.get(name)
             if value is not None and not _is_text(value):
                 raise _type_error(label, f"{key}.{name}", "a non-empty string", value)
@@ -656,10 +678,21 @@ def _load_wrangler(path: Path, cwd: Path, env_name: str | None) -> _Wrangler:
             database_id=fields["database_id"],
             migrations_dir=(None, ""),
             migrations_table=table,
+            migrations_pattern=(None, ""),
             default_migrations_dir=path.parent / "migrations",
             section=f"{section} d1_databases[{index}]",
             note=paren + note,
         )
+        if fields["migrations_pattern"]:
+            entry = dataclasses.replace(
+                entry,
+                migrations_pattern=(
+                    _wrangler_pattern(
+                        fields["migrations_pattern"], fields["migrations_dir"], label, key
+                    ),
+                    entry.source("migrations_pattern"),
+                ),
+            )
         if fields["migrations_dir"]:
             entry = dataclasses.replace(
                 entry,
@@ -676,6 +709,56 @@ def _load_wrangler(path: Path, cwd: Path, env_name: str | None) -> _Wrangler:
         entries=tuple(entries),
         envs=frozenset(envs),
     )
+
+
+def _wrangler_pattern(pattern: str, raw_dir: str | None, label: str, key: str) -> str:
+    """A binding's `migrations_pattern`, relative to its `migrations_dir`, held to
+    wrangler's rules (`resolveMigrationsConfig`): the folder must be set, the pattern must
+    start with it."""
+    if raw_dir is None:
+        raise errors.ConfigFileError(
+            f"`{key}.migrations_pattern` is set but `{key}.migrations_dir` is not "
+            "(wrangler refuses this too)",
+            file=label,
+            hint='add migrations_dir to the entry, for example migrations_dir = "migrations"',
+        )
+    folder = _wrangler_relpath(posixpath.normpath(raw_dir.replace("\\", "/")))
+    return _pattern_in(pattern, folder, label, f"{key}.migrations_pattern")
+
+
+def _toml_pattern(config: _ProjectConfig, migrations_dir: Path | None) -> tuple[str | None, str]:
+    """d1deploy.toml's `migrations_pattern`, written as wrangler's (from the file's folder,
+    starting with the migrations folder), relative to the migrations folder."""
+    pattern, source = config.text("migrations_pattern")
+    if pattern is None or config.file is None or migrations_dir is None:
+        return None, ""
+    folder = os.path.relpath(migrations_dir, config.file.parent).replace(os.sep, "/")
+    return _pattern_in(pattern, folder, config.label, "migrations_pattern"), source
+
+
+def _pattern_in(pattern: str, folder: str, label: str, key: str) -> str:
+    from d1deploy import discovery
+
+    normal = _wrangler_relpath(posixpath.normpath(pattern.replace("\\", "/")))
+    if folder == ".":
+        relative = normal
+    elif normal.startswith(folder + "/"):
+        relative = normal[len(folder) + 1 :]
+    else:
+        raise errors.ConfigFileError(
+            f"`{key}` = {pattern!r} does not start with the migrations folder `{folder}/`",
+            file=label,
+            hint=f"write it from the migrations folder, for example `{folder}/*/migration.sql`",
+        )
+    why = discovery.check_pattern(relative)
+    if why:
+        raise errors.ConfigFileError(
+            f"cannot use `{key}` = {pattern!r}: {why}",
+            file=label,
+            hint="use `*`, `?`, `[...]`, `**` and `{a,b}`, "
+            "for example `migrations/*/migration.sql`",
+        )
+    return relative
 
 
 def _wrangler_relpath(value: str) -> str:

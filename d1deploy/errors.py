@@ -9,12 +9,14 @@ only `output.py` prints them.
     ├── SqlError                      exit 1  D1 or SQLite rejected a statement
     ├── UsageError                    exit 2  bad usage or bad input files
     │   ├── InputError                        a SQL/check/migration file is unusable (file:line)
+    │   │   └── OldLayout                     companion files wrangler would apply as migrations
     │   ├── ConfigFileError                   malformed config, unknown key
     │   └── ConfirmationRequired              destructive command without a TTY and without --yes
     ├── SetupError                    exit 3  auth, permission, not found, missing config
     │   ├── ConfigMissing
     │   ├── AuthError
-    │   └── NotFound
+    │   ├── NotFound
+    │   └── ConfigMismatch                    the configured name and id are two databases
     ├── Unavailable                   exit 4  the API stayed unavailable after retries
     │   ├── RateLimited
     │   ├── ServerError
@@ -102,6 +104,11 @@ class InputError(UsageError):
     """An input file is unusable: not UTF-8, a SQLite binary, a syntax error at a line..."""
 
 
+class OldLayout(InputError):
+    """Companion files (rollback, precheck, verify) in the first layout, where wrangler
+    would apply them as migrations. The hint names the command that moves them."""
+
+
 class ConfigFileError(UsageError):
     """A configuration file is malformed or has an unknown key."""
 
@@ -124,6 +131,10 @@ class AuthError(SetupError):
 
 class NotFound(SetupError):
     """The database, bookmark or other named thing does not exist."""
+
+
+class ConfigMismatch(SetupError):
+    """The configured database name and id disagree with what the API says of that id."""
 
 
 class Unavailable(D1DeployError):

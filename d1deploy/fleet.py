@@ -386,7 +386,8 @@ def remote_task(client: D1Client, operation: Callable[[Backend], R]) -> Callable
     (closing a backend does not close the client: its owner closes it once)."""
 
     def task(info: DatabaseInfo) -> R:
-        return operation(_SharedClientBackend(client, info))
+        # The list has no facts such as file_size: each database's own GET has them.
+        return operation(_SharedClientBackend(client, client.get_database(info.uuid)))
 
     return task
 

@@ -241,6 +241,7 @@ def migrate(
     migrations_dir: Path,
     *,
     actor: str,
+    pattern: str | None = None,
     table: str = DEFAULT_TABLE,
     lock_ttl: int = DEFAULT_LOCK_TTL,
     guard_tables: Sequence[str] | None = None,
@@ -258,9 +259,16 @@ def migrate(
     :raises DeployFailed: a change failed; its report says what was undone.
     """
     say = notify or _quiet
-    migrations = discover(migrations_dir)
+    migrations = discover(migrations_dir, pattern)
     if options.dry_run:
-        shown = plan(backend, migrations_dir, table=table, to=options.to, guard_tables=guard_tables)
+        shown = plan(
+            backend,
+            migrations_dir,
+            pattern=pattern,
+            table=table,
+            to=options.to,
+            guard_tables=guard_tables,
+        )
         return MigrateReport(shown.ok, backend.info.name, skipped=shown.skipped, plan=shown)
     session = ledger.Session(backend, table, actor, lock_ttl, guard_tables, say)
     # Only --atomic, which asks for the fewest round trips, fetches the bookmark while
@@ -639,6 +647,7 @@ def rollback(
     migrations_dir: Path,
     *,
     actor: str,
+    pattern: str | None = None,
     table: str = DEFAULT_TABLE,
     lock_ttl: int = DEFAULT_LOCK_TTL,
     guard_tables: Sequence[str] | None = None,
@@ -661,7 +670,8 @@ def rollback(
     if steps is not None and steps < 1:
         raise UsageError("--steps must be at least 1")
     say = notify or _quiet
-    files = {m.name: m for m in (discover(migrations_dir) if migrations_dir.is_dir() else [])}
+    found = discover(migrations_dir, pattern) if migrations_dir.is_dir() else []
+    files = {m.name: m for m in found}
     session = ledger.Session(backend, table, actor, lock_ttl, guard_tables, say)
     state = session.open()
     try:
@@ -762,6 +772,7 @@ def baseline(
     name: str,
     *,
     actor: str,
+    pattern: str | None = None,
     table: str = DEFAULT_TABLE,
     lock_ttl: int = DEFAULT_LOCK_TTL,
     notify: Notify | None = None,
@@ -769,13 +780,13 @@ def baseline(
     """Record every migration up to `name` as applied without running it, for a
     database that already has their effect (production before d1deploy)."""
     say = notify or _quiet
-    migrations = discover(migrations_dir)
+    migrations = discover(migrations_dir, pattern)
     target = resolve(migrations, name)
     session = ledger.Session(backend, table, actor, lock_ttl, None, say)
     state = session.open()
     try:
         applied = state.applied()
-        upto = [m for m in migrations if (m.number, m.name) <= (target.number, target.name)]
+        upto = migrations[: migrations.index(target) + 1]
         todo = [m for m in upto if m.name not in applied]
         report = BaselineReport(
             backend.info.name,
@@ -816,13 +827,14 @@ def verify(
     backend: Backend,
     migrations_dir: Path,
     *,
+    pattern: str | None = None,
     table: str = DEFAULT_TABLE,
     name: str | None = None,
     notify: Notify | None = None,
 ) -> VerifyReport:
     """Run the verify checks of the applied migrations (or of `name` only)."""
     say = notify or _quiet
-    migrations = discover(migrations_dir)
+    migrations = discover(migrations_dir, pattern)
     applied = ledger.read_state(backend, table).applied()
     if name is not None:
         chosen = [resolve(migrations, name)]

@@ -5,7 +5,6 @@ prechecks). Nothing here writes to the database.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Literal
 from d1deploy import checks, guard, ledger, lint
 from d1deploy.backend import Backend, Statement
 from d1deploy.checks import CheckResult
-from d1deploy.discovery import Migration, discover, resolve
+from d1deploy.discovery import Migration, discover, leading_number, resolve
 from d1deploy.errors import DriftDetected, UsageError
 from d1deploy.ledger import DEFAULT_TABLE, DbState
 
@@ -74,20 +73,16 @@ class StatusReport:
         return self._names(lambda m: m.out_of_order)
 
 
-def _number(name: str) -> int | None:
-    m = re.match(r"\d+", name)
-    return int(m.group(0)) if m else None
-
-
 def status_of(database: str, migrations: Sequence[Migration], state: DbState) -> StatusReport:
     applied = state.applied()
     known = {m.name for m in migrations}
-    top = max((m.number for m in migrations if m.name in applied), default=None)
+    # Out of order: pending, yet wrangler's order puts it before an applied migration.
+    last = max((i for i, m in enumerate(migrations) if m.name in applied), default=-1)
     rows: list[MigrationStatus] = []
-    for m in migrations:
+    for i, m in enumerate(migrations):
         row = applied.get(m.name)
         if row is None:
-            late = top is not None and m.number < top
+            late = i < last
             rows.append(MigrationStatus(m.name, "pending", m.number, False, late, None, m.sha256))
             continue
         event = state.last_event(m.name)
@@ -112,7 +107,7 @@ def status_of(database: str, migrations: Sequence[Migration], state: DbState) ->
                 MigrationStatus(
                     row.name,
                     "missing",
-                    _number(row.name),
+                    leading_number(row.name),
                     applied_at=row.applied_at,
                     applied_sha256=event.sha256 if event else None,
                     actor=event.actor if event else None,
@@ -122,10 +117,16 @@ def status_of(database: str, migrations: Sequence[Migration], state: DbState) ->
     return StatusReport(database, state.table, state.has_ledger, tuple(rows))
 
 
-def status(backend: Backend, migrations_dir: Path, *, table: str = DEFAULT_TABLE) -> StatusReport:
+def status(
+    backend: Backend,
+    migrations_dir: Path,
+    *,
+    pattern: str | None = None,
+    table: str = DEFAULT_TABLE,
+) -> StatusReport:
     """Applied, pending, drifted, missing and out-of-order migrations. Read-only: on a
     database without a ledger everything is pending and nothing is created."""
-    migrations = discover(migrations_dir)
+    migrations = discover(migrations_dir, pattern)
     return status_of(backend.info.name, migrations, ledger.read_state(backend, table))
 
 
@@ -272,6 +273,7 @@ def plan(
     backend: Backend,
     migrations_dir: Path,
     *,
+    pattern: str | None = None,
     table: str = DEFAULT_TABLE,
     to: str | None = None,
     guard_tables: Sequence[str] | None = None,
@@ -280,7 +282,7 @@ def plan(
     findings and guard, and the prechecks' results. Writes nothing at all (write probes
     run on a schema-only copy unless the database already proved it discards aborted
     batches)."""
-    migrations = discover(migrations_dir)
+    migrations = discover(migrations_dir, pattern)
     state = ledger.read_state(backend, table)
     report = status_of(backend.info.name, migrations, state)
     todo, skipped = select(migrations, report, to)

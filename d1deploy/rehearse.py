@@ -32,6 +32,7 @@ class _EngineArgs(TypedDict):
     """What every engine call of a rehearsal shares."""
 
     actor: str
+    pattern: str | None
     table: str
     guard_tables: tuple[str, ...] | None
     notify: Notify
@@ -79,6 +80,7 @@ def rehearse(
     migrations_dir: Path,
     *,
     actor: str,
+    pattern: str | None = None,
     table: str = DEFAULT_TABLE,
     guard_tables: tuple[str, ...] | None = None,
     from_backup: Path | None = None,
@@ -120,12 +122,12 @@ def rehearse(
                 say(f"Rehearsing on a local copy ({dump})")
                 rows_before = row_counts(copy, table)
                 engine = _EngineArgs(
-                    actor=actor, table=table, guard_tables=guard_tables, notify=say
+                    actor=actor, pattern=pattern, table=table, guard_tables=guard_tables, notify=say
                 )
                 first = step("migrate", lambda: migrations.migrate(copy, migrations_dir, **engine))
                 applied = tuple(a.name for a in first.applied)
                 checks.extend(first.checks)
-                undoable = _undoable(migrations_dir, applied)
+                undoable = _undoable(migrations_dir, pattern, applied)
                 if len(undoable) < len(applied):
                     stuck = applied[len(applied) - len(undoable) - 1]
                     steps.append(
@@ -190,11 +192,13 @@ def _describe(result: object) -> str:
     return str(result)
 
 
-def _undoable(migrations_dir: Path, applied: tuple[str, ...]) -> tuple[str, ...]:
+def _undoable(
+    migrations_dir: Path, pattern: str | None, applied: tuple[str, ...]
+) -> tuple[str, ...]:
     """The newest applied migrations that have rollback SQL, up to the first that has
     none (rollback goes newest first and stops there)."""
     has_rollback = {
-        m.name: m.rollback_path is not None for m in migrations.discover(migrations_dir)
+        m.name: m.rollback_path is not None for m in migrations.discover(migrations_dir, pattern)
     }
     undoable: list[str] = []
     for name in reversed(applied):

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from d1deploy.backup import BackupResult, RestoreFromBackupResult, RestorePoint
     from d1deploy.checks import CheckResult
     from d1deploy.fleet import FleetReport
+    from d1deploy.layout import MoveReport
     from d1deploy.lint import Finding
     from d1deploy.migrations import (
         BaselineReport,
@@ -452,6 +453,20 @@ def baseline(out: Output, report: BaselineReport) -> None:
     # The engine's progress lines named each migration as it was recorded.
     if report.already_applied:
         out.info(f"Already applied: {', '.join(report.already_applied)}")
+
+
+def moved_companions(out: Output, report: MoveReport, *, dry_run: bool) -> None:
+    if out.json_mode:
+        out.json({"ok": True, "dry_run": dry_run, **_fields(report)})
+        return
+    # The progress lines named each move as it was made.
+    count = len(report.moved)
+    if not count:
+        out.info(f"Nothing to move: no old-layout companion in {report.migrations_dir}.")
+    elif dry_run:
+        out.info(f"{count} file(s) would move; run again without --dry-run to move them.")
+    else:
+        out.info(f"Moved {count} file(s); wrangler now sees only the migrations.")
 
 
 # -- backups and restores -----------------------------------------------------------------------

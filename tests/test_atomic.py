@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -85,7 +86,7 @@ def third_fails(folder: Path) -> None:
     write(folder, "002_b.sql", "CREATE TABLE b (id INTEGER);\n")
     write(folder, "003_c.sql", "CREATE TABLE c (id INTEGER);\nUPDATE a SET id = NULL;\n")
     for name, table in (("001_a", "a"), ("002_b", "b"), ("003_c", "c")):
-        write(folder, f"{name}.rollback.sql", f"DROP TABLE {table};\n")
+        write(folder, f"{name}/rollback.sql", f"DROP TABLE {table};\n")
 
 
 # --- all in one request ----------------------------------------------------------------
@@ -206,7 +207,7 @@ def test_a_verify_failure_rolls_everything_back_in_one_request(db: Db, mdir: Pat
     three(mdir)
     write(
         mdir,
-        "002_b.verify.sql",
+        "002_b/verify.sql",
         "-- check: b has a row\n-- expect: value = 1\nSELECT count(*) FROM b;\n",
     )
     with pytest.raises(DeployFailed) as info:
@@ -229,7 +230,7 @@ def test_a_verify_failure_rolls_everything_back_in_one_request(db: Db, mdir: Pat
 
 def test_undoing_a_failed_default_deploy_takes_one_request(db: Db, mdir: Path) -> None:
     three(mdir)
-    write(mdir, "003_c.verify.sql", "-- expect: rows >= 1\nSELECT * FROM c;\n")
+    write(mdir, "003_c/verify.sql", "-- expect: rows >= 1\nSELECT * FROM c;\n")
     with pytest.raises(DeployFailed, match=r"verification failed after 003_c\.sql") as info:
         deploy(db, mdir)
     assert [r.name for r in info.value.report.rolled_back] == list(reversed(NAMES))
@@ -312,7 +313,7 @@ def big(folder: Path, n: int, *, fail: bool = False) -> None:
         f"00{n}_big{n}.sql",
         f"CREATE TABLE big{n} (v TEXT);\nINSERT INTO big{n} VALUES ('{value}');\n{last}",
     )
-    write(folder, f"00{n}_big{n}.rollback.sql", f"DROP TABLE big{n};\n")
+    write(folder, f"00{n}_big{n}/rollback.sql", f"DROP TABLE big{n};\n")
 
 
 def test_migrations_too_big_for_one_request_go_in_as_few_as_fit(db: Db, mdir: Path) -> None:
@@ -340,11 +341,11 @@ def test_migrations_too_big_for_one_request_go_in_as_few_as_fit(db: Db, mdir: Pa
 
 def test_deferred_prechecks_run_between_requests(db: Db, mdir: Path) -> None:
     write(mdir, "001_a.sql", "CREATE TABLE a (id INTEGER);\nINSERT INTO a VALUES (1);\n")
-    write(mdir, "001_a.rollback.sql", "DROP TABLE a;\n")
+    write(mdir, "001_a/rollback.sql", "DROP TABLE a;\n")
     write(mdir, "002_b.sql", "CREATE TABLE b (id INTEGER);\n")
     # It cannot run before 001 creates `a`, so it runs right before 002, and fails.
     write(
-        mdir, "002_b.precheck.sql", "-- check: a is empty\n-- expect: no rows\nSELECT * FROM a;\n"
+        mdir, "002_b/precheck.sql", "-- check: a is empty\n-- expect: no rows\nSELECT * FROM a;\n"
     )
     lines: list[str] = []
     with pytest.raises(DeployFailed, match=r"prechecks of 002_b\.sql failed: a is empty") as info:
@@ -357,9 +358,7 @@ def test_deferred_prechecks_run_between_requests(db: Db, mdir: Path) -> None:
 
 def test_the_seed_deploys_atomically(db: Db, tmp_path: Path) -> None:
     folder = tmp_path / "seed"
-    folder.mkdir()
-    for path in SEED.glob("*.sql"):
-        write(folder, path.name, path.read_text(encoding="utf-8"))
+    shutil.copytree(SEED, folder, ignore=shutil.ignore_patterns("*.md"))
     lines: list[str] = []
     report = deploy(db, folder, atomic=True, notify=lines.append)
     assert report.ok and [a.name for a in report.applied] == [

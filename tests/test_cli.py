@@ -51,6 +51,7 @@ COMMANDS = (
     "restore",
     "unlock",
     "rehearse",
+    "move-companions",
 )
 M001 = "001_schema_enhancements.sql"
 TRACEBACK = "Traceback (most recent call last)"
@@ -184,7 +185,7 @@ def test_the_console_script_rewrites_a_bare_local(
 
 def test_help_lists_every_command_and_the_exit_codes() -> None:
     result = run("--help")
-    listed = set(re.findall(r"^  (\w+)  ", result.stdout, flags=re.MULTILINE))
+    listed = set(re.findall(r"^  ([\w-]+)  ", result.stdout, flags=re.MULTILINE))
     assert set(COMMANDS) <= listed
     text = one_line(result.stdout)
     for code, meaning in EXIT_CODES.items():
@@ -412,10 +413,10 @@ def test_backup_to_the_default_folder(deployed: Path) -> None:
 def test_new_creates_the_next_migration_and_its_companions(project: Path) -> None:
     result = run("new", "add audit index")
     created = [Path(p) for p in result.stdout.split()]
-    assert [p.name for p in created] == [
+    assert [p.relative_to(project / "migrations").as_posix() for p in created] == [
         "002_add_audit_index.sql",
-        "002_add_audit_index.rollback.sql",
-        "002_add_audit_index.verify.sql",
+        "002_add_audit_index/rollback.sql",
+        "002_add_audit_index/verify.sql",
     ]
     assert all(p.is_file() for p in created)
     payload = run_json("new", "another", "--migrations-dir", "elsewhere")
@@ -637,9 +638,23 @@ def test_verify_exits_1_when_a_check_fails(project: Path) -> None:
     run("baseline", M001, LOCAL)  # recorded, never run: its verify must fail
     result = run("verify", LOCAL, code=1)
     assert "FAIL audit_logs exists" in result.stderr
-    assert re.search(r"001_schema_enhancements\.verify\.sql:\d+", result.stderr)
+    assert re.search(r"001_schema_enhancements/verify\.sql:\d+", result.stderr)
     payload = run_json("verify", LOCAL, code=1)
     assert payload["error"]["type"] == "ChangeFailed"
+
+
+def test_the_old_layout_is_refused_naming_the_command_that_moves_it(project: Path) -> None:
+    other = project / "elsewhere"
+    other.mkdir()
+    (other / "001_a.sql").write_text("CREATE TABLE a (id INTEGER);\n")
+    (other / "001_a.rollback.sql").write_text("DROP TABLE a;\n")
+    refused = run("status", LOCAL, "--migrations-dir", "elsewhere", code=2)
+    assert "001_a.rollback.sql (-> 001_a/rollback.sql)" in refused.stderr
+    suggested = "d1deploy move-companions --migrations-dir elsewhere"
+    assert f"`{suggested}`" in refused.stderr
+    run(*suggested.split()[1:])  # pasted as suggested
+    assert (other / "001_a" / "rollback.sql").read_text() == "DROP TABLE a;\n"
+    assert run("status", LOCAL, "--migrations-dir", "elsewhere", "--json").stdout
 
 
 # -- errors: tracebacks only with --debug ------------------------------------------------------

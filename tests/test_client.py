@@ -253,9 +253,13 @@ def test_get_database_details(fake: Fake, make: Callable[..., D1Client]) -> None
 
 def test_resolve_name_matches_exactly(fake: Fake, make: Callable[..., D1Client]) -> None:
     fake.on("GET", ROOT, ok([db("prod-db-2", 2), db("prod-db", 1)]))
+    one = db("prod-db", 1)
+    fake.on("GET", f"{ROOT}/{one['uuid']}", ok({**one, "file_size": 12288, "num_tables": 3}))
     info = make().resolve_database("prod-db")
     assert info.name == "prod-db" and info.uuid.endswith("1")
     assert fake.requests[0].url.params["name"] == "prod-db"
+    # The list carries no file_size (Cloudflare's DatabaseListResponse): the GET does.
+    assert (info.file_size, info.num_tables) == (12288, 3)
 
 
 def test_resolve_uuid_gets(fake: Fake, make: Callable[..., D1Client]) -> None:

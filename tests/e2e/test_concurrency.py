@@ -31,7 +31,7 @@ def write_extra(project: Project) -> None:
     for name, sql in EXTRA.items():
         project.write(name, sql)
         table = sql.split()[2]
-        project.write(name.replace(".sql", ".rollback.sql"), f"DROP TABLE {table};\n")
+        project.write(name.replace(".sql", "/rollback.sql"), f"DROP TABLE {table};\n")
 
 
 def kill_while_parked(project: Project) -> tuple[int, list[Served]]:
