@@ -157,8 +157,9 @@ def test_listing_pages_and_resolving(emulator: D1Emulator, seam: Seam, client: D
     assert len(client.list_databases(per_page=10)) == 12
     by_name = client.resolve_database("telegram-conversations")
     assert by_name.uuid == emulator.default_db
-    assert seam.check() == [("list", 200)] * 3
-    assert seam.used == MEETS["databases"]
+    # A name is resolved by the list, then GET for the facts only it carries (file_size).
+    assert seam.check() == [("list", 200)] * 3 + [("get", 200)]
+    assert seam.used == MEETS["databases"] | MEETS["get"]
 
 
 def test_getting_and_not_finding(emulator: D1Emulator, seam: Seam, client: D1Client) -> None:
