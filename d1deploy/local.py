@@ -183,9 +183,10 @@ class LocalBackend:
                         if not denied and exc.sqlite_code != "SQLITE_READONLY":
                             raise
                         what = denied[0].describe() if denied else exc.message
+                        sql = " ".join(stmt.sql.split()).rstrip(";")
                         raise ReadWrote(
-                            f"SQLite refused the write of a statement sent as a read ({what});"
-                            f" nothing changed: {' '.join(stmt.sql.split())[:200]}",
+                            f"`{sql[:200]}` was sent as a read but writes ({what}): SQLite"
+                            " refused it and nothing changed",
                             changed=False,
                             index=index,
                             hint="a read must not write: run it as a change, or as a check"

@@ -88,9 +88,10 @@ def wrote_error(stmt: Statement, result: QueryResult, index: int) -> errors.Read
     shown = f"changes {result.changes}, rows_written {result.rows_written}"
     if result.changed_db is not None:
         shown += f", changed_db {str(result.changed_db).lower()}"
+    sql = " ".join(stmt.sql.split()).rstrip(";")
     return errors.ReadWrote(
-        f"a statement sent as a read changed the database (D1 answered {shown});"
-        f" the run stops and nothing sends it again: {' '.join(stmt.sql.split())[:200]}",
+        f"`{sql[:200]}` was sent as a read but changed the database (D1 answered {shown});"
+        " the run stops here and nothing sends it again",
         changed=True,
         index=index,
         hint="find out what it changed and restore the database from a Time Travel bookmark"

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from d1deploy import checks, d1sqlite, errors, lint, sqlsplit
+from d1deploy import checks, d1sqlite, errors, lint, migrations, sqlsplit
 from d1deploy.backend import Backend, DatabaseInfo, Statement
 from d1deploy.client import D1Client
 from d1deploy.local import LocalBackend
@@ -353,4 +353,45 @@ def test_d1s_answer_is_read_into_every_result(emulator: D1Emulator) -> None:
     )
     assert write.changed_db is True and write.wrote
     assert read.changed_db is False and not read.wrote
+    backend.close()
+
+
+def test_a_verify_read_that_d1_says_wrote_stops_the_deploy_where_it_stands(
+    emulator: D1Emulator, tmp_path: Path
+) -> None:
+    """D1 answers a verify read with a change: the deploy stops there (exit 1), undoes
+    nothing by machine, names the statement, and hands over a bookmark to restore."""
+    mdir = tmp_path / "migrations"
+    mdir.mkdir()
+    migration, rollback, verify = migrations.new_migration(mdir, "t")
+    migration.write_text("CREATE TABLE t (a);\n", encoding="utf-8")
+    rollback.write_text("DROP TABLE t;\n", encoding="utf-8")
+    verify.write_text("-- expect: value = 0\nSELECT count(*) FROM t;\n", encoding="utf-8")
+    wrote = {"changes": 1, "rows_written": 1, "changed_db": True}
+    emulator.faults.add(
+        "POST",
+        r"/query$",
+        body="SELECT count(*) FROM t",
+        status=200,
+        reply={
+            "success": True,
+            "errors": [],
+            "messages": [],
+            "result": [{"success": True, "results": [{"count(*)": 0}], "meta": wrote}],
+        },
+    )
+    backend, path = _remote(emulator, "deploy")
+    with pytest.raises(migrations.DeployFailed) as info:
+        migrations.migrate(backend, mdir, actor="test")
+    err = info.value
+    assert err.exit_code == 1 and err.location == f"{verify}:2"
+    assert "changed the database" in err.message and "nothing was undone" in err.message
+    assert "d1deploy restore --bookmark" in (err.hint or "")
+    assert not err.report.ok and [a.name for a in err.report.applied] == [migration.name]
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("SELECT count(*) FROM sqlite_master WHERE name = 't'").fetchone() == (1,)
+        assert con.execute("SELECT count(*) FROM _d1deploy_lock").fetchone() == (0,)
+    finally:
+        con.close()
     backend.close()
