@@ -254,9 +254,10 @@ class _Judged:
 
 
 _PRAGMA_HINT = (
-    "a check file may read these pragmas, the ones naming a table or index with it and the"
-    f" settings without a value: {', '.join(sorted(d1sqlite.READ_PRAGMAS))}; a pragma"
-    " that sets something would outlive the check (D1 keeps its connection)"
+    f"a check file may only read pragmas: {', '.join(sorted(d1sqlite.INTROSPECTION_PRAGMAS))}"
+    " (with the table or index they describe) and, without a value,"
+    f" {', '.join(sorted(d1sqlite.READABLE_SETTINGS))}; a pragma that sets something would"
+    " outlive the check (D1 keeps its connection)"
 )
 
 
@@ -419,18 +420,18 @@ def run_checks(
     is taken first, so that a read that wrote can be undone. Write probes use
     forced-abort batches on a database proven, in this run, to discard them; without
     `allow_writes_proof` (`plan`, which writes nothing at all), or where the proof fails,
-    they run on a schema-only in-memory copy. In `plan` a probe that fails there is not
-    judged (`CheckResult.judged`): rows it would meet, `migrate` has and the copy lacks.
+    they run on a schema-only in-memory copy. In `plan` a probe that fails there is left
+    unjudged (`CheckResult.judged`): the copy lacks the rows `migrate` will run it on.
     """
     results: dict[int, CheckResult] = {}
     reads = [i for i, c in enumerate(checks) if not c.writes]
-    reader = _Reader(backend, before=backend.bookmark() if reads and backend.is_remote else None)
+    before = backend.bookmark() if reads and backend.is_remote else None
     batched = [i for i in reads if checks[i].expect.kind != "error"]
     # A statement expected to fail would fail the whole batch, so it runs alone.
     alone = [i for i in reads if checks[i].expect.kind == "error"]
     if batched:
         try:
-            answers = reader.run([checks[i] for i in batched])
+            answers = _read(backend, [checks[i] for i in batched], before)
         except errors.SqlError:
             alone = sorted(alone + batched)
         else:
@@ -438,7 +439,7 @@ def run_checks(
                 results[i] = _judge(checks[i], result=answer)
     for i in alone:
         try:
-            answer = reader.run([checks[i]])[0]
+            answer = _read(backend, [checks[i]], before)[0]
         except errors.SqlError as exc:
             results[i] = _judge(checks[i], error=exc.message)
         else:
@@ -473,31 +474,25 @@ def _judged_later(result: CheckResult) -> CheckResult:
     )
 
 
-class _Reader:
-    """Sends checks that read, held to it by the backend; a read that wrote stops the
-    run naming it, with `before` (remotely, a bookmark taken before any read was sent)."""
-
-    def __init__(self, backend: Backend, *, before: str | None) -> None:
-        self.backend = backend
-        self.before = before
-
-    def run(self, checks: Sequence[Check]) -> list[QueryResult]:
-        try:
-            return self.backend.run([_statement(c) for c in checks], read_only=True)
-        except errors.ReadWrote as exc:
-            if not exc.changed or self.before is None:
-                raise
-            raise errors.ReadWrote(
-                f"{exc.message}; bookmark from before the checks ran: {self.before}",
-                changed=True,
-                index=exc.index,
-                bookmark=self.before,
-                hint=f"see what it changed, then put the database back with"
-                f" `d1deploy restore --bookmark {self.before} --yes` (writes made since"
-                " the checks started are undone too)",
-                file=exc.file,
-                line=exc.line,
-            ) from exc
+def _read(backend: Backend, checks: Sequence[Check], before: str | None) -> list[QueryResult]:
+    """Send checks that read, held to it by the backend. A read that wrote stops the run
+    naming it, with `before` (remotely, a bookmark taken before any read was sent)."""
+    try:
+        return backend.run([_statement(c) for c in checks], read_only=True)
+    except errors.ReadWrote as exc:
+        if not exc.changed or before is None:
+            raise
+        raise errors.ReadWrote(
+            f"{exc.message}; bookmark from before the checks ran: {before}",
+            changed=True,
+            index=exc.index,
+            bookmark=before,
+            hint=f"see what it changed, then put the database back with"
+            f" `d1deploy restore --bookmark {before} --yes` (writes made since the checks"
+            " started are undone too)",
+            file=exc.file,
+            line=exc.line,
+        ) from exc
 
 
 def _statement(check: Check) -> Statement:

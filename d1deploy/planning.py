@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -230,13 +231,15 @@ def prepare(
         refused pragma...), before anything runs.
     """
     planned: list[PlannedMigration] = []
-    with model_of(state) as model, _Lazy(state) as live:
-        for i, m in enumerate(todo):
+    # `live` stays as the database is now; only later migrations' prechecks consult it.
+    today = model_of(state) if len(todo) > 1 else nullcontext(None)
+    with model_of(state) as model, today as live:
+        for m in todo:
             prechecks = _read_checks(m.precheck_path, model)
             # Compiled on the schema the migrations before it leave, but not on today's:
-            # it can only run once they are applied.
-            wait = i > 0 and any(
-                model.compiles(c.sql) and not live.model.compiles(c.sql) for c in prechecks
+            # it can only run once they are applied (never true of the first one).
+            wait = live is not None and any(
+                model.compiles(c.sql) and not live.compiles(c.sql) for c in prechecks
             )
             statements = m.statements()
             watched, dropped, findings = predict(
@@ -258,27 +261,6 @@ def prepare(
                 )
             )
     return planned
-
-
-class _Lazy:
-    """A schema-only copy of the live database, built on first use."""
-
-    def __init__(self, state: DbState) -> None:
-        self._state = state
-        self._model: lint.SchemaModel | None = None
-
-    @property
-    def model(self) -> lint.SchemaModel:
-        if self._model is None:
-            self._model = model_of(self._state)
-        return self._model
-
-    def __enter__(self) -> _Lazy:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self._model is not None:
-            self._model.close()
 
 
 def lint_project(

@@ -62,7 +62,7 @@ class RemoteBackend:
         if read_only:
             for index, (stmt, result) in enumerate(zip(statements, results, strict=True)):
                 if result.wrote:
-                    raise wrote_error(stmt, result, index)
+                    raise _wrote_error(stmt, result, index)
         return results
 
     def bookmark(self, at: datetime | None = None) -> str:
@@ -83,7 +83,7 @@ class RemoteBackend:
         self._client.close()
 
 
-def wrote_error(stmt: Statement, result: QueryResult, index: int) -> errors.ReadWrote:
+def _wrote_error(stmt: Statement, result: QueryResult, index: int) -> errors.ReadWrote:
     """The error for a statement sent as a read whose answer shows a change."""
     shown = f"changes {result.changes}, rows_written {result.rows_written}"
     if result.changed_db is not None:
@@ -94,8 +94,8 @@ def wrote_error(stmt: Statement, result: QueryResult, index: int) -> errors.Read
         " the run stops here and nothing sends it again",
         changed=True,
         index=index,
-        hint="find out what it changed and restore the database from a Time Travel bookmark"
-        " taken before it (`d1deploy restore --timestamp T --yes`)",
+        hint="find out what it changed; to undo it, restore the database to a Time Travel"
+        " bookmark from before it was sent (see d1deploy bookmark --help)",
         file=stmt.file,
         line=stmt.line,
     )

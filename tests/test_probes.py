@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from d1deploy import checks, d1sqlite, errors, lint, migrations, sqlsplit
-from d1deploy.backend import Backend, DatabaseInfo, Statement
-from d1deploy.client import D1Client
+from d1deploy.backend import Backend, Statement
 from d1deploy.local import LocalBackend
 from d1deploy.remote import RemoteBackend
+from tests.e2e.states import in_process_backend
 from tests.emulator import D1Emulator
 
 SCHEMA = (
@@ -257,15 +257,9 @@ class Target:
 
 
 def _remote(emulator: D1Emulator, name: str) -> tuple[RemoteBackend, Path]:
-    ref = emulator.create_database(name)
-    client = D1Client(
-        token=emulator.token,
-        account_id=emulator.account_id,
-        base_url=emulator.base_url,
-        transport=emulator.transport(),
-        sleep=lambda _: None,
-    )
-    return RemoteBackend(client, DatabaseInfo(uuid=ref.uuid, name=ref.name)), emulator.db_path(name)
+    """A new database on the emulator, in process, and its SQLite file."""
+    emulator.create_database(name)
+    return in_process_backend(emulator, name), emulator.db_path(name)
 
 
 @pytest.fixture(scope="module")
@@ -387,7 +381,9 @@ def test_a_verify_read_that_d1_says_wrote_stops_the_deploy_where_it_stands(
     assert err.exit_code == 1 and err.location == f"{verify}:2"
     assert "changed the database" in err.message and "nothing was undone" in err.message
     assert "d1deploy restore --bookmark" in (err.hint or "")
-    assert not err.report.ok and [a.name for a in err.report.applied] == [migration.name]
+    report = err.report
+    assert isinstance(report, migrations.MigrateReport) and not report.ok
+    assert [a.name for a in report.applied] == [migration.name] and not report.rolled_back
     con = sqlite3.connect(path)
     try:
         assert con.execute("SELECT count(*) FROM sqlite_master WHERE name = 't'").fetchone() == (1,)
