@@ -248,8 +248,8 @@ def authorizer(db: sqlite3.Connection, policy: Policy) -> Iterator[list[Action]]
 
 
 def allow(action: Action) -> int:
-    """The policy of `compile_statement`: everything, except that a pragma is recorded and not run
-    (some pragmas take effect while they are compiled, and the connection is reused)."""
+    """The policy of `compile_statement`: everything, except that a pragma is recorded
+    and not run (some take effect while they are compiled, and the connection is reused)."""
     return sqlite3.SQLITE_IGNORE if action.code == sqlite3.SQLITE_PRAGMA else sqlite3.SQLITE_OK
 
 
@@ -274,9 +274,7 @@ def compile_statement(
     with authorizer(db, allow) as seen:
         try:
             rows = db.execute(sql if explained else f"EXPLAIN {sql}", bound).fetchall()
-        except (sqlite3.Error, sqlite3.Warning) as exc:
-            raise CompileError(str(exc)) from exc
-        except OverflowError as exc:
+        except (sqlite3.Error, sqlite3.Warning, OverflowError) as exc:
             raise CompileError(str(exc)) from exc
     program_writes = not explained and any(_opcode_writes(row) for row in rows)
     return Compiled(sql, tuple(seen), program_writes)
