@@ -36,7 +36,8 @@ class Statement:
 
 @dataclass(frozen=True)
 class QueryResult:
-    """The outcome of one statement."""
+    """The outcome of one statement. `changes`, `rows_written` and `changed_db` are D1's
+    `meta` (`changed_db` is None where the answer did not say)."""
 
     columns: tuple[str, ...] = ()
     rows: tuple[tuple[SqlValue, ...], ...] = ()
@@ -45,6 +46,12 @@ class QueryResult:
     rows_written: int = 0
     duration_ms: float = 0.0
     last_row_id: int | None = None
+    changed_db: bool | None = None
+
+    @property
+    def wrote(self) -> bool:
+        """Whether the answer shows that the statement changed the database."""
+        return self.changes > 0 or self.rows_written > 0 or self.changed_db is True
 
     def first_value(self) -> SqlValue:
         """The first column of the first row, or None when there are no rows."""
@@ -125,6 +132,8 @@ class Backend(Protocol):
         document that, which is why the engine re-reads state after any failure.
         `read_only=True` promises the statements do not write, which allows retrying
         them after a 5xx or a network error; writes are never re-sent automatically.
+        The promise is held: locally SQLite refuses every write of the batch; remotely
+        each answer must show no change. Either way `ReadWrote` names the statement.
         Raises `SqlError` (with `index` when known) when a statement fails.
         """
         ...

@@ -1,11 +1,15 @@
 """Precheck and verify files: their format, and running their checks safely.
 
 A check file holds SQL statements, each optionally preceded by `-- check: LABEL` and
-`-- expect: FORM` comment lines. Read-only checks run batched, read-only. A statement
-that writes is a *probe*: it never takes effect. On a database proven to discard
-aborted batches it runs in a batch that is forced to abort; elsewhere it runs on an
-in-memory SQLite copy of the live schema. This module owns that proof and its memory
-(`_d1deploy_meta`, `_d1deploy_scratch`).
+`-- expect: FORM` comment lines. Whether a statement reads or writes is SQLite's
+judgement: it is compiled on a schema-only copy of the database it will meet
+(`lint.SchemaModel`, see `d1sqlite`), and a statement SQLite cannot compile, or a pragma
+outside `d1sqlite.READ_PRAGMAS` (or with a value), is refused at its file:line before
+anything runs. Reads run batched, held to being reads by the backend (`Backend.run`'s
+`read_only`). A statement that writes is a *probe*: it never takes effect. On a database
+proven to discard aborted batches it runs in a batch that is forced to abort; elsewhere
+it runs on an in-memory SQLite copy of the live schema. This module owns that proof and
+its memory (`_d1deploy_meta`, `_d1deploy_scratch`).
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import sqlite3
 import uuid
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from d1deploy import errors, guard, sqlsplit
+from d1deploy import d1sqlite, errors, guard, sqlsplit
 from d1deploy.backend import Backend, QueryResult, SqlValue, Statement
+from d1deploy.lint import Finding, SchemaModel
 
 ROW_SAMPLE = 10
 """How many offending rows a failed row expectation keeps."""
@@ -84,7 +89,11 @@ class Check:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """What one check did. `rows` holds up to ROW_SAMPLE offending rows."""
+    """What one check did. `rows` holds up to ROW_SAMPLE offending rows.
+
+    `judged` is False for a probe that `plan` could only run on a schema-only copy and
+    that did not meet its expectation there: its outcome depends on rows the copy does
+    not have, so `migrate` judges it on the database; it is neither passed nor failed."""
 
     check: Check
     ok: bool
@@ -92,6 +101,11 @@ class CheckResult:
     columns: tuple[str, ...] = ()
     rows: tuple[tuple[SqlValue, ...], ...] = ()
     probe: Literal["abort", "shadow"] | None = None
+    judged: bool = True
+
+    @property
+    def failed(self) -> bool:
+        return not self.ok and self.judged
 
 
 # --- the file format ----------------------------------------------------------------
@@ -131,15 +145,79 @@ def parse_expectation(text: str) -> Expectation | None:
     return None
 
 
-def parse_check_file(path: Path, *, display_name: str | None = None) -> list[Check]:
-    """Read a precheck/verify file into its checks; errors.InputError names file:line."""
+def parse_check_file(
+    path: Path, *, schema: SchemaModel, display_name: str | None = None, strict: bool = True
+) -> list[Check]:
+    """Read a precheck/verify file into its checks, judged on `schema`, the schema the
+    checks will meet; errors.InputError names file:line.
+
+    `strict`: `schema` is what the migrations will leave, so a statement naming what it
+    lacks is a mistake in the file. Without it (`verify`, where `schema` is the database
+    as it is, and the database is what is under test), such a statement runs as a probe
+    and the database's own error is its outcome."""
     name = display_name or str(path)
-    return parse_checks(sqlsplit.read_sql_file(path, display_name=name), file=name)
+    text = sqlsplit.read_sql_file(path, display_name=name)
+    return parse_checks(text, file=name, schema=schema, strict=strict)
 
 
-def parse_checks(text: str, *, file: str) -> list[Check]:
+def parse_checks(text: str, *, file: str, schema: SchemaModel, strict: bool = True) -> list[Check]:
     """Parse check-file text (see parse_check_file)."""
     checks: list[Check] = []
+    for chunk, label, expectation in _statements(text, file):
+        judged = _classify(chunk.sql, expectation, schema, strict=strict)
+        if judged.problem is not None:
+            _, message, hint = judged.problem
+            raise errors.InputError(message, hint=hint, file=file, line=chunk.line)
+        checks.append(
+            Check(
+                label=label or _default_label(chunk.sql),
+                file=file,
+                line=chunk.line,
+                sql=chunk.sql,
+                expect=expectation,
+                writes=judged.writes,
+            )
+        )
+    return checks
+
+
+def lint_check_file(
+    path: Path, *, schema: SchemaModel, display_name: str | None = None
+) -> list[Finding]:
+    """What `lint` says of a precheck/verify file: every problem that would refuse it
+    (errors), and every statement that writes, which runs as a probe (notes)."""
+    name = display_name or str(path)
+    try:
+        entries = _statements(sqlsplit.read_sql_file(path, display_name=name), name)
+    except errors.InputError as err:
+        return [Finding("error", "input-error", err.message, err.file, err.line, err.hint)]
+    findings: list[Finding] = []
+    for chunk, _, expectation in entries:
+        judged = _classify(chunk.sql, expectation, schema, strict=True)
+        if judged.problem is not None:
+            code, message, hint = judged.problem
+            if code != "check-compile" or schema.known or judged.syntax:
+                findings.append(Finding("error", code, message, name, chunk.line, hint))
+        elif judged.writes:
+            findings.append(
+                Finding(
+                    "note",
+                    "probe",
+                    f"this statement writes ({judged.why}): it runs as a probe, in a batch"
+                    " forced to abort or on a schema-only copy, and never takes effect",
+                    name,
+                    chunk.line,
+                    "Nothing to do if it tests that a write is refused or accepted; a check"
+                    " that should only read must not write.",
+                )
+            )
+    return findings
+
+
+def _statements(text: str, file: str) -> list[tuple[sqlsplit.Chunk, str | None, Expectation]]:
+    """Each statement of check-file text with its label and expectation (the format,
+    before SQLite's judgement)."""
+    entries: list[tuple[sqlsplit.Chunk, str | None, Expectation]] = []
     for chunk in sqlsplit.split_chunks(sqlsplit.normalize_line_endings(text), file=file):
         label, expect = _directives(chunk, file)
         if chunk.sql in ("", ";"):
@@ -160,26 +238,67 @@ def parse_checks(text: str, *, file: str) -> list[Check]:
                 file=file,
                 line=expect[0],
             )
-        writes = not is_read_only(chunk.sql)
-        if writes and expectation.reads_rows:
-            raise errors.InputError(
-                f"a statement that writes cannot expect `{expectation.describe()}`",
-                hint="a write runs as a probe that is always rolled back, so its rows are"
-                " never seen: expect `error`, `error ~ TEXT`, or nothing (it must succeed)",
-                file=file,
-                line=chunk.line,
-            )
-        checks.append(
-            Check(
-                label=label[1] if label and label[1] else _default_label(chunk.sql),
-                file=file,
-                line=chunk.line,
-                sql=chunk.sql,
-                expect=expectation,
-                writes=writes,
+        entries.append((chunk, label[1] if label and label[1] else None, expectation))
+    return entries
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """SQLite's judgement of one check statement: whether it writes (and why), or the
+    problem (lint code, message, hint) that refuses it."""
+
+    writes: bool = False
+    why: str = ""
+    problem: tuple[str, str, str] | None = None
+    syntax: bool = False
+
+
+_PRAGMA_HINT = (
+    f"a check file may only read pragmas: {', '.join(sorted(d1sqlite.INTROSPECTION_PRAGMAS))}"
+    " (with the table or index they describe) and, without a value,"
+    f" {', '.join(sorted(d1sqlite.READABLE_SETTINGS))}; a pragma that sets something would"
+    " outlive the check (D1 keeps its connection)"
+)
+
+
+def _classify(sql: str, expect: Expectation, schema: SchemaModel, *, strict: bool) -> _Judged:
+    try:
+        compiled = schema.compile(sql)
+    except d1sqlite.CompileError as exc:
+        if not exc.syntax and (expect.kind == "error" or not strict):
+            # It names something the schema lacks, which it expects (or which the
+            # database under test may have): only running it can tell, so it runs as a
+            # probe, never as a read SQLite has not judged.
+            return _Judged(writes=True, why=f"SQLite cannot compile it here: {exc}")
+        return _Judged(
+            problem=(
+                "check-compile",
+                f"SQLite cannot compile this statement on the schema it will meet: {exc}",
+                "fix the statement; if it must fail that way, say so with `-- expect: error ~"
+                " TEXT`",
+            ),
+            syntax=exc.syntax,
+        )
+    pragmas = [a for a in compiled.write_actions if a.is_pragma]
+    if pragmas:
+        return _Judged(
+            problem=(
+                "check-pragma",
+                f"`{pragmas[0].describe()}` is refused in a check file",
+                _PRAGMA_HINT,
             )
         )
-    return checks
+    if compiled.writes and expect.reads_rows:
+        return _Judged(
+            problem=(
+                "check-expect",
+                f"a statement that writes ({compiled.describe_write()}) cannot expect"
+                f" `{expect.describe()}`",
+                "a write runs as a probe that is always rolled back, so its rows are never"
+                " seen: expect `error`, `error ~ TEXT`, or nothing (it must succeed)",
+            )
+        )
+    return _Judged(writes=compiled.writes, why=compiled.describe_write() if compiled.writes else "")
 
 
 def _directives(
@@ -215,38 +334,6 @@ def _directives(
 def _default_label(sql: str) -> str:
     first = next((ln.strip() for ln in sql.splitlines() if ln.strip()), sql.strip())
     return first if len(first) <= 60 else first[:57] + "..."
-
-
-# replace() is also a function, so only REPLACE INTO counts.
-_DML = re.compile(r"\b(?:INSERT|UPDATE|DELETE)\b|\bREPLACE\s+INTO\b", re.IGNORECASE)
-_READ_PRAGMAS = frozenset(
-    {
-        "table_info",
-        "table_xinfo",
-        "table_list",
-        "index_list",
-        "index_info",
-        "index_xinfo",
-        "foreign_key_list",
-        "foreign_key_check",
-        "integrity_check",
-        "quick_check",
-    }
-)
-
-
-def is_read_only(sql: str) -> bool:
-    """Whether a statement is clearly read-only; anything unclear counts as a write."""
-    bare = sqlsplit.without_literals(sql)
-    words = re.findall(r"[A-Za-z_]+", bare[:200])
-    first = words[0].upper() if words else ""
-    if first in ("SELECT", "VALUES", "EXPLAIN"):
-        return True
-    if first == "WITH":
-        return _DML.search(bare) is None
-    if first == "PRAGMA" and "=" not in bare and len(words) > 1:
-        return words[1].lower() in _READ_PRAGMAS
-    return False
 
 
 # --- judging ------------------------------------------------------------------------
@@ -326,21 +413,25 @@ def run_checks(
     backend: Backend, checks: Sequence[Check], *, allow_writes_proof: bool = True
 ) -> list[CheckResult]:
     """Run checks and judge them, in order. Failed checks are results, not exceptions;
-    only infrastructure errors (Unavailable, AuthError...) raise.
+    only infrastructure errors (Unavailable, AuthError...) raise, and `ReadWrote` when a
+    read turns out to write: the run stops there, nothing is sent again.
 
-    Read-only checks go in as few read-only requests as possible. Write probes use
+    Reads go in as few read-only requests as possible; remotely a Time Travel bookmark
+    is taken first, so that a read that wrote can be undone. Write probes use
     forced-abort batches on a database proven, in this run, to discard them; without
     `allow_writes_proof` (`plan`, which writes nothing at all), or where the proof fails,
-    they run on a schema-only in-memory copy.
+    they run on a schema-only in-memory copy. In `plan` a probe that fails there is left
+    unjudged (`CheckResult.judged`): the copy lacks the rows `migrate` will run it on.
     """
     results: dict[int, CheckResult] = {}
     reads = [i for i, c in enumerate(checks) if not c.writes]
+    before = backend.bookmark() if reads and backend.is_remote else None
     batched = [i for i in reads if checks[i].expect.kind != "error"]
     # A statement expected to fail would fail the whole batch, so it runs alone.
     alone = [i for i in reads if checks[i].expect.kind == "error"]
     if batched:
         try:
-            answers = backend.run([_statement(checks[i]) for i in batched], read_only=True)
+            answers = _read(backend, [checks[i] for i in batched], before)
         except errors.SqlError:
             alone = sorted(alone + batched)
         else:
@@ -348,7 +439,7 @@ def run_checks(
                 results[i] = _judge(checks[i], result=answer)
     for i in alone:
         try:
-            answer = backend.run([_statement(checks[i])], read_only=True)[0]
+            answer = _read(backend, [checks[i]], before)[0]
         except errors.SqlError as exc:
             results[i] = _judge(checks[i], error=exc.message)
         else:
@@ -363,10 +454,45 @@ def run_checks(
             shadow = _Shadow.build(backend)
             try:
                 for i in probes:
-                    results[i] = shadow.probe(checks[i])
+                    result = shadow.probe(checks[i])
+                    if not allow_writes_proof and not result.ok:
+                        result = _judged_later(result)
+                    results[i] = result
             finally:
                 shadow.close()
     return [results[i] for i in range(len(checks))]
+
+
+def _judged_later(result: CheckResult) -> CheckResult:
+    """`plan`'s word on a probe the schema-only copy could not pass: the rows `migrate`
+    runs it against may well change the outcome, so it is not a refusal."""
+    why = result.outcome.removeprefix("not run: ")
+    if why == result.outcome:
+        why = f"on a schema-only copy, without rows: {why}"
+    return replace(
+        result, outcome=f"judged at deploy time ({why})", columns=(), rows=(), judged=False
+    )
+
+
+def _read(backend: Backend, checks: Sequence[Check], before: str | None) -> list[QueryResult]:
+    """Send checks that read, held to it by the backend. A read that wrote stops the run
+    naming it, with `before` (remotely, a bookmark taken before any read was sent)."""
+    try:
+        return backend.run([_statement(c) for c in checks], read_only=True)
+    except errors.ReadWrote as exc:
+        if not exc.changed or before is None:
+            raise
+        raise errors.ReadWrote(
+            f"{exc.message}; bookmark from before the checks ran: {before}",
+            changed=True,
+            index=exc.index,
+            bookmark=before,
+            hint=f"see what it changed, then put the database back with"
+            f" `d1deploy restore --bookmark {before} --yes` (writes made since the checks"
+            " started are undone too)",
+            file=exc.file,
+            line=exc.line,
+        ) from exc
 
 
 def _statement(check: Check) -> Statement:

@@ -542,22 +542,24 @@ def lint(
     run: Run,
     files: Annotated[
         list[Path] | None,
-        typer.Argument(help="SQL files to check (default: every migration, in order)."),
+        typer.Argument(
+            help="SQL files to check (default: every migration and its check files, in order)."
+        ),
     ] = None,
 ) -> None:
-    """D1-specific static checks of SQL files; needs no database."""
-    from d1deploy import discovery, render
-    from d1deploy import lint as lint_mod
+    """D1-specific static checks of SQL files; needs no database. Check files are judged
+    too: refused statements are errors, statements that write (probes) notes."""
+    from d1deploy import planning, render
 
     cfg = run.settings
-    found = [] if files else discovery.discover(cfg.migrations_dir, cfg.migrations_pattern)
-    paths = list(files) if files else [m.path for m in found]
-    findings = discovery.order_findings(found) + lint_mod.lint_files(paths)
-    render.lint_findings(run.out, findings, checked=len(paths))
+    findings, checked = planning.lint_project(
+        cfg.migrations_dir, files or None, pattern=cfg.migrations_pattern
+    )
+    render.lint_findings(run.out, findings, checked=checked)
     errors = [f for f in findings if f.severity == "error"]
     if errors:
         raise UsageError(
-            f"{len(errors)} lint error(s) in {len(paths)} file(s)",
+            f"{len(errors)} lint error(s) in {checked} file(s)",
             hint="fix the statements named above",
             file=errors[0].file,
             line=errors[0].line,

@@ -349,6 +349,7 @@ def _query_result(what: str, item: Any, index: int) -> QueryResult:
     columns = tuple(rows[0]) if rows else ()
     meta = _obj(item.get("meta"))
     last_row_id = meta.get("last_row_id")
+    changed_db = meta.get("changed_db")
     return QueryResult(
         columns=columns,
         rows=tuple(tuple(_cell(row.get(c)) for c in columns) for row in rows),
@@ -357,6 +358,7 @@ def _query_result(what: str, item: Any, index: int) -> QueryResult:
         rows_written=int(_num(meta.get("rows_written"))),
         duration_ms=_num(meta.get("duration")),
         last_row_id=last_row_id if isinstance(last_row_id, int) else None,
+        changed_db=changed_db if isinstance(changed_db, bool) else None,
     )
 
 

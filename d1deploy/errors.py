@@ -6,6 +6,7 @@ only `output.py` prints them.
 
     D1DeployError                     exit 1  failed while changing
     ├── ChangeFailed                  exit 1  a change failed (the report says what was undone)
+    │   └── ReadWrote                         a statement sent as a read wrote (or tried to)
     ├── SqlError                      exit 1  D1 or SQLite rejected a statement
     ├── UsageError                    exit 2  bad usage or bad input files
     │   ├── InputError                        a SQL/check/migration file is unusable (file:line)
@@ -69,6 +70,29 @@ class ChangeFailed(D1DeployError):
     """Something failed after changes began; the message says what was undone."""
 
     exit_code = 1
+
+
+class ReadWrote(ChangeFailed):
+    """A statement sent as a read wrote: D1's answer shows a change (`changed`), or the
+    local SQLite refused its write (nothing changed). Never retried nor re-sent: the run
+    stops. `index` is its position in its request; `bookmark`, when known, a Time Travel
+    bookmark from before it ran."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        changed: bool,
+        index: int | None = None,
+        bookmark: str | None = None,
+        hint: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, file=file, line=line)
+        self.changed = changed
+        self.index = index
+        self.bookmark = bookmark
 
 
 class SqlError(D1DeployError):

@@ -1,10 +1,13 @@
 """Failing a batch on purpose, and the row-loss guard built on it.
 
 SQLite has no `RAISE` outside triggers, so d1deploy makes a statement fail with a message
-of its own through a JSON path error: `json_extract('{}', '$d1deploy-abort: ' || msg)`
-only runs when its `CASE` condition holds, and SQLite's error then contains the marker
-and the message. `lock.py` (lease lost), `checks.py` (forced abort of write probes) and
-the row-loss guard below all fail batches this way, and `parse_abort` recognises it.
+of its own through a JSON path error: `json_extract('{}', '$d1deploy-abort-NONCE: ' ||
+msg)` only runs when its `CASE` condition holds, and SQLite's error then contains the
+marker and the message. `lock.py` (lease lost), `checks.py` (forced abort of write
+probes) and the row-loss guard below all fail batches this way, and `parse_abort`
+recognises it. NONCE is random and new in every run (`RUN_NONCE`): an error raised by a
+migration or by data (`json_extract` of a user's text, `RAISE` in a trigger) cannot
+carry it, so nothing but d1deploy's own SQL can pass for one of its aborts.
 
 The row-loss guard exists because D1 keeps foreign keys on: rebuilding a parent table
 with `DROP TABLE` silently cascades deletes into child tables. Inside the migration's own
@@ -16,11 +19,21 @@ unless the migration declares the loss with `-- d1deploy: allow-row-loss TABLE`.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Collection, Sequence
 
 from d1deploy.backend import Statement
 
-ABORT_MARKER = "d1deploy-abort: "
+RUN_NONCE = secrets.token_hex(8)
+"""Unique to this run of d1deploy (this process); never stored in a database."""
+
+
+def marker(nonce: str = RUN_NONCE) -> str:
+    """What precedes the message of an abort raised with `nonce`."""
+    return f"d1deploy-abort-{nonce}: "
+
+
+ABORT_MARKER = marker()
 GUARD_TABLE = "_d1deploy_guard"
 
 # `-- d1deploy: allow-row-loss t1 t2` on a line of its own (names may be quoted).
@@ -38,7 +51,7 @@ def quote_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def abort_if(condition_sql: str, message_sql: str) -> str:
+def abort_if(condition_sql: str, message_sql: str, *, nonce: str = RUN_NONCE) -> str:
     """A statement that fails its batch with `message_sql`'s value when `condition_sql`
     holds, and returns one NULL otherwise.
 
@@ -47,21 +60,23 @@ def abort_if(condition_sql: str, message_sql: str) -> str:
     """
     return (
         f"SELECT CASE WHEN ({condition_sql}) "
-        f"THEN json_extract('{{}}', '${ABORT_MARKER}' || ({message_sql})) END"
+        f"THEN json_extract('{{}}', '${marker(nonce)}' || ({message_sql})) END"
     )
 
 
-def parse_abort(message: str) -> str | None:
-    """The message of an `abort_if` failure found in an error text, else None.
+def parse_abort(message: str, *, nonce: str = RUN_NONCE) -> str | None:
+    """The message of an `abort_if` failure raised with `nonce` (this run's) found in an
+    error text, else None: a marker with any other nonce, or none, is not ours.
 
-    SQLite quotes the JSON path in its error (`... near 'd1deploy-abort: msg'` or
-    `bad JSON path: '$d1deploy-abort: msg'`) and doubles any quote inside it; the text
+    SQLite quotes the JSON path in its error (`... near 'd1deploy-abort-N: msg'` or
+    `bad JSON path: '$d1deploy-abort-N: msg'`) and doubles any quote inside it; the text
     ends at the closing quote, before whatever D1 appends (`: SQLITE_ERROR`).
     """
-    start = message.find(ABORT_MARKER)
+    tag = marker(nonce)
+    start = message.find(tag)
     if start < 0:
         return None
-    rest = message[start + len(ABORT_MARKER) :]
+    rest = message[start + len(tag) :]
     out: list[str] = []
     i = 0
     while i < len(rest):

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from d1deploy import sqlsplit
+from d1deploy import d1sqlite, sqlsplit
 from d1deploy.backend import SqlValue, Statement
 from d1deploy.errors import InputError
 
@@ -29,7 +29,8 @@ STATEMENT_MAX_BYTES = 100_000
 MAX_PARAMETERS = 100
 """D1 refuses a statement binding more values."""
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "note"]
+"""`note`: nothing wrong, but a reviewer should see it (a check that runs as a probe)."""
 
 _FOREIGN_KEYS_OFF = re.compile(
     r"PRAGMA\s+(?:\w+\s*\.\s*)?foreign_keys\s*(?:=|\()\s*"
@@ -120,6 +121,21 @@ class SchemaModel:
     def tables(self) -> tuple[str, ...]:
         """The model's tables (SQLite's internal ones left out)."""
         return self._tables
+
+    def compile(self, sql: str) -> d1sqlite.Compiled:
+        """SQLite's judgement of `sql` on this schema, without running it.
+
+        :raises d1sqlite.CompileError: SQLite cannot compile it here.
+        """
+        self._ticks = 0
+        return d1sqlite.compile_statement(self._db, sql)
+
+    def compiles(self, sql: str) -> bool:
+        try:
+            self.compile(sql)
+        except d1sqlite.CompileError:
+            return False
+        return True
 
     def dry_run(self, sql: str, params: Sequence[SqlValue] = ()) -> DryRun:
         """Run one statement: keep its schema changes, discard the rows it writes.

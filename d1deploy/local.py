@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from d1deploy import sqlsplit
+from d1deploy import d1sqlite, sqlsplit
 from d1deploy.backend import (
     DatabaseInfo,
     ExportHandle,
@@ -37,7 +37,7 @@ from d1deploy.backend import (
     SqlValue,
     Statement,
 )
-from d1deploy.errors import DownloadError, InputError, NotFound, SqlError
+from d1deploy.errors import DownloadError, InputError, NotFound, ReadWrote, SqlError
 
 MAX_STATEMENT_BYTES = 100_000
 """D1's limit on one SQL statement (per statement, also inside a batch or an import)."""
@@ -146,15 +146,57 @@ class LocalBackend:
     def run(self, statements: Sequence[Statement], *, read_only: bool = False) -> list[QueryResult]:
         """Run the statements as ONE transaction: all of them, or none on any failure.
 
-        `read_only` only picks a deferred BEGIN; locally nothing is ever re-sent.
+        `read_only` runs them where SQLite refuses to write (see `_reads`).
 
         :raises SqlError: a statement failed or was refused (`index` says which).
+        :raises ReadWrote: a `read_only` statement tried to write; nothing changed.
         :raises InputError: a statement holds more than one SQL statement.
         """
         if not statements:
             return []
         with self._transaction(write=not read_only):
+            if read_only:
+                return self._reads(statements)
             return [self._execute(stmt, index) for index, stmt in enumerate(statements)]
+
+    def _reads(self, statements: Sequence[Statement]) -> list[QueryResult]:
+        """Run statements promised to only read, with SQLite refusing every write: an
+        authorizer denies each action that writes (`d1sqlite.deny_writes`, which also
+        refuses `PRAGMA query_only = OFF`), and `query_only` refuses whatever changes the
+        file without asking permission (VACUUM)."""
+        denied: list[d1sqlite.Action] = []
+
+        def policy(action: d1sqlite.Action) -> int:
+            answer = d1sqlite.deny_writes(action)
+            if answer == sqlite3.SQLITE_DENY:
+                denied.append(action)
+            return answer
+
+        results: list[QueryResult] = []
+        self._internal("PRAGMA query_only = ON")
+        try:
+            with d1sqlite.authorizer(self._conn, policy):
+                for index, stmt in enumerate(statements):
+                    try:
+                        results.append(self._execute(stmt, index))
+                    except SqlError as exc:
+                        if not denied and exc.sqlite_code != "SQLITE_READONLY":
+                            raise
+                        what = denied[0].describe() if denied else exc.message
+                        sql = " ".join(stmt.sql.split()).rstrip(";")
+                        raise ReadWrote(
+                            f"`{sql[:200]}` was sent as a read but writes ({what}): SQLite"
+                            " refused it and nothing changed",
+                            changed=False,
+                            index=index,
+                            hint="a read must not write: run it as a change, or as a check"
+                            " probe (a statement that writes in a check file)",
+                            file=stmt.file,
+                            line=stmt.line,
+                        ) from exc
+        finally:
+            self._internal("PRAGMA query_only = OFF")
+        return results
 
     def import_file(self, path: Path, on_message: MessageCallback | None = None) -> ImportResult:
         """Execute a SQL file as one transaction (D1 promises imports are all-or-nothing).

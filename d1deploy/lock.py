@@ -159,6 +159,7 @@ def force_release(backend: Backend) -> Lease | None:
 
 
 def is_lost(message: str) -> bool:
-    """Whether a batch failed because `check_and_extend` found the lease gone."""
+    """Whether a batch failed because `check_and_extend` found the lease gone: this
+    run's own abort (its nonce, see `guard.RUN_NONCE`), never text that merely says so."""
     found = guard.parse_abort(message)
     return found is not None and found.startswith(LOST_PREFIX)

@@ -34,6 +34,7 @@ from d1deploy.errors import (
     D1DeployError,
     InputError,
     PrecheckFailed,
+    ReadWrote,
     Refused,
     Unavailable,
     UsageError,
@@ -43,16 +44,15 @@ from d1deploy.planning import (
     PlannedMigration,
     PlanReport,
     StatusReport,
-    check_files,
     model_of,
     plan,
+    prechecks_now,
     predict,
     prepare,
     refuse_drift,
     select,
     status,
     status_of,
-    triage_prechecks,
 )
 
 __all__ = [
@@ -350,13 +350,12 @@ class _Deploy:
             raise LintFailed(errors)
         for f in findings:
             say(f"warning: {f.file}:{f.line}: {f.message}")
-        # Parsed now so that a broken check file stops the deploy before any change.
-        verify = {m.name: check_files([m], "verify") for m in todo}
-        prechecks = checks.run_checks(self.s.backend, check_files(todo, "precheck"))
-        failed, deferred = triage_prechecks(todo, prechecks)
-        owner = {str(m.precheck_path): m.name for m in todo}
-        kept = tuple(r for r in prechecks if owner.get(r.check.file) not in deferred)
-        self.report = replace(self.report, checks=kept, skipped=tuple(later))
+        # The check files were read and judged by `prepare`: a broken one has already
+        # stopped the deploy, before any change.
+        deferred = [p.name for p in planned if p.prechecks_wait]
+        prechecks = checks.run_checks(self.s.backend, prechecks_now(planned))
+        failed = [r for r in prechecks if not r.ok]
+        self.report = replace(self.report, checks=tuple(prechecks), skipped=tuple(later))
         if failed:
             raise PrechecksFailed(
                 f"{len(failed)} precheck(s) failed: " + "; ".join(r.check.label for r in failed),
@@ -377,8 +376,8 @@ class _Deploy:
             ms = [todo[i] for i in group]
             if ms[0].name in deferred:
                 not_reached = [x.name for x in todo[group.start :]]
-                self._checks("precheck", ms[:1], check_files(ms[:1], "precheck"), not_reached)
-            verifying = [c for m in ms for c in verify[m.name]]
+                self._checks("precheck", ms[:1], planned[group.start].prechecks, not_reached)
+            verifying = [c for i in group for c in planned[i].verifies]
             sent = self.s.send(
                 [changes[i] for i in group],
                 bookmark=bookmark,
@@ -431,6 +430,17 @@ class _Deploy:
         migrations."""
         try:
             results = checks.run_checks(self.s.backend, found)
+        except ReadWrote as err:
+            # Something wrote that was promised not to: undoing more by machine could
+            # only make it worse; say where things stand and how to go back.
+            done = ", ".join(m.name for m, _ in self.applied) or "nothing"
+            self._raise(
+                f"{err.message}; the deploy stopped there, nothing was undone (this run"
+                f" applied: {done}; bookmark before this deploy: {self.report.bookmark_before})",
+                err.file,
+                err.line,
+                hint=err.hint,
+            )
         except Unavailable as err:
             if kind == "precheck":
                 raise
@@ -835,7 +845,8 @@ def verify(
     """Run the verify checks of the applied migrations (or of `name` only)."""
     say = notify or _quiet
     migrations = discover(migrations_dir, pattern)
-    applied = ledger.read_state(backend, table).applied()
+    state = ledger.read_state(backend, table)
+    applied = state.applied()
     if name is not None:
         chosen = [resolve(migrations, name)]
         if chosen[0].name not in applied:
@@ -845,5 +856,12 @@ def verify(
     chosen = [m for m in chosen if m.verify_path is not None]
     if not chosen:
         say("no verify checks to run")
-    results = checks.run_checks(backend, check_files(chosen, "verify"))
+    with model_of(state) as live:
+        found = [
+            c
+            for m in chosen
+            if m.verify_path is not None
+            for c in checks.parse_check_file(m.verify_path, schema=live, strict=False)
+        ]
+    results = checks.run_checks(backend, found)
     return VerifyReport(backend.info.name, tuple(m.name for m in chosen), tuple(results))

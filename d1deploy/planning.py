@@ -6,6 +6,7 @@ prechecks). Nothing here writes to the database.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -13,8 +14,8 @@ from typing import Literal
 from d1deploy import checks, guard, ledger, lint
 from d1deploy.backend import Backend, Statement
 from d1deploy.checks import CheckResult
-from d1deploy.discovery import Migration, discover, leading_number, resolve
-from d1deploy.errors import DriftDetected, UsageError
+from d1deploy.discovery import Migration, discover, leading_number, order_findings, resolve
+from d1deploy.errors import DriftDetected, InputError, UsageError
 from d1deploy.ledger import DEFAULT_TABLE, DbState
 
 # --- status --------------------------------------------------------------------------
@@ -145,7 +146,10 @@ def refuse_drift(report: StatusReport) -> None:
 
 @dataclass(frozen=True)
 class PlannedMigration:
-    """What applying one migration would do."""
+    """What applying one migration would do. `prechecks` are judged on the schema it
+    will meet, `verifies` on the schema it leaves; `prechecks_wait` says its prechecks
+    name what only the pending migrations before it create, so they run right before it
+    instead of before anything changes."""
 
     name: str
     file: str
@@ -155,13 +159,16 @@ class PlannedMigration:
     dropped_tables: tuple[str, ...]
     allowed_row_loss: tuple[str, ...]
     rollback_sql: str | None = field(default=None, repr=False)
+    prechecks: tuple[checks.Check, ...] = ()
+    verifies: tuple[checks.Check, ...] = ()
+    prechecks_wait: bool = False
 
 
 @dataclass(frozen=True)
 class PlanReport:
-    """`deferred` names the migrations whose prechecks cannot run yet (they fail with an
-    SQL error on a schema that earlier pending migrations will change): `migrate` runs
-    them right before their migration."""
+    """`deferred` names the migrations whose prechecks cannot run yet (SQLite can only
+    compile them on the schema earlier pending migrations leave): `migrate` runs them
+    right before their migration. `precheck_failures` holds the judged failures only."""
 
     status: StatusReport
     pending: tuple[PlannedMigration, ...]
@@ -218,10 +225,23 @@ def prepare(
     todo: Sequence[Migration], state: DbState, guard_tables: Sequence[str] | None
 ) -> list[PlannedMigration]:
     """Split each migration, lint it against the schema it will meet (the live one,
-    changed by the migrations before it) and plan its row-loss guard."""
+    changed by the migrations before it) and plan its row-loss guard; read its precheck
+    file on that schema and its verify file on the schema it leaves.
+
+    :raises InputError: a check file is unusable (SQLite cannot compile a statement, a
+        refused pragma...), before anything runs.
+    """
     planned: list[PlannedMigration] = []
-    with model_of(state) as model:
+    # `live` stays as the database is now; only later migrations' prechecks consult it.
+    today = model_of(state) if len(todo) > 1 else nullcontext(None)
+    with model_of(state) as model, today as live:
         for m in todo:
+            prechecks = _read_checks(m.precheck_path, model)
+            # Compiled on the schema the migrations before it leave, but not on today's:
+            # it can only run once they are applied (never true of the first one).
+            wait = live is not None and any(
+                model.compiles(c.sql) and not live.compiles(c.sql) for c in prechecks
+            )
             statements = m.statements()
             watched, dropped, findings = predict(
                 model, statements, state.table, guard_tables, undoing=False
@@ -236,9 +256,55 @@ def prepare(
                     dropped_tables=tuple(dropped),
                     allowed_row_loss=tuple(sorted(guard.allowed_row_loss(m.text))),
                     rollback_sql=m.rollback_text(),
+                    prechecks=tuple(prechecks),
+                    verifies=tuple(_read_checks(m.verify_path, model)),
+                    prechecks_wait=wait,
                 )
             )
     return planned
+
+
+def lint_project(
+    migrations_dir: Path, paths: Sequence[Path] | None = None, *, pattern: str | None = None
+) -> tuple[list[lint.Finding], int]:
+    """`lint`: (findings, files linted). Every migration in order on one schema model,
+    each with its precheck file (judged on the schema before it) and its verify file
+    (on the schema after it); or the given `paths` in order, a migration's precheck or
+    verify file among them linted as the check file it is."""
+    findings: list[lint.Finding] = []
+    if paths is None:
+        found = discover(migrations_dir, pattern)
+        findings += order_findings(found)
+        ordered = [
+            (path, kind)
+            for m in found
+            for path, kind in (
+                (m.precheck_path, "check"),
+                (m.path, "sql"),
+                (m.verify_path, "check"),
+            )
+            if path is not None
+        ]
+    else:
+        try:
+            found = discover(migrations_dir, pattern) if migrations_dir.is_dir() else []
+        except InputError:
+            found = []  # the files given are linted all the same
+        companions = {
+            p.resolve() for m in found for p in (m.precheck_path, m.verify_path) if p is not None
+        }
+        ordered = [(p, "check" if p.resolve() in companions else "sql") for p in paths]
+    with lint.SchemaModel() as model:
+        for path, kind in ordered:
+            if kind == "check":
+                findings += checks.lint_check_file(path, schema=model)
+            else:
+                findings += lint.lint_files([path], schema=model)
+    return findings, len(ordered)
+
+
+def _read_checks(path: Path | None, schema: lint.SchemaModel) -> list[checks.Check]:
+    return [] if path is None else checks.parse_check_file(path, schema=schema)
 
 
 def select(
@@ -258,17 +324,6 @@ def select(
     return pending[:cut], [m.name for m in pending[cut:]]
 
 
-def check_files(
-    todo: Sequence[Migration], kind: Literal["precheck", "verify"]
-) -> list[checks.Check]:
-    found: list[checks.Check] = []
-    for m in todo:
-        path = m.precheck_path if kind == "precheck" else m.verify_path
-        if path is not None:
-            found += checks.parse_check_file(path, display_name=str(path))
-    return found
-
-
 def plan(
     backend: Backend,
     migrations_dir: Path,
@@ -279,41 +334,26 @@ def plan(
     guard_tables: Sequence[str] | None = None,
 ) -> PlanReport:
     """What `migrate` would do: status, each pending migration's statements, lint
-    findings and guard, and the prechecks' results. Writes nothing at all (write probes
-    run on a schema-only copy unless the database already proved it discards aborted
-    batches)."""
+    findings and guard, and the prechecks' results. Writes nothing at all: write probes
+    run on a schema-only copy, and one that fails there is left for `migrate` to judge
+    on the database's rows (never reported as a refusal `migrate` might not make)."""
     migrations = discover(migrations_dir, pattern)
     state = ledger.read_state(backend, table)
     report = status_of(backend.info.name, migrations, state)
     todo, skipped = select(migrations, report, to)
     planned = prepare(todo, state, guard_tables)
-    prechecks = checks.run_checks(backend, check_files(todo, "precheck"), allow_writes_proof=False)
-    failures, deferred = triage_prechecks(todo, prechecks)
+    prechecks = checks.run_checks(backend, prechecks_now(planned), allow_writes_proof=False)
     return PlanReport(
         report,
         tuple(planned),
         tuple(skipped),
         tuple(prechecks),
-        tuple(deferred),
-        tuple(failures),
+        tuple(p.name for p in planned if p.prechecks_wait),
+        tuple(r for r in prechecks if r.failed),
     )
 
 
-def triage_prechecks(
-    todo: Sequence[Migration], results: Sequence[CheckResult]
-) -> tuple[list[CheckResult], list[str]]:
-    """(failures that refuse the deploy now, migrations whose prechecks run later).
-
-    Prechecks run before anything changes. A later migration's precheck that fails with
-    an SQL error (typically a table that an earlier pending migration creates, on a
-    fresh database) is not a verdict yet: it runs again right before its migration.
-    """
-    first = str(todo[0].precheck_path) if todo else None
-    owner = {str(m.precheck_path): m.name for m in todo if m.precheck_path}
-    deferred: list[str] = []
-    for r in results:
-        if not r.ok and r.check.file != first and r.outcome.startswith("error"):
-            deferred.append(owner[r.check.file])
-    deferred = list(dict.fromkeys(deferred))
-    refusing = [r for r in results if not r.ok and owner.get(r.check.file) not in deferred]
-    return refusing, deferred
+def prechecks_now(planned: Sequence[PlannedMigration]) -> list[checks.Check]:
+    """The prechecks that run before anything changes (the others wait, see
+    `PlannedMigration.prechecks_wait`)."""
+    return [c for p in planned if not p.prechecks_wait for c in p.prechecks]

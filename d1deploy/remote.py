@@ -2,7 +2,8 @@
 
 A thin adapter: every method delegates to `client.D1Client` for the one database it was
 opened on. Its only logic is pointing a failed statement's `SqlError` at its file and
-line when the failing statement is known.
+line when the failing statement is known, and holding reads to their promise: a
+`read_only` request whose answer shows a change raises `ReadWrote` (nothing re-sends it).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class RemoteBackend:
 
     def run(self, statements: Sequence[Statement], *, read_only: bool = False) -> list[QueryResult]:
         try:
-            return self._client.query(self._info.uuid, statements, read_only=read_only)
+            results = self._client.query(self._info.uuid, statements, read_only=read_only)
         except errors.SqlError as err:
             # A REST batch failure does not say which item failed; with one statement
             # there is no doubt. The client sets `index` when D1 does say (per item).
@@ -58,6 +59,11 @@ class RemoteBackend:
                 file=stmt.file,
                 line=stmt.line,
             ) from err
+        if read_only:
+            for index, (stmt, result) in enumerate(zip(statements, results, strict=True)):
+                if result.wrote:
+                    raise _wrote_error(stmt, result, index)
+        return results
 
     def bookmark(self, at: datetime | None = None) -> str:
         return self._client.bookmark(self._info.uuid, at)
@@ -75,3 +81,21 @@ class RemoteBackend:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _wrote_error(stmt: Statement, result: QueryResult, index: int) -> errors.ReadWrote:
+    """The error for a statement sent as a read whose answer shows a change."""
+    shown = f"changes {result.changes}, rows_written {result.rows_written}"
+    if result.changed_db is not None:
+        shown += f", changed_db {str(result.changed_db).lower()}"
+    sql = " ".join(stmt.sql.split()).rstrip(";")
+    return errors.ReadWrote(
+        f"`{sql[:200]}` was sent as a read but changed the database (D1 answered {shown});"
+        " the run stops here and nothing sends it again",
+        changed=True,
+        index=index,
+        hint="find out what it changed; to undo it, restore the database to a Time Travel"
+        " bookmark from before it was sent (see d1deploy bookmark --help)",
+        file=stmt.file,
+        line=stmt.line,
+    )

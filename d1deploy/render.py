@@ -88,7 +88,7 @@ def checks(out: Output, results: Sequence[CheckResult], *, title: str) -> None:
         return
     out.info(f"{title}:")
     for r in results:
-        mark = "ok  " if r.ok else "FAIL"
+        mark = "ok  " if r.ok else "FAIL" if r.judged else "wait"
         probe = f" [{r.probe} probe]" if r.probe else ""
         out.info(
             f"  {mark} {r.check.label} ({_where(r.check.file, r.check.line)}) expect "
@@ -112,14 +112,16 @@ def checks(out: Output, results: Sequence[CheckResult], *, title: str) -> None:
 def _checks_summary(out: Output, results: Sequence[CheckResult], title: str) -> None:
     if not results:
         return
-    failed = [r for r in results if not r.ok]
+    passed = sum(r.ok for r in results)
+    waiting = sum(not r.judged for r in results)
+    later = f", {waiting} judged at deploy time" if waiting else ""
     out.summary(
-        f"#### {title}: {len(results) - len(failed)}/{len(results)} passed\n\n"
+        f"#### {title}: {passed}/{len(results)} passed{later}\n\n"
         + md_table(
             ["", "check", "where", "expect", "outcome"],
             [
                 [
-                    "✅" if r.ok else "❌",
+                    "✅" if r.ok else "❌" if r.judged else "⏳",
                     r.check.label,
                     _where(r.check.file, r.check.line),
                     r.check.expect.describe(),
@@ -192,6 +194,7 @@ def exec_report(out: Output, report: ExecReport) -> None:
 
 def lint_findings(out: Output, findings: Sequence[Finding], *, checked: int | None) -> None:
     errors = sum(f.severity == "error" for f in findings)
+    notes = sum(f.severity == "note" for f in findings)
     if out.json_mode:
         out.json({"ok": errors == 0, "files": checked, "findings": list(findings)})
         return
@@ -200,12 +203,13 @@ def lint_findings(out: Output, findings: Sequence[Finding], *, checked: int | No
         out.info(f"{where}{f.severity}: {f.message} [{f.code}]")
         if f.hint:
             out.info(f"  hint: {f.hint}")
-        out.annotate(
-            "error" if f.severity == "error" else "warning", f.message, file=f.file, line=f.line
-        )
+        level = "notice" if f.severity == "note" else f.severity
+        out.annotate(level, f.message, file=f.file, line=f.line)
     if checked is not None:
+        warnings = len(findings) - errors - notes
         out.info(
-            f"{checked} file(s) checked: {errors} error(s), {len(findings) - errors} warning(s)."
+            f"{checked} file(s) checked: {errors} error(s), {warnings} warning(s)"
+            + (f", {notes} note(s)." if notes else ".")
         )
     if findings:
         out.summary(
@@ -289,7 +293,7 @@ def plan(out: Output, report: PlanReport) -> None:
                 "deferred_prechecks": report.deferred,
             }
         )
-        checks(out, _runnable_prechecks(report), title="Prechecks")
+        checks(out, report.prechecks, title="Prechecks")
         return
     if not names:
         out.info(f"{db}: nothing to do; every migration is applied.")
@@ -306,20 +310,18 @@ def plan(out: Output, report: PlanReport) -> None:
         out.warn(f"drifted (changed since applied): {', '.join(report.status.drifted)}")
     if report.skipped:
         out.info(f"Not included (after --to): {', '.join(report.skipped)}")
-    now = _runnable_prechecks(report)
-    checks(out, now, title="Prechecks")
+    checks(out, report.prechecks, title="Prechecks")
     if report.deferred:
-        later = len(report.prechecks) - len(now)
+        later = sum(len(p.prechecks) for p in report.pending if p.prechecks_wait)
         out.info(
             f"{later} precheck(s) read what earlier pending migrations create; migrate runs "
             f"them right before their migration: {', '.join(report.deferred)}"
         )
-
-
-def _runnable_prechecks(report: PlanReport) -> list[CheckResult]:
-    """A precheck that reads what an earlier pending migration creates cannot run yet:
-    it is deferred (migrate runs it right before its migration), not failed."""
-    return [r for r in report.prechecks if r.ok or r in report.precheck_failures]
+    if waiting := sum(not r.judged for r in report.prechecks):
+        out.info(
+            f"{waiting} write probe(s) did not meet their expectation on a copy of the schema"
+            " without rows; migrate judges them on the database's rows"
+        )
 
 
 def plan_verdict(report: PlanReport) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from d1deploy import checks, errors, guard
+from d1deploy import checks, errors, guard, ledger, lint, planning
 from d1deploy.backend import (
     Backend,
     DatabaseInfo,
@@ -36,9 +36,19 @@ SCHEMA = (
 
 # --- parsing ------------------------------------------------------------------------
 
+MODEL = lint.SchemaModel.from_sql(
+    [
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT,"
+        " balance INTEGER CHECK (balance >= 0))",
+        "CREATE INDEX accounts_name ON accounts (name)",
+        "CREATE TABLE t (a)",
+    ]
+)
+"""The schema the parsing tests' checks meet (SQLite judges them on it)."""
 
-def parse(text: str) -> list[Check]:
-    return checks.parse_checks(text, file="x.verify.sql")
+
+def parse(text: str, schema: lint.SchemaModel = MODEL) -> list[Check]:
+    return checks.parse_checks(text, file="x.verify.sql", schema=schema)
 
 
 @pytest.mark.parametrize(
@@ -143,7 +153,7 @@ def test_parse_labels_lines_expectations_and_writes() -> None:
 
 
 def test_long_default_labels_are_shortened() -> None:
-    (check,) = parse("SELECT " + ", ".join(f"c{i}" for i in range(40)) + " FROM t;")
+    (check,) = parse("SELECT " + ", ".join(f"{i} AS c{i}" for i in range(40)) + " FROM t;")
     assert len(check.label) == 60
     assert check.label.endswith("...")
 
@@ -151,9 +161,10 @@ def test_long_default_labels_are_shortened() -> None:
 def test_parse_check_file_reads_the_file(tmp_path: Path) -> None:
     path = tmp_path / "001_x.precheck.sql"
     path.write_text("-- check: one\n-- expect: value = 1\nSELECT 1;\n", encoding="utf-8")
-    (check,) = checks.parse_check_file(path, display_name="migrations/001_x.precheck.sql")
+    named = "migrations/001_x.precheck.sql"
+    (check,) = checks.parse_check_file(path, display_name=named, schema=MODEL)
     assert check.location == "migrations/001_x.precheck.sql:3"
-    assert checks.parse_check_file(path)[0].file == str(path)
+    assert checks.parse_check_file(path, schema=MODEL)[0].file == str(path)
 
 
 @pytest.mark.parametrize(
@@ -188,7 +199,7 @@ def test_crlf_files_parse_like_lf_files(tmp_path: Path) -> None:
     )
     path = tmp_path / "crlf.verify.sql"
     path.write_bytes(text.replace("\n", "\r\n").encode())
-    crlf = checks.parse_check_file(path, display_name="x.verify.sql")
+    crlf = checks.parse_check_file(path, display_name="x.verify.sql", schema=MODEL)
     assert crlf == parse(text)
     assert [c.line for c in crlf] == [3, 7]
 
@@ -215,36 +226,107 @@ def test_ordinary_comments_are_not_directives() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sql", "read_only"),
+    ("sql", "writes"),
     [
-        ("SELECT 1", True),
-        ("  select * from t", True),
-        ("VALUES (1)", True),
-        ("EXPLAIN QUERY PLAN SELECT * FROM t", True),
-        ("WITH x AS (SELECT 1) SELECT * FROM x", True),
-        ("WITH x AS (SELECT 'delete me' AS d) SELECT d FROM x", True),
-        ("WITH x AS (SELECT 1) DELETE FROM t WHERE id IN x", False),
-        ("WITH x AS (SELECT replace(name, 'a', 'b') FROM t) SELECT * FROM x", True),
-        ("WITH x AS (SELECT 1) REPLACE INTO t SELECT * FROM x", False),
-        ("/* note */ SELECT 1", True),
-        ("-- SELECT\nDELETE FROM t", False),
-        ("WITH x AS (SELECT 1 /* update later */) SELECT * FROM x -- delete", True),
-        ("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", False),
-        ("PRAGMA table_info(t)", True),
-        ("PRAGMA foreign_key_check", True),
-        ("PRAGMA user_version = 3", False),
-        ("PRAGMA optimize", False),
-        ("INSERT INTO t VALUES (1)", False),
-        ("REPLACE INTO t VALUES (1)", False),
-        ("UPDATE t SET a = 1", False),
-        ("DELETE FROM t", False),
-        ("CREATE TABLE t2 (a)", False),
-        ("DROP TABLE t", False),
-        ("", False),
+        ("SELECT 1", False),
+        ("  select * from t", False),
+        ("VALUES (1)", False),
+        ("EXPLAIN QUERY PLAN SELECT * FROM t", False),
+        ("WITH x AS (SELECT 1) SELECT * FROM x", False),
+        ("WITH x AS (SELECT 'delete me' AS d) SELECT d FROM x", False),
+        ("WITH x AS (SELECT 1) DELETE FROM t WHERE a IN x", True),
+        ("WITH x AS (SELECT replace(name, 'a', 'b') FROM accounts) SELECT * FROM x", False),
+        ("WITH x AS (SELECT 1) REPLACE INTO t SELECT * FROM x", True),
+        ("/* note */ SELECT 1", False),
+        ("-- SELECT\nDELETE FROM t", True),
+        ("WITH x AS (SELECT 1 /* update later */) SELECT * FROM x -- delete", False),
+        ("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", True),
+        ("PRAGMA table_info(t)", False),
+        ("PRAGMA foreign_key_check", False),
+        ("PRAGMA foreign_keys", False),
+        ("SELECT name FROM pragma_table_info('accounts')", False),
+        ("SELECT * FROM json_each('[1, 2]')", False),
+        ("INSERT INTO t VALUES (1)", True),
+        ("REPLACE INTO t VALUES (1)", True),
+        ("UPDATE t SET a = 1", True),
+        ("DELETE FROM t", True),
+        ("CREATE TABLE t2 (a)", True),
+        ("DROP TABLE t", True),
+        # Spellings a pattern read as reads: SQLite knows better.
+        ('UPDATE"t"SET a = 1', True),
+        ("UPDATE[t]SET a = 1", True),
+        ("UPDATE`t`SET a = 1", True),
+        ('WITH x AS (SELECT 1) UPDATE"accounts"SET balance = 0', True),
+        ('REPLACE INTO"t"(a) VALUES (1)', True),
+        ("INSERT INTO t VALUES (1) RETURNING a", True),
+        ("CREATE TEMP TABLE scratch (a)", True),
+        ("ANALYZE", True),
+        ("VACUUM", True),
+        ("ATTACH ':memory:' AS other", True),
+        ("REINDEX", True),
     ],
 )
-def test_is_read_only_is_conservative(sql: str, read_only: bool) -> None:
-    assert checks.is_read_only(sql) is read_only
+def test_sqlite_judges_whether_a_check_writes(sql: str, writes: bool) -> None:
+    (check,) = parse(f"{sql};\n")
+    assert check.writes is writes
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "PRAGMA ignore_check_constraints = ON",
+        "PRAGMA foreign_keys = OFF",
+        "pragma Foreign_Keys=0",
+        "PRAGMA main.defer_foreign_keys = true",
+        "PRAGMA user_version = 3",
+        "PRAGMA user_version",
+        "PRAGMA query_only = 1",
+        "PRAGMA optimize",
+        "PRAGMA writable_schema = ON",
+        "SELECT * FROM pragma_optimize",
+    ],
+)
+def test_a_pragma_outside_the_allowlist_or_with_a_value_is_refused(sql: str) -> None:
+    with pytest.raises(errors.InputError) as info:
+        parse(f"SELECT 1;\n-- check: a pragma\n{sql};\n")
+    err = info.value
+    assert (err.file, err.line, err.exit_code) == ("x.verify.sql", 3, 2)
+    assert "refused in a check file" in err.message
+    assert err.hint is not None and "table_info" in err.hint
+
+
+@pytest.mark.parametrize(
+    ("sql", "fragment"),
+    [
+        ("SELEC 1", "syntax error"),
+        ("SELECT * FROM acounts", "no such table: acounts"),
+        ("UPDATE accounts SET nope = 1", "no such column: nope"),
+        ("SELECT no_such_function(1)", "no such function"),
+        ("UPDATE sqlite_master SET sql = ''", "may not be modified"),
+    ],
+)
+def test_a_statement_sqlite_cannot_compile_is_refused_before_anything_runs(
+    sql: str, fragment: str
+) -> None:
+    with pytest.raises(errors.InputError) as info:
+        parse(f"\n-- expect: no rows\n{sql};\n")
+    assert (info.value.line, info.value.exit_code) == (3, 2)
+    assert "SQLite cannot compile" in info.value.message and fragment in info.value.message
+
+
+def test_a_check_expected_to_fail_on_a_missing_name_runs_as_a_probe() -> None:
+    """Only the database can tell: it runs where it cannot take effect, never as a read."""
+    (gone,) = parse("-- expect: error ~ no such table: old\nSELECT * FROM old;\n")
+    assert gone.writes
+    with pytest.raises(errors.InputError, match="syntax error"):
+        parse("-- expect: error\nSELEC 1;\n")
+
+
+def test_classification_uses_the_schema_the_checks_meet() -> None:
+    empty = lint.SchemaModel(known=True)
+    with pytest.raises(errors.InputError, match="no such table: accounts"):
+        parse("SELECT * FROM accounts;", schema=empty)
+    assert not parse("SELECT * FROM accounts;")[0].writes
 
 
 # --- running ------------------------------------------------------------------------
@@ -351,6 +433,11 @@ def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Recording
     backend.close()
 
 
+def live(backend: Backend) -> lint.SchemaModel:
+    """A schema-only copy of what `backend` holds now (what its checks meet)."""
+    return planning.model_of(ledger.read_state(backend, ledger.DEFAULT_TABLE))
+
+
 @pytest.fixture
 def db(local: LocalBackend) -> Recording:
     backend = Recording(local)
@@ -425,11 +512,11 @@ SELECT 1 FROM accounts;
 def test_error_expectations_on_reads(db: Recording) -> None:
     text = """
 -- expect: error
-SELECT * FROM missing;
--- expect: error ~ NO SUCH TABLE
-SELECT * FROM missing;
+SELECT json_extract('not json', '$');
+-- expect: error ~ MALFORMED JSON
+SELECT json_extract('not json', '$');
 -- expect: error ~ syntax
-SELECT * FROM missing;
+SELECT json_extract('not json', '$');
 -- expect: error
 SELECT 1;
 -- expect: value = 3
@@ -437,9 +524,9 @@ SELECT count(*) FROM accounts;
 """
     results = checks.run_checks(db, parse(text))
     assert outcomes(results) == [
-        (True, "error: no such table: missing: SQLITE_ERROR"),
-        (True, "error: no such table: missing: SQLITE_ERROR"),
-        (False, "error: no such table: missing: SQLITE_ERROR"),
+        (True, "error: malformed JSON: SQLITE_ERROR"),
+        (True, "error: malformed JSON: SQLITE_ERROR"),
+        (False, "error: malformed JSON: SQLITE_ERROR"),
         (False, "succeeded, 1 row"),
         (True, "value 3"),
     ]
@@ -448,19 +535,31 @@ SELECT count(*) FROM accounts;
     assert all(read_only for _, read_only in db.requests)
 
 
+def test_missing_names_expected_to_fail_are_judged_by_the_database(db: Recording) -> None:
+    text = """
+-- expect: error ~ no such table: missing
+SELECT * FROM missing;
+-- expect: error ~ no such table: missing
+DELETE FROM missing;
+"""
+    results = checks.run_checks(db, parse(text))
+    assert outcomes(results) == [(True, "error: no such table: missing: SQLITE_ERROR")] * 2
+    assert {r.probe for r in results} == {"abort"}
+
+
 def test_a_failing_batch_falls_back_to_one_by_one(db: Recording) -> None:
     text = """
 -- expect: value = 3
 SELECT count(*) FROM accounts;
--- check: the table is there
-SELECT * FROM acounts;
+-- check: the names are JSON
+SELECT json_extract(name, '$') FROM accounts;
 -- expect: no rows
 SELECT id FROM accounts WHERE balance < 0;
 """
     results = checks.run_checks(db, parse(text))
     assert outcomes(results) == [
         (True, "value 3"),
-        (False, "error: no such table: acounts: SQLITE_ERROR"),
+        (False, "error: malformed JSON: SQLITE_ERROR"),
         (True, "no rows"),
     ]
     assert [len(sql) for sql, _ in db.requests] == [3, 1, 1, 1]
@@ -582,7 +681,7 @@ INSERT INTO child (parent_id) VALUES (42);
 INSERT INTO parent (id) VALUES (0);
 INSERT INTO parent (id) VALUES (7);
 """
-    results = checks.run_checks(db, parse(text), allow_writes_proof=False)
+    results = checks.run_checks(db, parse(text, live(db)), allow_writes_proof=False)
     assert outcomes(results) == [
         (
             True,
@@ -609,10 +708,19 @@ def test_a_schema_the_shadow_cannot_copy_fails_the_probes_it_would_run(
     local: LocalBackend,
 ) -> None:
     db = ForeignSchema(local)
-    (result,) = checks.run_checks(db, parse("INSERT INTO t VALUES (1);"), allow_writes_proof=False)
-    assert not result.ok
+    probe = parse("INSERT INTO t VALUES (1);")
+    checks._PROVEN[db] = False  # as on a database whose aborted batches keep writes
+    (result,) = checks.run_checks(db, probe)
+    assert not result.ok and result.judged
     assert result.outcome == (
         "not run: cannot copy table t locally: no such function: d1_only: SQLITE_ERROR"
+    )
+    # `plan` leaves it to `migrate`, which may well run it on the database.
+    (planned,) = checks.run_checks(db, probe, allow_writes_proof=False)
+    assert not planned.ok and not planned.failed
+    assert planned.outcome == (
+        "judged at deploy time (cannot copy table t locally: no such function: d1_only:"
+        " SQLITE_ERROR)"
     )
 
 

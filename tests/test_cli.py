@@ -294,7 +294,10 @@ def test_plan_on_a_fresh_database_defers_prechecks_instead_of_failing_them(
     result = run("plan", LOCAL)
     assert "2 migration(s) would be applied" in result.stderr
     assert "FAIL" not in result.stderr
-    assert "2 precheck(s) read what earlier pending migrations create" in result.stderr
+    # SQLite can only compile 001's prechecks once 000 has created their tables: all
+    # three wait for it (none is run, none fails).
+    assert "3 precheck(s) read what earlier pending migrations create" in result.stderr
+    assert "Prechecks:" not in result.stderr
 
 
 def test_verify_local(deployed: Path) -> None:
@@ -426,8 +429,17 @@ def test_new_creates_the_next_migration_and_its_companions(project: Path) -> Non
 
 def test_lint_clean_and_with_findings(project: Path) -> None:
     result = run("lint")
-    assert "2 file(s) checked: 0 error(s), 0 warning(s)." in result.stderr
-    assert run_json("lint") == {"ok": True, "files": 2, "findings": []}
+    # The two migrations and 001's precheck and verify files; the verify's three INSERTs
+    # are probes, shown to reviewers as notes.
+    assert "4 file(s) checked: 0 error(s), 0 warning(s), 3 note(s)." in result.stderr
+    payload = run_json("lint")
+    assert (payload["ok"], payload["files"]) == (True, 4)
+    assert [(f["code"], f["severity"], f["line"]) for f in payload["findings"]] == [
+        ("probe", "note", 7),
+        ("probe", "note", 11),
+        ("probe", "note", 15),
+    ]
+    assert "writes (INSERT user_deposits)" in payload["findings"][0]["message"]
     Path("tx.sql").write_text("SELECT 1;\nBEGIN TRANSACTION;\nSELECT 2;\nCOMMIT;\n", "utf-8")
     result = run("lint", "tx.sql", code=2)
     assert "tx.sql:2: error:" in result.stderr

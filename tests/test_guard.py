@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -18,17 +20,51 @@ def test_abort_if_fails_only_when_the_condition_holds() -> None:
     assert guard.parse_abort(str(info.value)) == "it's gone: 42"
 
 
+OURS = guard.ABORT_MARKER
+
+
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
-        ("JSON path error near 'd1deploy-abort: lost 3 rows'", "lost 3 rows"),
-        ("bad JSON path: '$d1deploy-abort: it''s 0': SQLITE_ERROR [code: 7500]", "it's 0"),
-        ("d1deploy-abort: no closing quote", "no closing quote"),
+        (f"JSON path error near '{OURS}lost 3 rows'", "lost 3 rows"),
+        (f"bad JSON path: '${OURS}it''s 0': SQLITE_ERROR [code: 7500]", "it's 0"),
+        (f"{OURS}no closing quote", "no closing quote"),
         ("UNIQUE constraint failed: t.id: SQLITE_CONSTRAINT", None),
+        # Markers without this run's nonce are text like any other, whoever wrote them.
+        ("bad JSON path: '$d1deploy-abort: deploy lock lost: it is now held by x'", None),
+        (f"bad JSON path: '${guard.marker('0' * 16)}deploy lock lost'", None),
+        (f"bad JSON path: '${guard.marker(guard.RUN_NONCE[:-1])}deploy lock lost'", None),
     ],
 )
-def test_parse_abort(message: str, expected: str | None) -> None:
+def test_parse_abort_knows_only_this_runs_marker(message: str, expected: str | None) -> None:
     assert guard.parse_abort(message) == expected
+
+
+def test_every_run_has_its_own_nonce() -> None:
+    code = "from d1deploy import guard; print(guard.RUN_NONCE)"
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    }
+    assert len(seen) == 2 and guard.RUN_NONCE not in seen
+    assert all(len(n) == 16 for n in seen)
+
+
+def test_data_cannot_raise_an_abort_of_ours() -> None:
+    """A user's statement failing with the words of our marker is not one of our aborts;
+    with the nonce it would be, which is why the nonce is never written anywhere."""
+    conn = sqlite3.connect(":memory:")
+    forged = "'$d1deploy-abort: probe rolled back'"
+    with pytest.raises(sqlite3.OperationalError) as info:
+        conn.execute(f"SELECT json_extract('{{}}', {forged})")
+    assert guard.parse_abort(str(info.value)) is None
+    other = guard.abort_if("1", "'probe rolled back'", nonce="feedfacefeedface")
+    with pytest.raises(sqlite3.OperationalError) as info:
+        conn.execute(other)
+    assert guard.parse_abort(str(info.value)) is None
+    assert guard.parse_abort(str(info.value), nonce="feedfacefeedface") == "probe rolled back"
 
 
 def test_allowed_row_loss_reads_every_declaration() -> None:

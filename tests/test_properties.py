@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from d1deploy import checks, sqlsplit
+from d1deploy import checks, lint, sqlsplit
 from d1deploy.checks import Expectation
 from d1deploy.errors import InputError
 
@@ -169,6 +169,9 @@ def test_every_expectation_reads_back_from_its_description(expectation: Expectat
     assert checks.parse_expectation(expectation.describe()) == expectation
 
 
+_SCHEMA = lint.SchemaModel.from_sql(["CREATE TABLE t (a)"])
+
+
 @st.composite
 def _check(draw: st.DrawFn) -> tuple[str | None, Expectation, str]:
     label = draw(st.one_of(st.none(), _ONE_LINE.filter(bool)))
@@ -196,7 +199,7 @@ def test_check_files_read_back_as_written(
         lines.append(text.count("\n") + 1)
         text += sql + "\n"
 
-    parsed = checks.parse_checks(text, file="gen.verify.sql")
+    parsed = checks.parse_checks(text, file="gen.verify.sql", schema=_SCHEMA)
 
     assert [(c.expect, c.line) for c in parsed] == [
         (e, line) for (_, e, _), line in zip(written, lines, strict=True)
@@ -221,7 +224,7 @@ def test_check_files_read_back_as_written(
 )
 def test_any_check_file_parses_or_names_its_bad_line(text: str) -> None:
     try:
-        parsed = checks.parse_checks(text, file="any.sql")
+        parsed = checks.parse_checks(text, file="any.sql", schema=_SCHEMA)
     except InputError as err:
         assert err.file == "any.sql"
         assert err.line is not None and 1 <= err.line <= text.count("\n") + 1
