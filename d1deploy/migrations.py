@@ -336,6 +336,8 @@ class _Deploy:
         taken with the lock and stands for "before this deploy"."""
         say = self.s.notify
         status_report = status_of(self.report.database, self.migrations, state)
+        if status_report.schema is not None and not status_report.schema.compared:
+            say(f"schema not compared: {status_report.schema.reason}")
         if not self.options.allow_drift:
             refuse_drift(status_report)
         for name in status_report.out_of_order:

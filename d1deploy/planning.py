@@ -18,7 +18,7 @@ from d1deploy.checks import CheckResult
 from d1deploy.discovery import Migration, discover, resolve
 from d1deploy.errors import DriftDetected, UsageError
 from d1deploy.ledger import DEFAULT_TABLE, DbState
-from d1deploy.schema import SchemaCheck, SchemaDrift, check_schema
+from d1deploy.schema import Difference, SchemaCheck, SchemaDrift, check_schema
 
 # --- status --------------------------------------------------------------------------
 
@@ -77,6 +77,10 @@ class StatusReport:
     @property
     def out_of_order(self) -> tuple[str, ...]:
         return self._names(lambda m: m.out_of_order)
+
+    @property
+    def schema_drift(self) -> tuple[Difference, ...]:
+        return self.schema.differences if self.schema else ()
 
 
 def _number(name: str) -> int | None:
@@ -148,7 +152,7 @@ def refuse_drift(report: StatusReport, *, shown: bool = False) -> None:
             hint="restore the applied version of each file (put new changes in a new migration),"
             " or pass --allow-drift to go on anyway",
         )
-    if report.schema is not None and report.schema.drifted:
+    if report.schema is not None and report.schema_drift:
         raise SchemaDrift(report.schema, shown=shown)
 
 
@@ -188,7 +192,7 @@ class PlanReport:
 
     @property
     def ok(self) -> bool:
-        drifted = self.status.drifted or (self.status.schema and self.status.schema.drifted)
+        drifted = self.status.drifted or self.status.schema_drift
         return not drifted and not self.lint_errors and not self.precheck_failures
 
 

@@ -228,12 +228,11 @@ def status(out: Output, report: StatusReport, *, command: Command | None = None)
         rows.append(
             [m.name, m.state + (f" ({', '.join(notes)})" if notes else ""), m.applied_at or ""]
         )
-    differences = report.schema.differences if report.schema else ()
     out.outputs(
         {
             "pending": len(report.pending),
             "pending_names": list(report.pending),
-            "schema_drift": len(differences),
+            "schema_drift": len(report.schema_drift),
         }
     )
     out.summary(
@@ -244,7 +243,7 @@ def status(out: Output, report: StatusReport, *, command: Command | None = None)
         schema_drift(out, report.schema, command)
         out.json(
             {
-                "ok": not report.drifted and not differences,
+                "ok": not report.drifted and not report.schema_drift,
                 "database": report.database,
                 "applied": report.applied,
                 "pending": report.pending,
@@ -636,7 +635,7 @@ def describe_migrate(report: MigrateReport) -> str:
 
 
 def describe_status(report: StatusReport) -> str:
-    drift = len(report.schema.differences) if report.schema else 0
+    drift = len(report.schema_drift)
     return f"{len(report.applied)} applied, {len(report.pending)} pending" + (
         f", {drift} schema difference(s)" if drift else ""
     )

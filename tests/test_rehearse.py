@@ -157,7 +157,6 @@ def test_a_database_whose_parent_table_was_rebuilt_can_be_rehearsed(tmp_path: Pa
     (folder / "0001_parent_child.sql").write_text(";\n".join(REBUILT_PARENT) + ";\n")
     # ...and the one to rehearse.
     (folder / "0002_note.sql").write_text("ALTER TABLE child ADD COLUMN note TEXT;\n")
-    (folder / "0002_note.rollback.sql").write_text("ALTER TABLE child DROP COLUMN note;\n")
     source = LocalBackend(tmp_path / "prod.sqlite")
     source.run([Statement(s) for s in REBUILT_PARENT])
     migrations.baseline(source, folder, "0001_parent_child", actor="test")
