@@ -142,6 +142,7 @@ def _tokens(sql: str) -> tuple[_Token, ...]:
     return tuple(found)
 
 
+@lru_cache(maxsize=8192)
 def canonical(sql: str) -> tuple[tuple[str, str], ...]:
     """`sql` as comparable data: its tokens, formatting, case and quoting left out."""
     return tuple(t.norm for t in _tokens(sql))
@@ -391,7 +392,8 @@ class _Replay:
     def __init__(self, table: str) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="d1deploy-replay-")
         self.table = table
-        self.backend = LocalBackend(Path(self._dir.name) / "replay.sqlite", name="replay")
+        path = Path(self._dir.name) / "replay.sqlite"
+        self.backend = LocalBackend(path, name="replay", durable=False)
         # A migration may read the ledger or d1deploy's history: they exist, empty.
         self.backend.run(ledger.setup_statements(table))
 
