@@ -280,29 +280,29 @@ def schema_drift(out: Output, check: SchemaCheck | None, command: Command | None
         return
     if not check.drifted:
         return
-    head = (
-        f"schema drift: {len(check.differences)} object(s) differ from what the applied"
-        " migrations leave"
-    )
+    head = f"{len(check.differences)} object(s) differ from what the applied migrations leave"
     rows = [
         [f"{d.type} {d.name}", d.change, "; ".join(d.details), _code(d.expected), _code(d.live)]
         for d in check.differences
     ]
     out.summary(
-        f"#### {head[0].upper()}{head[1:]}\n\n"
+        f"#### Schema drift: {head}\n\n"
         + md_table(["object", "change", "details", "expected", "live"], rows)
-        + (f"\n\n{adopt[0].upper()}{adopt[1:]}." if adopt else "")
+        + (f"\n\n{adopt}." if adopt else "")
     )
     if out.json_mode:
         return
-    out.warn(f"{head} (added: only the live database has it; missing: the live database lacks it)")
+    out.warn(
+        f"schema drift: {head} (added: only the live database has it; missing: the live"
+        " database lacks it)"
+    )
     for d in check.differences:
         out.info(f"  {d.describe()}")
         for side, sql in (("expected", d.expected), ("live", d.live)):
             if sql is not None:
                 out.info(f"      {side + ':':<9} {' '.join(sql.split())}")
     if adopt:
-        out.info(f"{adopt[0].upper()}{adopt[1:]}.")
+        out.info(f"{adopt}.")
 
 
 def schema_json(check: SchemaCheck | None, command: Command | None) -> dict[str, Any] | None:

@@ -488,14 +488,14 @@ def adoption(check: SchemaCheck, command: Command = plain_command) -> str | None
         return None
     name = check.matches_up_to
     before = check.baseline_records[:-1]
-    text = f"the live schema already matches {name}: `{command('baseline', name)}` records " + (
+    text = f"The live schema already matches {name}: `{command('baseline', name)}` records " + (
         f"it and {', '.join(before)} without running them" if before else "it without running it"
     )
     if check.also_matches_up_to:
         text += (
             f". It matches after {', '.join(check.also_matches_up_to)} too (the migrations"
-            " in between change no schema), so the schema cannot say which of them ran:"
-            " baseline the last one that did"
+            " in between leave the schema as it was), so the schema cannot say which of them"
+            " ran: baseline the last one that did"
         )
     return text
 
@@ -555,11 +555,11 @@ class SchemaDrift(DriftDetected):
             )
         adopt = adoption(self.check, command)
         if adopt is not None:
-            return adopt[0].upper() + adopt[1:]
+            return adopt
         return (
             "undo the change by hand, or write a migration that makes the same change"
             f" (`{command('status')}` then names the baseline that records it without"
-            " running it); `--allow-drift` goes on anyway"
+            " running it), or pass --allow-drift to go on anyway"
         )
 
 

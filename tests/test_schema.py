@@ -244,7 +244,7 @@ def test_001_applied_by_hand_is_refused_then_adopted_in_one_command(db: Db, seed
     assert found.differences[2].details == ("added CHECK (balance >= 0)",)
     assert (found.matches_up_to, found.baseline_records) == (M001, (M001,))
     assert schema.adoption(found) == (
-        f"the live schema already matches {M001}: `d1deploy baseline {M001}` records it"
+        f"The live schema already matches {M001}: `d1deploy baseline {M001}` records it"
         " without running it"
     )
 
@@ -271,7 +271,7 @@ def test_a_database_migrated_entirely_by_hand_is_adopted_with_every_migration(
     assert found is not None
     assert (found.matches_up_to, found.baseline_records) == (M001, (M000, M001))
     assert schema.adoption(found, lambda *a: " ".join(("d1deploy", *a, "-d", "prod"))) == (
-        f"the live schema already matches {M001}: `d1deploy baseline {M001} -d prod` records"
+        f"The live schema already matches {M001}: `d1deploy baseline {M001} -d prod` records"
         f" it and {M000} without running them"
     )
 
