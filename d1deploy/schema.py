@@ -50,12 +50,11 @@ import re
 import shlex
 import sqlite3
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import closing
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 from d1deploy import ledger
@@ -389,13 +388,9 @@ class SchemaCheck:
 class _Replay:
     """An empty local database that behaves like D1, with migrations applied to it."""
 
-    def __init__(self, table: str) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="d1deploy-replay-")
+    def __init__(self, backend: LocalBackend, table: str) -> None:
+        self.backend = backend
         self.table = table
-        path = Path(self._dir.name) / "replay.sqlite"
-        self.backend = LocalBackend(path, name="replay", durable=False)
-        # A migration may read the ledger or d1deploy's history: they exist, empty.
-        self.backend.run(ledger.setup_statements(table))
 
     def apply(self, migration: Migration) -> None:
         """:raises D1DeployError: the migration fails on this database."""
@@ -405,17 +400,18 @@ class _Replay:
         (result,) = self.backend.run([Statement(ledger.SCHEMA_SQL)], read_only=True)
         return user_objects(ledger.state_from(self.table, result).schema, self.table)
 
-    def __enter__(self) -> _Replay:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.backend.close()
-        self._dir.cleanup()
+@contextmanager
+def _replaying(table: str) -> Iterator[_Replay]:
+    with tempfile.TemporaryDirectory(prefix="d1deploy-replay-") as tmp:
+        path = Path(tmp) / "replay.sqlite"
+        backend = LocalBackend(path, name="replay", durable=False)
+        try:
+            # A migration may read the ledger or d1deploy's history: they exist, empty.
+            backend.run(ledger.setup_statements(table))
+            yield _Replay(backend, table)
+        finally:
+            backend.close()
 
 
 def check_schema(
@@ -433,7 +429,7 @@ def check_schema(
             " schema the migrations leave cannot be replayed",
         )
     live = user_objects(state.schema, state.table)
-    with _Replay(state.table) as replay:
+    with _replaying(state.table) as replay:
         for name in names:
             try:
                 replay.apply(files[name])

@@ -10,23 +10,21 @@ import json
 import shlex
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from d1deploy import cli, ledger, migrations, schema, sqlsplit
-from d1deploy.backend import Backend
 from d1deploy.discovery import discover
 from d1deploy.errors import DriftDetected
 from d1deploy.local import LocalBackend
 from d1deploy.migrations import MigrateOptions
 from d1deploy.output import Output
 from d1deploy.schema import SchemaDrift, canonical
-from tests.emulator import D1Emulator
+from tests import test_migrations
 from tests.test_cli import local_rows, run, run_json
-from tests.test_migrations import Db, remote_backend
+from tests.test_migrations import Db
 
 SEED = Path(__file__).resolve().parent.parent / "migrations"
 M000 = "000_base_schema.sql"
@@ -187,25 +185,10 @@ def test_sqlite_d1_d1deploy_and_ledger_objects_are_left_out() -> None:
 # --- the replay, on a local file and on the emulator ---------------------------------------
 
 
-@pytest.fixture(params=["local", "emulator"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
-    if request.param == "local":
-        backend: Backend = LocalBackend(tmp_path / "local.sqlite")
-        found = Db(backend, None, tmp_path / "local.sqlite")
-    else:
-        emulator: D1Emulator = request.getfixturevalue("emulator")
-        assert emulator.default_db is not None
-        backend = remote_backend(emulator)
-        found = Db(backend, emulator, emulator.db_path(emulator.default_db.uuid))
-    yield found
-    backend.close()
-
-
-@pytest.fixture
-def seed(tmp_path: Path) -> Path:
-    path = tmp_path / "seed"
-    shutil.copytree(SEED, path, ignore=shutil.ignore_patterns("*.md"))
-    return path
+# The seed project, and a database on a local file or the emulator, as the engine's
+# tests have them.
+db = test_migrations.db
+seed = test_migrations.seed
 
 
 def by_hand(db: Db, folder: Path, name: str) -> None:
