@@ -340,11 +340,11 @@ def test_a_migration_that_fails_on_an_empty_database_says_where(tmp_path: Path) 
     (folder / "001_alter.sql").write_text(
         "-- the table came before the migrations\nALTER TABLE legacy ADD COLUMN x TEXT;\n"
     )
-    db = LocalBackend(tmp_path / "db.sqlite")
-    db.run(sqlsplit.split("CREATE TABLE legacy (id INTEGER);"))
-    migrations.migrate(db, folder, actor="me", options=MigrateOptions(allow_drift=True))
+    local = LocalBackend(tmp_path / "local.sqlite")
+    local.run(sqlsplit.split("CREATE TABLE legacy (id INTEGER);"))
+    migrations.migrate(local, folder, actor="me", options=MigrateOptions(allow_drift=True))
 
-    found = migrations.status(db, folder).schema
+    found = migrations.status(local, folder).schema
     assert found is not None and not found.compared
     assert found.reason is not None
     assert found.reason.startswith(
@@ -359,9 +359,9 @@ def test_the_replay_follows_the_ledger_order_and_wrangler_applied_rows(tmp_path:
     (folder / "0001_base.sql").write_text("CREATE TABLE t (id INTEGER PRIMARY KEY);\n")
     (folder / "0002_x.sql").write_text("ALTER TABLE t ADD COLUMN x TEXT;\n")
     (folder / "0003_y.sql").write_text("ALTER TABLE t ADD COLUMN y TEXT;\n")
-    db = LocalBackend(tmp_path / "db.sqlite")
+    local = LocalBackend(tmp_path / "local.sqlite")
     # Applied by wrangler, 0003 before 0002: ledger rows, no d1deploy history.
-    db.run(
+    local.run(
         sqlsplit.split(
             ledger.create_ledger_sql("d1_migrations")
             + "CREATE TABLE t (id INTEGER PRIMARY KEY); ALTER TABLE t ADD COLUMN y TEXT;"
@@ -371,7 +371,7 @@ def test_the_replay_follows_the_ledger_order_and_wrangler_applied_rows(tmp_path:
         )
     )
 
-    found = migrations.status(db, folder).schema
+    found = migrations.status(local, folder).schema
     assert found == schema.SchemaCheck(True, ("0001_base.sql", "0003_y.sql", "0002_x.sql"))
 
 
@@ -426,14 +426,14 @@ def test_baseline_refuses_when_the_schema_cannot_be_checked(tmp_path: Path) -> N
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / "001_alter.sql").write_text("ALTER TABLE legacy ADD COLUMN x TEXT;\n")
-    db = LocalBackend(tmp_path / "db.sqlite")
-    db.run(
+    local = LocalBackend(tmp_path / "local.sqlite")
+    local.run(
         sqlsplit.split("CREATE TABLE legacy (id INTEGER); ALTER TABLE legacy ADD COLUMN x TEXT;")
     )
 
     with pytest.raises(SchemaDrift, match="cannot check that the live schema is what"):
-        migrations.baseline(db, folder, "001_alter", actor="me")
-    forced = migrations.baseline(db, folder, "001_alter", actor="me", force=True)
+        migrations.baseline(local, folder, "001_alter", actor="me")
+    forced = migrations.baseline(local, folder, "001_alter", actor="me", force=True)
     assert forced.recorded == ("001_alter.sql",) and forced.schema_unchecked
 
 
