@@ -1,4 +1,5 @@
-"""`python -m bench [all|migrate|fleet|start|backup|split] [--runs N] [--latency S] [--quick]`.
+"""`python -m bench [all|migrate|fleet|start|backup|split|schema] [--runs N] [--latency S]
+[--quick]`.
 
 Runs the chosen benchmarks against the D1 emulator on loopback, prints each row as its
 benchmark finishes, and writes the table to `bench/RESULTS.md` (or `--output`).
@@ -19,7 +20,15 @@ from pathlib import Path
 # `tests.emulator` and `bench` are imported as packages of the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import bench_backup, bench_fleet, bench_migrate, bench_split, bench_start, wrangler
+from bench import (
+    bench_backup,
+    bench_fleet,
+    bench_migrate,
+    bench_schema,
+    bench_split,
+    bench_start,
+    wrangler,
+)
 from bench.harness import (
     LOAD_KEY,
     ORDER,
@@ -66,6 +75,7 @@ def benchmarks(
         "start": bench_start.run,
         "backup": lambda o: bench_backup.run(o, size_mb=sizes["backup_mb"]),
         "split": lambda o: split_rows(o, sizes["split_mb"]),
+        "schema": bench_schema.run,
     }
 
 

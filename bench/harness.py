@@ -32,7 +32,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 WORK_DIR = BENCH_DIR / ".work"  # git-ignored: wrangler's npm install lives here
 RESULTS_PATH = BENCH_DIR / "RESULTS.md"
-ORDER = ("migrate", "fleet", "start", "backup", "split")
+ORDER = ("migrate", "fleet", "start", "backup", "split", "schema")
 LOAD_KEY = "load average (1 min) before / after"
 _VOLATILE = ("commit", LOAD_KEY)  # machine facts that do not make rows incomparable
 

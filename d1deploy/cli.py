@@ -13,6 +13,7 @@ import contextlib
 import functools
 import inspect
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -226,16 +227,21 @@ class Run:
                 self.out.detail(f"  {key:<18} {value}  ({source})")
         return self._settings
 
-    def same_project(self, command: str) -> str:
-        """`d1deploy COMMAND` with this run's project options, to paste."""
-        import shlex
-
-        words = ["d1deploy", command]
-        for key in ("env", "config", "migrations_dir"):
-            if key == "migrations_dir" and len(self.common.get("database") or ()) == 1:
-                words += ["-d", self.common["database"][0]]
-            if self.common.get(key):
-                words += [f"--{key.replace('_', '-')}", str(self.common[key])]
+    def command(self, *args: str, project_only: bool = False) -> str:
+        """`d1deploy ARGS` with the options this run was given that chose its database and
+        project, shell-quoted: a command d1deploy suggests must work when pasted.
+        `project_only` keeps those a command without a database target takes (`-d` for
+        the wrangler entry, --env, --config, --migrations-dir, --migrations-table)."""
+        c = self.common
+        words = ["d1deploy", *args]
+        if c.get("local") is not None and not project_only:
+            words.append(f"--local={c['local']}" if c["local"] else "--local")
+        chosen = c.get("database") or ()
+        for name in chosen if not project_only or len(chosen) == 1 else ():
+            words += ["-d", name]
+        for key in ("account_id", "env", "config", "migrations_dir", "migrations_table"):
+            if c.get(key) is not None and not (project_only and key == "account_id"):
+                words += [f"--{key.replace('_', '-')}", str(c[key])]
         return shlex.join(words)
 
     @property
@@ -410,9 +416,14 @@ def _command(
                 fn(run, **kw)
             except D1DeployError as err:
                 if isinstance(err, OldLayout):
-                    err.hint = f"move them all with `{run.same_project('move-companions')}`"
+                    err.hint = (
+                        f"move them all with `{run.command('move-companions', project_only=True)}`"
+                    )
                 if debug:
                     output.info(traceback.format_exc())
+                # An error that suggests commands writes them with this run's options.
+                if callable(suggest := getattr(err, "suggest", None)):
+                    suggest(run.command)
                 from d1deploy import render
 
                 render.failure(output, err)
@@ -588,10 +599,15 @@ def move_companions(
 def status(
     run: Run,
     allow_drift: Annotated[
-        bool, typer.Option("--allow-drift", help="Exit 0 even when applied files changed.")
+        bool,
+        typer.Option(
+            "--allow-drift",
+            help="Exit 0 even when applied files changed or the live schema differs.",
+        ),
     ] = False,
 ) -> None:
-    """Applied, pending, drifted (changed since applied), missing and out-of-order migrations."""
+    """Applied, pending, drifted (changed since applied), missing and out-of-order
+    migrations, and how the live schema differs from what they leave."""
     from d1deploy import migrations, render
 
     cfg = run.settings
@@ -613,15 +629,21 @@ def status(
         return
     with run.backend() as backend:
         report = operation(backend)
-    render.status(run.out, report)
+    render.status(run.out, report, command=run.command)
     if not allow_drift:
-        migrations.refuse_drift(report)
+        migrations.refuse_drift(report, shown=True)
 
 
 @_command("plan", TARGET, OUTPUT)
 def plan(
     run: Run,
     to: Annotated[str | None, typer.Option("--to", help="Stop after this migration.")] = None,
+    allow_drift: Annotated[
+        bool,
+        typer.Option(
+            "--allow-drift", help="Exit 0 even when applied files changed or the schema differs."
+        ),
+    ] = False,
 ) -> None:
     """What `migrate` would do, writing nothing: pending list, lint findings, prechecks."""
     from d1deploy import migrations, render
@@ -636,8 +658,8 @@ def plan(
             to=to,
             guard_tables=cfg.guard_tables,
         )
-    render.plan(run.out, report)
-    render.plan_verdict(report)
+    render.plan(run.out, report, command=run.command)
+    render.plan_verdict(report, allow_drift=allow_drift)
 
 
 class OnFailure(StrEnum):
@@ -653,7 +675,11 @@ def migrate(
         bool, typer.Option("--dry-run", help="Show the plan; change nothing.")
     ] = False,
     allow_drift: Annotated[
-        bool, typer.Option("--allow-drift", help="Deploy even if applied files changed.")
+        bool,
+        typer.Option(
+            "--allow-drift",
+            help="Deploy even if applied files changed or the live schema differs from theirs.",
+        ),
     ] = False,
     on_failure: Annotated[
         OnFailure,
@@ -789,8 +815,13 @@ def verify(
 def baseline(
     run: Run,
     name: Annotated[str, typer.Argument(help="Record migrations up to this one as applied.")],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Record them even if the live schema is not what they leave."),
+    ] = False,
 ) -> None:
-    """Record migrations up to NAME as applied without running them."""
+    """Record migrations up to NAME as applied without running them, once the live schema
+    is shown to be what they leave."""
     from d1deploy import migrations, render
 
     cfg = run.settings
@@ -803,6 +834,7 @@ def baseline(
             pattern=cfg.migrations_pattern,
             table=cfg.migrations_table,
             lock_ttl=cfg.lock_ttl_seconds,
+            force=force,
             notify=run.out.info,
         )
     render.baseline(run.out, report)

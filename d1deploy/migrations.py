@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, NoReturn
 
-from d1deploy import checks, guard, ledger, lint, lock, sqlsplit
+from d1deploy import checks, guard, ledger, lint, lock, schema, sqlsplit
 from d1deploy.backend import Backend
 from d1deploy.checks import CheckResult
 from d1deploy.discovery import Migration, discover, new_migration, resolve
@@ -166,9 +166,14 @@ class RollbackReport:
 
 @dataclass(frozen=True)
 class BaselineReport:
+    """`forced_over`: how the live schema differed from what the recorded migrations
+    leave (recorded anyway with `force`); `schema_unchecked` why that was not known."""
+
     database: str
     recorded: tuple[str, ...]
     already_applied: tuple[str, ...]
+    forced_over: tuple[schema.Difference, ...] = ()
+    schema_unchecked: str | None = None
 
 
 @dataclass(frozen=True)
@@ -339,6 +344,8 @@ class _Deploy:
         taken with the lock and stands for "before this deploy"."""
         say = self.s.notify
         status_report = status_of(self.report.database, self.migrations, state)
+        if status_report.schema is not None and not status_report.schema.compared:
+            say(f"schema not compared: {status_report.schema.reason}")
         if not self.options.allow_drift:
             refuse_drift(status_report)
         for name in status_report.out_of_order:
@@ -785,10 +792,15 @@ def baseline(
     pattern: str | None = None,
     table: str = DEFAULT_TABLE,
     lock_ttl: int = DEFAULT_LOCK_TTL,
+    force: bool = False,
     notify: Notify | None = None,
 ) -> BaselineReport:
     """Record every migration up to `name` as applied without running it, for a
-    database that already has their effect (production before d1deploy)."""
+    database that already has their effect (production before d1deploy).
+
+    :raises SchemaDrift: unless `force`, when the live schema is not the one those
+        migrations leave (or that cannot be checked); nothing is recorded.
+    """
     say = notify or _quiet
     migrations = discover(migrations_dir, pattern)
     target = resolve(migrations, name)
@@ -806,6 +818,10 @@ def baseline(
         if not todo:
             say(f"nothing to record: every migration up to {target.name} is already applied")
             return report
+        found = schema.refuse_baseline(
+            migrations, state, target.name, [m.name for m in todo], force=force
+        )
+        report = replace(report, forced_over=found.differences, schema_unchecked=found.reason)
         assert session.lease is not None
         batch = lock.check_and_extend(session.lease, lock_ttl)
         for m in todo:

@@ -224,10 +224,11 @@ class Output:
                         "file": err.file,
                         "line": err.line,
                         "exit_code": err.exit_code,
-                        # What a refusal found: the prechecks with their rows, lint findings.
+                        # What a refusal found: the prechecks with their rows, lint findings,
+                        # the schema's differences.
                         **{
                             key: to_jsonable(found)
-                            for key in ("results", "findings")
+                            for key in ("results", "findings", "schema")
                             if (found := getattr(err, key, None))
                         },
                     },

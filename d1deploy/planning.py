@@ -1,6 +1,7 @@
 """The read-only side of the engine: status (applied, pending, drifted, missing, out of
-order) and plan (what `migrate` would do: statements, lint findings, row-loss guard,
-prechecks). Nothing here writes to the database.
+order, and the live schema against the one the migrations leave: `schema.py`) and plan
+(what `migrate` would do: statements, lint findings, row-loss guard, prechecks). Nothing
+here writes to the database.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from d1deploy.checks import CheckResult
 from d1deploy.discovery import Migration, discover, leading_number, order_findings, resolve
 from d1deploy.errors import DriftDetected, InputError, UsageError
 from d1deploy.ledger import DEFAULT_TABLE, DbState
+from d1deploy.schema import Difference, SchemaCheck, SchemaDrift, check_schema
 
 # --- status --------------------------------------------------------------------------
 
@@ -45,10 +47,13 @@ class MigrationStatus:
 
 @dataclass(frozen=True)
 class StatusReport:
+    """`schema` compares the live schema with the one the applied migrations leave."""
+
     database: str
     table: str
     ledger_exists: bool
     migrations: tuple[MigrationStatus, ...]
+    schema: SchemaCheck | None = None
 
     def _names(self, keep: Callable[[MigrationStatus], bool]) -> tuple[str, ...]:
         return tuple(m.name for m in self.migrations if keep(m))
@@ -72,6 +77,10 @@ class StatusReport:
     @property
     def out_of_order(self) -> tuple[str, ...]:
         return self._names(lambda m: m.out_of_order)
+
+    @property
+    def schema_drift(self) -> tuple[Difference, ...]:
+        return self.schema.differences if self.schema else ()
 
 
 def status_of(database: str, migrations: Sequence[Migration], state: DbState) -> StatusReport:
@@ -115,7 +124,9 @@ def status_of(database: str, migrations: Sequence[Migration], state: DbState) ->
                     bookmark_before=event.bookmark_before if event else None,
                 )
             )
-    return StatusReport(database, state.table, state.has_ledger, tuple(rows))
+    return StatusReport(
+        database, state.table, state.has_ledger, tuple(rows), check_schema(migrations, state)
+    )
 
 
 def status(
@@ -131,14 +142,20 @@ def status(
     return status_of(backend.info.name, migrations, ledger.read_state(backend, table))
 
 
-def refuse_drift(report: StatusReport) -> None:
-    """:raises DriftDetected: when an applied migration's file changed since."""
+def refuse_drift(report: StatusReport, *, shown: bool = False) -> None:
+    """`shown`: the report (with its schema differences) was already shown.
+
+    :raises DriftDetected: when an applied migration's file changed since.
+    :raises SchemaDrift: when the live schema is not the one the migrations leave.
+    """
     if report.drifted:
         raise DriftDetected(
             f"applied migration(s) changed since they were applied: {', '.join(report.drifted)}",
             hint="restore the applied version of each file (put new changes in a new migration),"
             " or pass --allow-drift to go on anyway",
         )
+    if report.schema is not None and report.schema_drift:
+        raise SchemaDrift(report.schema, shown=shown)
 
 
 # --- plan ----------------------------------------------------------------------------
@@ -183,7 +200,8 @@ class PlanReport:
 
     @property
     def ok(self) -> bool:
-        return not self.status.drifted and not self.lint_errors and not self.precheck_failures
+        drifted = self.status.drifted or self.status.schema_drift
+        return not drifted and not self.lint_errors and not self.precheck_failures
 
 
 def model_of(state: DbState) -> lint.SchemaModel:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         VerifyReport,
     )
     from d1deploy.rehearse import RehearsalReport
+    from d1deploy.schema import Command, SchemaCheck
     from d1deploy.sqlexec import ExecReport
 
 
@@ -55,8 +56,10 @@ def _restore_command(bookmark: str) -> str:
 
 # -- failures -----------------------------------------------------------------------------
 def failure(out: Output, err: D1DeployError) -> None:
-    """Show what a failed command found before its error line (people only; `--json`
-    carries the same report inside the error object)."""
+    """Show what a failed command found before its error line, for people (`--json`
+    carries the same inside the error object); the schema's differences also go to the
+    step summary."""
+    schema_drift(out, getattr(err, "schema", None))
     if out.json_mode:
         return
     report = getattr(err, "report", None)
@@ -222,22 +225,30 @@ def lint_findings(out: Output, findings: Sequence[Finding], *, checked: int | No
 
 
 # -- the engine ------------------------------------------------------------------------------
-def status(out: Output, report: StatusReport) -> None:
+def status(out: Output, report: StatusReport, *, command: Command | None = None) -> None:
+    """`command` writes the suggested commands (with the options that chose the database)."""
     rows = []
     for m in report.migrations:
         notes = [n for n, on in (("drifted", m.drifted), ("out of order", m.out_of_order)) if on]
         rows.append(
             [m.name, m.state + (f" ({', '.join(notes)})" if notes else ""), m.applied_at or ""]
         )
-    out.outputs({"pending": len(report.pending), "pending_names": list(report.pending)})
+    out.outputs(
+        {
+            "pending": len(report.pending),
+            "pending_names": list(report.pending),
+            "schema_drift": len(report.schema_drift),
+        }
+    )
     out.summary(
         f"### d1deploy status: {report.database}\n\n"
         + md_table(["migration", "state", "applied_at"], rows)
     )
     if out.json_mode:
+        schema_drift(out, report.schema, command)
         out.json(
             {
-                "ok": not report.drifted,
+                "ok": not report.drifted and not report.schema_drift,
                 "database": report.database,
                 "applied": report.applied,
                 "pending": report.pending,
@@ -245,6 +256,7 @@ def status(out: Output, report: StatusReport) -> None:
                 "missing": report.missing,
                 "out_of_order": report.out_of_order,
                 "migrations": report.migrations,
+                "schema": schema_json(report.schema, command),
             }
         )
         return
@@ -254,9 +266,70 @@ def status(out: Output, report: StatusReport) -> None:
         f"{len(report.drifted)} drifted, {len(report.missing)} missing, "
         f"{len(report.out_of_order)} out of order."
     )
+    schema_drift(out, report.schema, command)
 
 
-def plan(out: Output, report: PlanReport) -> None:
+def schema_drift(out: Output, check: SchemaCheck | None, command: Command | None = None) -> None:
+    """Each object that differs from what the migrations leave, with both definitions,
+    and the baseline that adopts the live schema when one does (written with `command`;
+    left out without it). People get it on stderr; the step summary in every mode."""
+    from d1deploy.schema import adoption
+
+    if check is None:
+        return
+    adopt = adoption(check, command) if command else None
+    if not check.compared:
+        out.summary(f"Schema not compared: {check.reason}")
+        if not out.json_mode:
+            out.info(f"Schema not compared: {check.reason}")
+        return
+    if not check.drifted:
+        return
+    head = f"{len(check.differences)} object(s) differ from what the applied migrations leave"
+    rows = [
+        [f"{d.type} {d.name}", d.change, "; ".join(d.details), _code(d.expected), _code(d.live)]
+        for d in check.differences
+    ]
+    out.summary(
+        f"#### Schema drift: {head}\n\n"
+        + md_table(["object", "change", "details", "expected", "live"], rows)
+        + (f"\n\n{adopt}." if adopt else "")
+    )
+    if out.json_mode:
+        return
+    out.warn(
+        f"schema drift: {head} (added: only the live database has it; missing: the live"
+        " database lacks it)"
+    )
+    for d in check.differences:
+        out.info(f"  {d.describe()}")
+        for side, sql in (("expected", d.expected), ("live", d.live)):
+            if sql is not None:
+                out.info(f"      {side + ':':<9} {' '.join(sql.split())}")
+    if adopt:
+        out.info(f"{adopt}.")
+
+
+def schema_json(check: SchemaCheck | None, command: Command | None) -> dict[str, Any] | None:
+    """The schema comparison for `--json`, with the adopting baseline command."""
+    from d1deploy.schema import plain_command
+
+    if check is None:
+        return None
+    name = check.matches_up_to
+    baseline = (command or plain_command)("baseline", name) if name else None
+    return {**_fields(check), "baseline_command": baseline}
+
+
+def _code(sql: str | None) -> str:
+    """A definition as one line of inline code in Markdown."""
+    if sql is None:
+        return ""
+    text = " ".join(sql.split())
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def plan(out: Output, report: PlanReport, *, command: Command | None = None) -> None:
     names = [p.name for p in report.pending]
     db = report.status.database
     out.outputs({"pending": len(names), "pending_names": names})
@@ -272,6 +345,7 @@ def plan(out: Output, report: PlanReport) -> None:
         )
     )
     if out.json_mode:
+        schema_drift(out, report.status.schema, command)
         out.json(
             {
                 "ok": report.ok,
@@ -289,6 +363,7 @@ def plan(out: Output, report: PlanReport) -> None:
                 ],
                 "skipped": report.skipped,
                 "drifted": report.status.drifted,
+                "schema": schema_json(report.status.schema, command),
                 "prechecks": report.prechecks,
                 "deferred_prechecks": report.deferred,
             }
@@ -308,6 +383,7 @@ def plan(out: Output, report: PlanReport) -> None:
                 out.info(f"    {f.location or p.file}: {f.severity}: {f.message}")
     if report.status.drifted:
         out.warn(f"drifted (changed since applied): {', '.join(report.status.drifted)}")
+    schema_drift(out, report.status.schema, command)
     if report.skipped:
         out.info(f"Not included (after --to): {', '.join(report.skipped)}")
     checks(out, report.prechecks, title="Prechecks")
@@ -324,13 +400,14 @@ def plan(out: Output, report: PlanReport) -> None:
         )
 
 
-def plan_verdict(report: PlanReport) -> None:
+def plan_verdict(report: PlanReport, *, allow_drift: bool = False) -> None:
     """A plan that `migrate` would refuse fails too, so a CI plan job goes red early.
 
     :raises DriftDetected, InputError, PrecheckFailed:"""
     from d1deploy.migrations import refuse_drift
 
-    refuse_drift(report.status)
+    if not allow_drift:
+        refuse_drift(report.status, shown=True)
     if report.lint_errors:
         first = report.lint_errors[0]
         raise InputError(
@@ -452,6 +529,15 @@ def baseline(out: Output, report: BaselineReport) -> None:
     if out.json_mode:
         out.json({"ok": True, **_fields(report)})
         return
+    if report.forced_over:
+        out.warn(
+            "recorded with --force although the live schema differs from what they leave: "
+            + "; ".join(d.describe() for d in report.forced_over)
+        )
+    if report.schema_unchecked:
+        out.warn(
+            f"recorded with --force without checking the live schema: {report.schema_unchecked}"
+        )
     # The engine's progress lines named each migration as it was recorded.
     if report.already_applied:
         out.info(f"Already applied: {', '.join(report.already_applied)}")
@@ -566,7 +652,10 @@ def describe_migrate(report: MigrateReport) -> str:
 
 
 def describe_status(report: StatusReport) -> str:
-    return f"{len(report.applied)} applied, {len(report.pending)} pending"
+    drift = len(report.schema_drift)
+    return f"{len(report.applied)} applied, {len(report.pending)} pending" + (
+        f", {drift} schema difference(s)" if drift else ""
+    )
 
 
 def describe_verify(report: VerifyReport) -> str:

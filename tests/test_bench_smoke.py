@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_backup, bench_fleet, bench_migrate, bench_start, wrangler
+from bench import bench_backup, bench_fleet, bench_migrate, bench_schema, bench_start, wrangler
 from bench.__main__ import benchmarks, fleet_settings, parse, split_rows
 from bench.harness import ORDER, Options, Row, checked, run_measured, write_results
 from tests.e2e.states import read_state
@@ -101,6 +101,20 @@ def test_migrations_and_wrangler_config(tmp_path: Path) -> None:
     assert wrangler.find(tmp_path) is None
     tool, note = wrangler.ensure(tmp_path, install=False)
     assert tool is None and "not installed" in note
+
+
+def test_schema_counts_requests_with_the_comparison_on_and_off() -> None:
+    rows = bench_schema.run(OPTS, migrations_count=2, tables_per=3)
+    assert [row.bench for row in rows] == ["schema"] * 5
+    migrate_requests, migrate_time, status_requests, status_time, adopted = rows
+    for requests in (migrate_requests, status_requests):
+        assert requests.target == "< 1 request added (#16)"
+        assert requests.verdict.startswith("yes")  # the comparison reads nothing more
+        assert "with the comparison off" in requests.baseline
+    for timed in (migrate_time, status_time):
+        assert "6 tables (2 migrations applied, 1 pending)" in timed.measure
+        assert timed.note.startswith("The comparison adds")
+    assert "1 API requests" in adopted.d1deploy
 
 
 def test_command_line() -> None:

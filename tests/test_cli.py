@@ -323,12 +323,21 @@ def test_rollback_refuses_to_and_steps_together(deployed: Path) -> None:
 
 
 def test_baseline_local_records_without_running(project: Path) -> None:
-    result = run("baseline", "000_base_schema", LOCAL)
+    # The empty database does not hold what 000 creates: refused, naming what lacks.
+    refused = run("baseline", "000_base_schema", LOCAL, code=5)
+    assert "table users missing" in refused.stderr
+    assert "`d1deploy baseline 000_base_schema.sql --force --local=db.sqlite`" in refused.stderr
+    assert local_rows("SELECT name FROM d1_migrations") == []
+    result = run("baseline", "000_base_schema", LOCAL, "--force")
     assert "recorded 000_base_schema.sql as applied (not run)" in result.stderr
+    assert "recorded with --force although" in result.stderr
     assert local_rows("SELECT name FROM sqlite_master WHERE name = 'users'") == []
-    payload = run_json("baseline", M001, LOCAL)
+    payload = run_json("baseline", M001, LOCAL, "--force")
     assert payload["recorded"] == [M001]
     assert payload["already_applied"] == ["000_base_schema.sql"]
+    assert {"change": "missing", "type": "table", "name": "audit_logs"}.items() <= (
+        payload["forced_over"][0].items()
+    )
 
 
 def test_exec_local_prints_a_table_and_binds_params(deployed: Path) -> None:
@@ -647,7 +656,7 @@ def test_a_failed_verify_rolls_back_and_leaves_no_probe_row(project: Path) -> No
 
 def test_verify_exits_1_when_a_check_fails(project: Path) -> None:
     run("migrate", LOCAL, "--no-backup", "--to", "000_base_schema")
-    run("baseline", M001, LOCAL)  # recorded, never run: its verify must fail
+    run("baseline", M001, LOCAL, "--force")  # recorded, never run: its verify must fail
     result = run("verify", LOCAL, code=1)
     assert "FAIL audit_logs exists" in result.stderr
     assert re.search(r"001_schema_enhancements/verify\.sql:\d+", result.stderr)

@@ -93,8 +93,13 @@ def mdir(tmp_path: Path) -> Path:
     return folder
 
 
-def migrate_task(client: D1Client, mdir: Path) -> Callable[[DatabaseInfo], MigrateReport]:
-    return remote_task(client, lambda backend: migrations.migrate(backend, mdir, actor="fleet"))
+def migrate_task(
+    client: D1Client, mdir: Path, *, allow_drift: bool = False
+) -> Callable[[DatabaseInfo], MigrateReport]:
+    options = migrations.MigrateOptions(allow_drift=allow_drift)
+    return remote_task(
+        client, lambda backend: migrations.migrate(backend, mdir, actor="fleet", options=options)
+    )
 
 
 def info(ref: DatabaseRef) -> DatabaseInfo:
@@ -122,7 +127,8 @@ def applied(report: FleetReport[MigrateReport], name: str) -> list[str]:
 
 
 def block_migration_b(client: D1Client, ref: DatabaseRef) -> None:
-    """Give one database a table `b`, so that 002_b.sql fails there (after 001 applied)."""
+    """Give one database a table `b`, so that 002_b.sql fails there (after 001 applied).
+    That is schema drift: the deploys that meet it pass `allow_drift` to get that far."""
     client.query(ref.uuid, [Statement("CREATE TABLE b (x)")])
 
 
@@ -152,7 +158,7 @@ def test_a_failing_database_is_isolated_reported_and_a_rerun_continues(
 ) -> None:
     block_migration_b(client, tenants["tenant-c"])
     dbs = [info(tenants[n]) for n in TENANTS]
-    report = run_fleet(dbs, migrate_task(client, mdir), concurrency=4)
+    report = run_fleet(dbs, migrate_task(client, mdir, allow_drift=True), concurrency=4)
 
     assert [r.status for r in report.results] == ["ok", "ok", "failed", "ok", "ok"]
     assert report.counts == {"ok": 4, "failed": 1, "skipped": 0}
@@ -184,7 +190,9 @@ def test_a_failing_canary_stops_the_fleet_before_any_other_database_is_touched(
     dbs = select_databases(client, matching="tenant-*")
     emulator.reset_log()
     lines: list[str] = []
-    report = run_fleet(dbs, migrate_task(client, mdir), canary=1, notify=lines.append)
+    report = run_fleet(
+        dbs, migrate_task(client, mdir, allow_drift=True), canary=1, notify=lines.append
+    )
 
     assert report.canary_failed == "tenant-a" and not report.interrupted
     assert [r.status for r in report.results] == ["failed"] + ["skipped"] * 4

@@ -101,9 +101,28 @@ def test_a_rehearsal_of_a_d1_database_reads_it_and_changes_nothing(
     target = remote_backend(emulator)
     base = sqlsplit.read_sql_file(migrations_dir / "000_base_schema.sql")
     target.run(sqlsplit.split(base) + sqlsplit.split(REALISTIC_DATA))
+    migrations.baseline(target, migrations_dir, "000_base_schema.sql", actor="test")
     emulator.reset_log()
 
     report = rehearse(target, migrations_dir, actor="test")
+
+    assert report.ok
+    assert report.applied == ("001_schema_enhancements.sql",)
+    assert [s.name for s in report.steps] == ["copy", "migrate", "rollback", "migrate again"]
+    assert report.rows_before == {"deposit_transactions": 5, "user_deposits": 3, "users": 3}
+    assert emulator.auth_leaks == 0
+    posts = [r for r in emulator.requests if r.method == "POST"]
+    assert posts and all(r.path.endswith("/export") for r in posts)
+    with sqlite3.connect(emulator.db_path(emulator.default_db.name)) as db:
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        ledger = [row[0] for row in db.execute("SELECT name FROM d1_migrations")]
+    assert "audit_logs" not in names and ledger == ["000_base_schema.sql"]
+
+
+def test_a_migration_without_rollback_sql_limits_what_is_rehearsed_back(
+    tmp_path: Path, migrations_dir: Path
+) -> None:
+    report = rehearse(LocalBackend(tmp_path / "new.sqlite"), migrations_dir, actor="test")
 
     assert report.ok
     assert report.applied == ("000_base_schema.sql", "001_schema_enhancements.sql")
@@ -115,14 +134,7 @@ def test_a_rehearsal_of_a_d1_database_reads_it_and_changes_nothing(
         "rollback",
         "migrate again",
     ]
-    limit = report.steps[2]
-    assert "000_base_schema.sql has no rollback SQL" in limit.detail
-    assert emulator.auth_leaks == 0
-    posts = [r for r in emulator.requests if r.method == "POST"]
-    assert posts and all(r.path.endswith("/export") for r in posts)
-    with sqlite3.connect(emulator.db_path(emulator.default_db.name)) as db:
-        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-    assert "audit_logs" not in names and "d1_migrations" not in names
+    assert "000_base_schema.sql has no rollback SQL" in report.steps[2].detail
 
 
 def test_row_counts_leave_out_the_ledger_and_d1deploy_tables(tmp_path: Path) -> None:
@@ -138,13 +150,18 @@ def test_row_counts_leave_out_the_ledger_and_d1deploy_tables(tmp_path: Path) -> 
     assert row_counts(db, "d1_migrations") == {"t": 2}
 
 
-def test_a_database_whose_parent_table_was_rebuilt_can_be_rehearsed(
-    tmp_path: Path, migrations_dir: Path
-) -> None:
+def test_a_database_whose_parent_table_was_rebuilt_can_be_rehearsed(tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    # Its history is a migration (recorded, so the live schema is what it leaves)...
+    (folder / "0001_parent_child.sql").write_text(";\n".join(REBUILT_PARENT) + ";\n")
+    # ...and the one to rehearse.
+    (folder / "0002_note.sql").write_text("ALTER TABLE child ADD COLUMN note TEXT;\n")
     source = LocalBackend(tmp_path / "prod.sqlite")
     source.run([Statement(s) for s in REBUILT_PARENT])
+    migrations.baseline(source, folder, "0001_parent_child", actor="test")
 
-    report = rehearse(source, migrations_dir, actor="test")
+    report = rehearse(source, folder, actor="test")
 
     assert report.ok
     assert report.rows_before["child"] == 2 and report.rows_after["child"] == 2

@@ -38,7 +38,9 @@ def applied(project: Project, database: str) -> list[str]:
 
 
 def break_database(project: Project, database: str) -> None:
-    """A table in the way of 001's audit_logs: that database's deploy must fail."""
+    """A table in the way of 001's audit_logs: that database's deploy must fail. It is
+    schema drift too, which `--allow-drift` lets the deploy past, so that it fails while
+    changing."""
     with sqlite3.connect(project.emulator.db_path(database)) as db:
         db.execute("CREATE TABLE audit_logs (x)")
 
@@ -60,7 +62,7 @@ def test_one_failing_database_never_touches_the_others_and_a_rerun_continues(
 ) -> None:
     break_database(fleet, "tenant-b")
 
-    run = fleet.run("migrate", "--databases-matching", "tenant-*", "--no-backup")
+    run = fleet.run("migrate", "--databases-matching", "tenant-*", "--no-backup", "--allow-drift")
 
     assert run.code == 1, run
     assert "tenant-b" in run.stderr and "1 of 4 database(s) failed" in run.stderr
@@ -84,7 +86,14 @@ def test_a_failing_canary_stops_the_fleet_before_any_other_database(fleet: Proje
     fleet.emulator.reset_log()
 
     run = fleet.run(
-        "migrate", "--databases-matching", "tenant-*", "--canary", "1", "--no-backup", "--json"
+        "migrate",
+        "--databases-matching",
+        "tenant-*",
+        "--canary",
+        "1",
+        "--no-backup",
+        "--allow-drift",
+        "--json",
     )
 
     assert run.code == 1, run
