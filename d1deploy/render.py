@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from d1deploy import suggest
 from d1deploy.errors import D1DeployError, InputError, PrecheckFailed
-from d1deploy.output import Output, cell, md_table
+from d1deploy.output import Output, cell, md_escape, md_table
 
 if TYPE_CHECKING:
     from d1deploy.backend import DatabaseInfo, RestoreResult
@@ -49,28 +50,27 @@ def _shorten(sql: str, width: int = 60) -> str:
     return one_line if len(one_line) <= width else one_line[: width - 1] + "…"
 
 
-def _restore_command(bookmark: str) -> str:
-    return f"d1deploy restore --bookmark {bookmark} --yes"
-
-
 # -- failures -----------------------------------------------------------------------------
 def failure(out: Output, err: D1DeployError) -> None:
-    """Show what a failed command found before its error line (people only; `--json`
-    carries the same report inside the error object)."""
-    if out.json_mode:
-        return
-    report = getattr(err, "report", None)
+    """Show what a failed command found before its error line, and write its report to
+    GitHub's step outputs and summary (`--json` carries the report inside the error
+    object, which replaces the one rendered here)."""
+    report = err.report
     results = getattr(err, "results", None)
     findings = getattr(err, "findings", None)
-    from d1deploy.migrations import MigrateReport, RollbackReport
+    from d1deploy.migrations import BaselineReport, MigrateReport, RollbackReport
     from d1deploy.rehearse import RehearsalReport
 
     if isinstance(report, MigrateReport):
         migrate(out, report)
     elif isinstance(report, RollbackReport):
         rollback(out, report)
+    elif isinstance(report, BaselineReport):
+        baseline(out, report)
     elif isinstance(report, RehearsalReport):
         rehearsal(out, report)
+    elif out.json_mode:
+        return
     elif results:
         checks(out, results, title="Prechecks")
     elif findings:
@@ -357,18 +357,19 @@ def migrate(out: Output, report: MigrateReport) -> None:
         return
     applied = [a.name for a in report.applied]
     backup_path = str(getattr(report.backup, "path", "") or "")
-    restore = _restore_command(report.bookmark_before) if report.bookmark_before else ""
+    restore = report.restore_command or ""
     out.outputs(
         {
             "applied": applied,
             "bookmark_before": report.bookmark_before or "",
             "backup_path": backup_path,
             "restore_command": restore,
+            "still_applied": report.still_applied,
         }
     )
     checks(out, report.checks, title="Checks")
     if out.json_mode:
-        out.json({**_fields(report), "restore_command": restore or None})
+        out.json(_fields(report))
     else:
         if not report.applied and not report.rolled_back and report.ok:
             out.info(f"{report.database}: nothing to do; every migration is applied.")
@@ -379,6 +380,13 @@ def migrate(out: Output, report: MigrateReport) -> None:
             out.info(f"{report.database}: restored to bookmark {report.restored_to}.")
         if report.ok and applied:
             out.info(f"{report.database}: applied {len(applied)} migration(s).")
+        if report.still_applied:
+            out.info(
+                f"{report.database}: still applied by this run (not undone):"
+                f" {', '.join(report.still_applied)}."
+            )
+        if report.lock_held:
+            out.warn(report.lock_held)
         if report.bookmark_before:
             out.info(f"Before this deploy: bookmark {report.bookmark_before}")
             out.info(f"To return to it: {restore}")
@@ -392,6 +400,10 @@ def migrate(out: Output, report: MigrateReport) -> None:
         )
     if report.rolled_back:
         lines += ["", "Rolled back automatically: " + ", ".join(r.name for r in report.rolled_back)]
+    if report.still_applied:
+        lines += ["", "Still applied (not undone): " + ", ".join(report.still_applied)]
+    if report.error:
+        lines += ["", md_escape(report.error)]
     if backup_path:
         lines += ["", f"Backup: `{backup_path}`"]
     if restore:
@@ -405,16 +417,34 @@ def migrate(out: Output, report: MigrateReport) -> None:
 
 
 def rollback(out: Output, report: RollbackReport) -> None:
-    out.summary(
-        f"### d1deploy rollback: {report.database}\n\n"
-        + (", ".join(r.name for r in report.rolled_back) or "Nothing was rolled back.")
+    undone = [r.name for r in report.rolled_back]
+    out.outputs(
+        {
+            "rolled_back": undone,
+            "not_rolled_back": report.not_rolled_back,
+            "bookmark_before": report.bookmark_before or "",
+            "restore_command": report.restore_command or "",
+        }
     )
+    lines = [f"### d1deploy rollback: {report.database} {'✅' if report.ok else '❌'}", ""]
+    lines.append(", ".join(undone) or "Nothing was rolled back.")
+    if report.not_rolled_back:
+        lines += ["", "Not rolled back: " + ", ".join(report.not_rolled_back)]
+    if report.restore_command:
+        lines += ["", f"Restore command: `{report.restore_command}`"]
+    out.summary("\n".join(lines))
     if out.json_mode:
         out.json(_fields(report))
         return
     # The engine's progress lines named each migration as it was rolled back.
     if not report.rolled_back:
         out.info(f"{report.database}: nothing was rolled back.")
+    if report.not_rolled_back:
+        out.info(f"{report.database}: not rolled back: {', '.join(report.not_rolled_back)}.")
+    if report.lock_held:
+        out.warn(report.lock_held)
+    if report.restore_command and not report.ok:
+        out.info(f"To return to the state before this rollback: {report.restore_command}")
 
 
 def verify(out: Output, report: VerifyReport) -> None:
@@ -441,8 +471,8 @@ def verify_verdict(report: VerifyReport) -> None:
 
         raise ChangeFailed(
             f"{sum(not r.ok for r in report.checks)} verify check(s) failed on {report.database}",
-            hint="the deployed schema does not do what its verify file expects; "
-            "see `d1deploy rollback` or `d1deploy restore --bookmark`",
+            hint="the deployed schema does not do what its verify file expects; undo it with"
+            f" `{suggest.command('rollback')}`, or restore a bookmark from before the deploy",
             file=failed.check.file,
             line=failed.check.line,
         )
@@ -450,11 +480,13 @@ def verify_verdict(report: VerifyReport) -> None:
 
 def baseline(out: Output, report: BaselineReport) -> None:
     if out.json_mode:
-        out.json({"ok": True, **_fields(report)})
+        out.json(_fields(report))
         return
     # The engine's progress lines named each migration as it was recorded.
     if report.already_applied:
         out.info(f"Already applied: {', '.join(report.already_applied)}")
+    if report.lock_held:
+        out.warn(report.lock_held)
 
 
 def moved_companions(out: Output, report: MoveReport, *, dry_run: bool) -> None:
@@ -494,7 +526,7 @@ def restore_point(out: Output, point: RestorePoint) -> None:
         )
     if point.migrations_since:
         out.info(f"  undoes migrations applied since: {', '.join(point.migrations_since)}")
-    out.info(f"  undo with: {_restore_command(point.current_bookmark)}")
+    out.info(f"  undo with: {suggest.restore(point.current_bookmark)}")
 
 
 def restored(out: Output, point: RestorePoint, result: RestoreResult) -> None:
@@ -507,12 +539,12 @@ def restored(out: Output, point: RestorePoint, result: RestoreResult) -> None:
                 "database": point.database_name,
                 "bookmark": result.bookmark,
                 "previous_bookmark": undo,
-                "undo_command": _restore_command(undo),
+                "undo_command": suggest.restore(undo),
             }
         )
         return
     out.info(f"Restored {point.database_name}: {result.message or 'done'}")
-    out.info(f"To undo: {_restore_command(undo)}")
+    out.info(f"To undo: {suggest.restore(undo)}")
 
 
 def restored_backup(out: Output, result: RestoreFromBackupResult) -> None:
@@ -524,7 +556,7 @@ def restored_backup(out: Output, result: RestoreFromBackupResult) -> None:
         f"{result.rows_written} rows written."
     )
     if result.bookmark_before:
-        out.info(f"To undo: {_restore_command(result.bookmark_before)}")
+        out.info(f"To undo: {suggest.restore(result.bookmark_before)}")
 
 
 def rehearsal(out: Output, report: RehearsalReport) -> None:

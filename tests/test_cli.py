@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shlex
 import shutil
 import socket
 import sqlite3
@@ -235,10 +236,16 @@ def test_a_bare_local_uses_the_default_path(project: Path) -> None:
 
 
 # -- every command on a local file -------------------------------------------------------------
+def pasted(command: str, code: int = 0) -> Result:
+    """Run a command d1deploy suggested, as a shell would split it."""
+    words = shlex.split(command)
+    assert words[0] == "d1deploy", command
+    return run(*words[1:], code=code)
+
+
 def test_migrate_local_applies_backs_up_and_says_how_to_return(project: Path) -> None:
     result = run("migrate", LOCAL)
     assert "applied 2 migration(s)" in result.stderr
-    assert "d1deploy restore --bookmark" in result.stderr
     assert result.stdout == ""
     assert len(list((project / "backups").glob("*.sql"))) == 1
     assert local_rows("SELECT name FROM d1_migrations ORDER BY id") == [
@@ -247,15 +254,26 @@ def test_migrate_local_applies_backs_up_and_says_how_to_return(project: Path) ->
     ]
     # Run again: nothing left to do.
     assert "nothing to do" in run("migrate", LOCAL, "--no-backup").stderr
+    # The command it printed goes back to before the deploy, pasted as it is.
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("To return to it: ")]
+    pasted(line.removeprefix("To return to it: "))
+    assert local_rows("SELECT name FROM d1_migrations") == []
 
 
 def test_migrate_json_reports_what_was_applied(project: Path) -> None:
     payload = run_json("migrate", LOCAL, "--no-backup")
     assert [a["name"] for a in payload["applied"]] == ["000_base_schema.sql", M001]
-    assert payload["restore_command"].startswith("d1deploy restore --bookmark ")
+    bookmark = payload["bookmark_before"]
+    assert payload["restore_command"] == (
+        f"d1deploy restore --bookmark {bookmark} --yes --local=db.sqlite"
+    )
 
 
 def test_migrate_dry_run_changes_nothing(project: Path) -> None:
+    # A dry run only reads: on a missing file it says so and creates nothing.
+    missing = run("migrate", LOCAL, "--dry-run", code=3)
+    assert "db.sqlite does not exist" in missing.stderr and not Path("db.sqlite").exists()
+    Path("db.sqlite").touch()
     result = run("migrate", LOCAL, "--dry-run")
     assert "Dry run: nothing was changed." in result.stderr
     assert local_rows("SELECT name FROM sqlite_master WHERE name = 'd1_migrations'") == []
@@ -291,6 +309,7 @@ def test_plan_local_lists_pending_and_runs_prechecks(project: Path) -> None:
 def test_plan_on_a_fresh_database_defers_prechecks_instead_of_failing_them(
     project: Path,
 ) -> None:
+    Path("db.sqlite").touch()  # an empty file is an empty database
     result = run("plan", LOCAL)
     assert "2 migration(s) would be applied" in result.stderr
     assert "FAIL" not in result.stderr
@@ -357,6 +376,7 @@ def test_exec_local_runs_a_file(deployed: Path) -> None:
 
 
 def test_databases_local_lists_the_file(project: Path) -> None:
+    Path("db.sqlite").touch()
     result = run("databases", LOCAL)
     assert "local:" in result.stdout and "db.sqlite" in result.stdout
     assert "1 database(s)" in result.stderr
@@ -478,6 +498,7 @@ def test_rehearse_local(project: Path) -> None:
 
 
 def test_verbose_shows_where_settings_came_from(project: Path) -> None:
+    Path("db.sqlite").touch()
     result = run("status", LOCAL, "-v")
     assert "flag --local" in result.stderr
 
@@ -567,6 +588,7 @@ def test_a_syntax_error_at_line_40_is_named_with_its_file_and_line(project: Path
     Path("migrations/002_bulk.sql").write_text(
         "\n".join([*lines, "INSERT INTO users (telegram_id) VALUS ('x');", ""]), "utf-8"
     )
+    Path("db.sqlite").touch()
     for command in ("lint", "plan", "migrate"):
         result = run(command, LOCAL, code=2) if command != "lint" else run("lint", code=2)
         assert re.search(r"002_bulk\.sql:40\b", result.stderr), command
@@ -660,11 +682,12 @@ def test_the_old_layout_is_refused_naming_the_command_that_moves_it(project: Pat
     other.mkdir()
     (other / "001_a.sql").write_text("CREATE TABLE a (id INTEGER);\n")
     (other / "001_a.rollback.sql").write_text("DROP TABLE a;\n")
+    Path("db.sqlite").touch()
     refused = run("status", LOCAL, "--migrations-dir", "elsewhere", code=2)
     assert "001_a.rollback.sql (-> 001_a/rollback.sql)" in refused.stderr
     suggested = "d1deploy move-companions --migrations-dir elsewhere"
     assert f"`{suggested}`" in refused.stderr
-    run(*suggested.split()[1:])  # pasted as suggested
+    pasted(suggested)
     assert (other / "001_a" / "rollback.sql").read_text() == "DROP TABLE a;\n"
     assert run("status", LOCAL, "--migrations-dir", "elsewhere", "--json").stdout
 
@@ -803,11 +826,14 @@ def test_a_persistent_503_exits_4(remote: D1Emulator, sleeps: list[float]) -> No
 def test_connection_refused_exits_4(
     remote: D1Emulator, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CLOUDFLARE_API_BASE_URL", f"http://127.0.0.1:{closed_port()}/client/v4")
+    port = closed_port()
+    monkeypatch.setenv("CLOUDFLARE_API_BASE_URL", f"http://127.0.0.1:{port}/client/v4")
     result = run("databases", code=4)
-    assert "Connection refused" in result.stderr
-    assert "gave up after 5 attempts" in result.stderr
-    assert len(sleeps) == 4
+    # Nothing listens there: retrying would not change that, so it fails at once, naming
+    # the URL it tried.
+    assert f"could not reach http://127.0.0.1:{port}/client/v4/accounts/" in result.stderr
+    assert "connection refused" in result.stderr
+    assert sleeps == []
 
 
 def test_a_plain_http_api_base_is_refused_unless_loopback(
