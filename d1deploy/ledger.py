@@ -501,9 +501,14 @@ class Session:
         if self.lease is None and not self.asked:
             return None
         lease = self.lease or lock.Lease(self.holder, self.token, "", "")
+        release = (
+            lock.release_statements(lease)
+            if self.lease is not None
+            else lock.give_up_statements(self.holder, self.token)
+        )
         with interrupts.settling("releasing the deploy lock", interrupts.RELEASE_SECONDS):
             try:
-                self._idempotent(lock.release_statements(lease), "the release of the lock")
+                self._idempotent(release, "the release of the lock")
             except D1DeployError as exc:
                 until = lease.expires_at or f"within {lock.START_TTL} s of when it was taken"
                 said = (

@@ -67,7 +67,9 @@ def acquire_statements(holder: str, token: str, ttl_seconds: int) -> list[Statem
         f" VALUES (1, ?, ?, {NOW}, {_expiry(ttl_seconds)})"
         " ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, token = excluded.token,"
         " acquired_at = excluded.acquired_at, expires_at = excluded.expires_at"
-        f" WHERE {LOCK_TABLE}.expires_at <= {NOW}",
+        # Never its own token back: a run that gave its lease up before knowing whether
+        # it got it left it expired under that token (`give_up_statements`).
+        f" WHERE {LOCK_TABLE}.expires_at <= {NOW} AND {LOCK_TABLE}.token <> excluded.token",
         (holder, token),
     )
     return [Statement(CREATE_TABLE), take, Statement(_READ)]
@@ -164,6 +166,24 @@ def fence_statements(lease: Lease, token: str, ttl_seconds: int) -> list[Stateme
 def release_statements(lease: Lease) -> list[Statement]:
     """Release `lease` (and nothing else: a lease taken over by someone stays theirs)."""
     return [Statement(f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND token = ?", (lease.token,))]
+
+
+def give_up_statements(holder: str, token: str) -> list[Statement]:
+    """Release a lease this run may or may not hold (its lock request was sent, its
+    answer never read): the row is left expired under the run's token, so that the
+    request, were it to land late, cannot take it (`acquire_statements` never takes its
+    own token back) while anyone else can. A lease someone else holds is left alone."""
+    return [
+        Statement(CREATE_TABLE),
+        Statement(
+            f"INSERT INTO {LOCK_TABLE}(id, holder, token, acquired_at, expires_at)"
+            f" VALUES (1, ?, ?, {NOW}, {NOW})"
+            " ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, token = excluded.token,"
+            " acquired_at = excluded.acquired_at, expires_at = excluded.expires_at"
+            f" WHERE {LOCK_TABLE}.token = excluded.token OR {LOCK_TABLE}.expires_at <= {NOW}",
+            (f"{holder}, given up", token),
+        ),
+    ]
 
 
 def release(backend: Backend, lease: Lease) -> None:
