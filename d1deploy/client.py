@@ -857,9 +857,9 @@ class D1Client:
         call.last_status = call.last_transport_error = None
         left = interrupts.remaining()
         if left is not None and left <= 0:
-            raise errors.Unavailable(
-                f"{call.what} was not sent: the {interrupts.SETTLE_SECONDS:.0f} s d1deploy"
-                " gives itself to finish after a failure or an interrupt ran out"
+            raise errors.OutOfTime(
+                f"{call.what} was not sent: the {interrupts.SETTLE_SECONDS:g} s d1deploy"
+                " allows itself to settle ran out"
             )
         if self._budget is not None:
             self._budget()

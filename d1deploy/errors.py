@@ -211,6 +211,11 @@ class Unreachable(NetworkError):
     """The API's host name does not resolve, or nothing listens there: not retried."""
 
 
+class OutOfTime(Unavailable):
+    """The time a settle allows itself ran out before a request was sent (nothing of it
+    reached D1)."""
+
+
 class PollTimeout(Unavailable):
     pass
 

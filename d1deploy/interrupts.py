@@ -75,12 +75,13 @@ def out_of_time() -> bool:
 
 
 @contextmanager
-def settling(what: str, seconds: float = SETTLE_SECONDS) -> Iterator[None]:
-    """Settle `what` within `seconds`: no checkpoint fires and signals are refused meanwhile.
-    Nested, the inner bound is a fresh one (releasing the lock after an undo ran out)."""
+def settling(what: str, seconds: float | None = None) -> Iterator[None]:
+    """Settle `what` within `seconds` (SETTLE_SECONDS): no checkpoint fires and signals
+    are refused meanwhile. Nested, the inner bound is a fresh one (releasing the lock
+    after an undo ran out of time)."""
     ident = threading.get_ident()
     previous = getattr(_local, "deadline", None), _doing.get(ident)
-    _local.deadline = _now() + seconds
+    _local.deadline = _now() + (SETTLE_SECONDS if seconds is None else seconds)
     with _lock:
         _doing[ident] = what
     try:

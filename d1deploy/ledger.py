@@ -28,7 +28,7 @@ from typing import Literal
 
 from d1deploy import guard, interrupts, lock, suggest
 from d1deploy.backend import Backend, QueryResult, SqlValue, Statement
-from d1deploy.errors import D1DeployError, SqlError, Unavailable
+from d1deploy.errors import D1DeployError, OutOfTime, SqlError, Unavailable
 from d1deploy.guard import quote_ident, quote_text
 
 DEFAULT_TABLE = "d1_migrations"
@@ -431,6 +431,8 @@ class Session:
         self.in_flight: tuple[_Part, ...] = ()
         self.lost: str | None = None
         """Why the lease is no longer this run's, once a request found it so."""
+        self.fencing: str | None = None
+        """The token a fence whose answer never came may have given the lease."""
         self.history_mark = 0
         self.last_event_at: str | None = None
         """When the newest history event started (database clock), as the lock was taken."""
@@ -502,7 +504,7 @@ class Session:
             return None
         lease = self.lease or lock.Lease(self.holder, self.token, "", "")
         release = (
-            lock.release_statements(lease)
+            lock.release_statements(lease, self.fencing)
             if self.lease is not None
             else lock.give_up_statements(self.holder, self.token)
         )
@@ -619,6 +621,8 @@ class Session:
             results = self.backend.run(batch)
         except D1DeployError as exc:
             self.in_flight = ()
+            if isinstance(exc, OutOfTime):  # never sent: nothing to judge
+                return Sent("not_applied", error=exc.message)
             if isinstance(exc, SqlError) and lock.is_lost(exc.message):
                 self.lost = guard.parse_abort(exc.message)
                 return Sent("lock_lost", error=self.lost or exc.message)
@@ -649,9 +653,11 @@ class Session:
         lease = self.lease or lock.Lease(self.holder, self.token, "", "")
         token = lock.new_token()
         fence = lock.fence_statements(lease, token, self.ttl)
+        self.fencing = token  # until answered, the lease may hold either token
         results = self._idempotent(
             fence + outcome_statements(self.table, names), "the read of the ledger"
         )
+        self.fencing = None
         held = lock.lease_of(results[len(fence) - 1])
         if held is not None and held.token == token:
             self.lease = held

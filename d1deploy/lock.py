@@ -163,9 +163,12 @@ def fence_statements(lease: Lease, token: str, ttl_seconds: int) -> list[Stateme
     ]
 
 
-def release_statements(lease: Lease) -> list[Statement]:
-    """Release `lease` (and nothing else: a lease taken over by someone stays theirs)."""
-    return [Statement(f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND token = ?", (lease.token,))]
+def release_statements(lease: Lease, also: str | None = None) -> list[Statement]:
+    """Release `lease` (and nothing else: a lease taken over by someone stays theirs);
+    `also` is the token a fence whose answer never came may have given it."""
+    tokens = (lease.token,) if also is None else (lease.token, also)
+    marks = ", ".join("?" for _ in tokens)
+    return [Statement(f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND token IN ({marks})", tokens)]
 
 
 def give_up_statements(holder: str, token: str) -> list[Statement]:

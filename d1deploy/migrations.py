@@ -377,15 +377,15 @@ class _Run:
         ):
             try:
                 settled = self._settle_changes(undo, unknown)
-            except BaseException as failed:  # the API, the time bound, a bug: say so
-                gave_up = (
-                    f"gave up after {interrupts.SETTLE_SECONDS:.0f} s"
-                    if interrupts.out_of_time()
-                    else "could not finish"
-                )
+            except BaseException as failed:  # the API, a bug: say so
                 detail = failed.message if isinstance(failed, D1DeployError) else repr(failed)
-                settled = f"d1deploy {gave_up} undoing this run's changes ({detail})"
+                settled = f"undoing this run's changes failed ({detail})"
                 self.torn = self.torn or settled
+            if interrupts.out_of_time():
+                settled = (
+                    f"d1deploy gave up after {interrupts.SETTLE_SECONDS:g} s, the time it"
+                    f" allows itself to settle: {settled}"
+                )
         lock_held = self.s.close()
         remains = self.remains()
         parts = [reason, settled]
@@ -738,7 +738,8 @@ class _Deploy(_Run):
                     self.torn = f"rolling back {names} failed ({sent.error})"
                 if restore and sent.verdict != "lock_lost":
                     return f"rolling back {names} failed too ({sent.error}); {self._restore()}"
-                return f"rolling back {names} failed ({sent.error}) after {self._undone()}"
+                after = f" after {self._undone()}" if self.report.rolled_back else ""
+                return f"rolling back {names} failed ({sent.error}){after}"
             for landed in sent.landed:
                 self.applied.pop()
                 undone = RolledBackMigration(
