@@ -89,7 +89,9 @@ def settling(what: str, seconds: float | None = None) -> Iterator[None]:
     finally:
         _local.deadline = previous[0]
         with _lock:
-            if previous[1] is None:
+            if getattr(_local, "finishing", False):
+                pass  # `finishing` said what this thread does from now on
+            elif previous[1] is None:
                 _doing.pop(ident, None)
             else:
                 _doing[ident] = previous[1]
@@ -110,8 +112,12 @@ def _refusal(signal_name: str) -> str:
         doing = list(dict.fromkeys(_doing.values()))
     what = "; ".join(doing) if doing else "stopping"
     left = remaining()
-    bound = f"; it stops by itself within {left + RELEASE_SECONDS:.0f} s" if left else ""
-    return f"{signal_name} again: d1deploy is finishing ({what}){bound}, so it is not stopped"
+    bound = (
+        f"; it stops by itself within {left + RELEASE_SECONDS:.0f} s"
+        if left is not None and left > 0
+        else ""
+    )
+    return f"{signal_name} refused: d1deploy is finishing ({what}){bound}"
 
 
 @contextmanager

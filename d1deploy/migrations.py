@@ -350,22 +350,17 @@ class _Run:
 
     def settle(self, exc: BaseException) -> NoReturn:
         signal_name = _signal_of(exc)
+        reporting = f"reporting the {self.noun} of {self.database}"
         if not self.changing:
+            # From here to the report, a signal is refused: nothing may cut it short.
+            interrupts.finishing(reporting)
             lock_held = self.s.close()
-            interrupts.finishing(f"reporting the {self.noun} of {self.database}")
             if signal_name is None:
                 if isinstance(exc, D1DeployError) and exc.report is None:
                     exc.report = self.final(str(exc), lock_held, None)
                 raise exc
-            message = "; ".join(
-                x
-                for x in (
-                    f"{signal_name} received while {self.step}",
-                    "nothing was changed",
-                    lock_held,
-                )
-                if x
-            )
+            said = (f"{signal_name} received while {self.step}", "nothing was changed", lock_held)
+            message = "; ".join(x for x in said if x)
             raise DeployInterrupted(
                 message, report=self.final(message, lock_held, signal_name)
             ) from exc
@@ -386,7 +381,8 @@ class _Run:
                     f"d1deploy gave up after {interrupts.SETTLE_SECONDS:g} s, the time it"
                     f" allows itself to settle: {settled}"
                 )
-        lock_held = self.s.close()
+            interrupts.finishing(reporting)
+            lock_held = self.s.close()  # within a bound of its own, even out of time
         remains = self.remains()
         parts = [reason, settled]
         if remains:
@@ -395,7 +391,6 @@ class _Run:
             parts.append(f"bookmark before this {self.noun}: {self.bookmark}")
             hint = hint or f"restore it with `{suggest.restore(self.bookmark)}`"
         message = "; ".join(p for p in [*parts, lock_held] if p)
-        interrupts.finishing(f"reporting the {self.noun} of {self.database}")
         report = self.final(message, lock_held, signal_name)
         error = DeployInterrupted if signal_name else DeployFailed
         raise error(message, report=report, hint=hint, file=file, line=line) from exc

@@ -233,7 +233,7 @@ def test_a_signal_raises_where_the_run_stands_and_is_refused_while_settling() ->
         assert interrupts.stopping() == "SIGTERM"
         with interrupts.settling("undoing 002_b.sql"):
             os.kill(os.getpid(), signal.SIGINT)  # refused: no exception
-        assert said and said[0].startswith("SIGINT again: d1deploy is finishing (undoing 002_b")
+        assert said and said[0].startswith("SIGINT refused: d1deploy is finishing (undoing 002_b")
     assert interrupts.stopping() is None
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 

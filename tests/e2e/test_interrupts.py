@@ -100,7 +100,8 @@ def test_a_request_that_lands_while_the_run_settles_is_undone_and_a_second_signa
     run = project.finish(process, "migrate", "--json")
 
     report = interrupted(run, "SIGTERM")["report"]
-    assert "SIGINT again: d1deploy is finishing (settling the deploy of" in run.stderr, run
+    assert "SIGINT refused: d1deploy is finishing (settling the deploy of" in run.stderr, run
+    assert "it stops by itself within" in run.stderr, run
     (late,) = [a for a in report["applied"] if a["name"] == "003_b.sql"]
     assert late["answer_lost"] is True
     assert [r["name"] for r in report["rolled_back"]] == ["003_b.sql", "002_a.sql", M001]
@@ -160,3 +161,19 @@ def test_a_fleet_interrupted_settles_every_database(project: Project) -> None:
     assert again.code == 0, again
     for name in tenants:
         assert assert_settled(read_state(project.emulator.db_path(name)), EXTRA) == EVERYTHING
+
+
+def test_a_command_that_only_reads_reports_an_interrupt_as_one_object(project: Project) -> None:
+    project.seed_before()
+    project.emulator.faults.add("POST", r"/query$", delay=60, times=1)
+
+    process = project.start("status", "--json")
+    project.gate.wait_parked()
+    process.send_signal(signal.SIGINT)
+    run = project.finish(process, "status", "--json")
+    let_go(project)
+
+    assert run.code == 130, run
+    payload = json.loads(run.stdout)
+    assert payload["error"]["type"] == "Interrupted" and payload["report"] is None, run
+    assert "SIGINT received: `d1deploy status` stopped" in run.stderr
