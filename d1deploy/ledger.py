@@ -285,6 +285,14 @@ class Outcome:
     def in_ledger(self) -> frozenset[str]:
         return frozenset(row.name for row in self.state.ledger)
 
+    def landed(self, parts: Sequence[_Part]) -> list[str]:
+        """The changes of `parts` the ledger shows done (applied, recorded, rolled back)."""
+        return [
+            p.change.name
+            for p in parts
+            if (p.change.name in self.in_ledger) == (p.change.event != "rollback")
+        ]
+
 
 def read_outcome(backend: Backend, table: str, names: Sequence[str]) -> Outcome:
     ledger, events, schema = backend.run(outcome_statements(table, names), read_only=True)
@@ -643,11 +651,12 @@ class Session:
             )
         return Sent("done", tuple(landed))
 
-    def fenced_outcome(self, names: Sequence[str]) -> Outcome:
+    def fenced_outcome(self, names: Sequence[str], sent: Sequence[_Part] = ()) -> Outcome:
         """What the ledger says of `names`, read in one request that also fences the
         lease (`lock.fence_statements`): whatever this run sent before and had not
-        reached the database by then never lands. Afterwards `lease` is None (and `lost`
-        says why) if the lock is no longer this run's.
+        reached the database by then never lands. Afterwards `lease` is None if the lock
+        is no longer this run's, and `lost` says why, unless `sent` (the request whose
+        fate is read) landed whole and ended with the lock's release.
 
         :raises D1DeployError: the request failed twice."""
         lease = self.lease or lock.Lease(self.holder, self.token, "", "")
@@ -658,9 +667,14 @@ class Session:
             fence + outcome_statements(self.table, names), "the read of the ledger"
         )
         self.fencing = None
+        ledger_rows, event_rows, schema = results[len(fence) :]
+        outcome = Outcome(state_from(self.table, schema, ledger_rows, event_rows))
+        self.known = outcome.state
         held = lock.lease_of(results[len(fence) - 1])
         if held is not None and held.token == token:
             self.lease = held
+        elif sent and sent[-1].releases and len(outcome.landed(sent)) == len(sent):
+            self.lease = None  # released by that request, which landed
         elif self.lease is not None:
             self.lease = None
             self.lost = f"{lock.LOST_PREFIX}: " + (
@@ -669,9 +683,6 @@ class Session:
                 else "someone released it (`unlock --force`, or a restore to a bookmark"
                 " from before this run took it)"
             )
-        ledger_rows, event_rows, schema = results[len(fence) :]
-        outcome = Outcome(state_from(self.table, schema, ledger_rows, event_rows))
-        self.known = outcome.state
         return outcome
 
     def torn(self, outcome: Outcome) -> list[str]:
@@ -695,7 +706,7 @@ class Session:
         names = [p.change.name for p in parts]
         before = self.known.fingerprint()
         try:
-            outcome = self.fenced_outcome(names)
+            outcome = self.fenced_outcome(names, parts)
         except D1DeployError as read_exc:
             return Sent(
                 "unknown",
@@ -703,14 +714,8 @@ class Session:
                 failed=failed,
             )
         events = {e.name: e for e in outcome.state.events}
-        landed = [
-            p.change.name
-            for p in parts
-            if (p.change.name in outcome.in_ledger) == (p.change.event != "rollback")
-        ]
+        landed = outcome.landed(parts)
         if len(landed) == len(parts):
-            if parts[-1].releases:
-                self.lease, self.lost = None, None
             return Sent(
                 "done",
                 tuple(Landed(n, _duration(events.get(n)), None) for n in names),

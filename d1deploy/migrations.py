@@ -398,10 +398,10 @@ class _Run:
     def read_outcome(self, names: Sequence[str], unknown: Sequence[str]) -> ledger.Outcome | None:
         """The ledger of `names` after a failure (fenced), or None when it cannot be
         read; then `torn` says which changes' fate is unknown."""
-        unknown = [*unknown, *(p.change.name for p in self.s.in_flight)]
-        self.s.in_flight = ()
+        in_flight, self.s.in_flight = self.s.in_flight, ()
+        unknown = [*unknown, *(p.change.name for p in in_flight)]
         try:
-            outcome = self.s.fenced_outcome(names)
+            outcome = self.s.fenced_outcome(names, in_flight)
         except D1DeployError as exc:
             if unknown:
                 self.torn = (
@@ -690,6 +690,8 @@ class _Deploy(_Run):
             return self.torn
         if self.s.lost is not None:
             return f"{self.s.lost}; this run's migrations were not undone: that needs the lock"
+        if self.s.lease is None:
+            return "the deploy had finished: its last request landed and released the lock"
         if not undo:
             return "the deploy stopped there, nothing was undone"
         return self._undo(restore)

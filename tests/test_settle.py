@@ -102,6 +102,21 @@ def test_every_way_out_of_the_second_migration_is_settled_the_same(
         assert any("002_b.sql (its answer never came" in line for line in lines)
 
 
+def test_an_interrupt_once_the_last_request_landed_says_the_deploy_had_finished(
+    db: Db, mdir: Path
+) -> None:
+    """The last request carries the lock's release: when it landed, the lock is free
+    because of it, not taken from this run, and nothing is left to undo or stop."""
+    three(mdir)
+    failing = Failing(db, "CREATE TABLE c", errors.Interrupt("SIGTERM"), landed=True)
+    with pytest.raises(migrations.DeployInterrupted) as info:
+        deploy(Db(failing, db.emulator, db.path), mdir)
+    assert "the deploy had finished: its last request landed" in info.value.message
+    assert "lock lost" not in info.value.message
+    assert info.value.report.still_applied == tuple(THREE)
+    assert db.ledger() == THREE and db.count(lock.LOCK_TABLE) == 0
+
+
 def test_a_read_that_wrote_is_not_undone_but_reported_and_the_lock_released(
     db: Db, mdir: Path
 ) -> None:
