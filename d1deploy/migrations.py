@@ -672,8 +672,8 @@ class _Deploy(_Run):
             else:
                 what = f"the one request applying {label} failed and none of them was applied"
             return _Failure(f"{what}: {sent.error}", file=sent.file, line=sent.line)
-        if sent.verdict == "lock_lost":
-            return _Failure(f"stopped before {ms[0].name}: {sent.error}", undo=False)
+        if sent.verdict == "lock_lost":  # the settle says whose it is now
+            return _Failure(f"stopped before {ms[0].name}", undo=False)
         unknown = [m.name for m in ms] if sent.verdict == "unknown" else []
         return _Failure(
             f"{label} failed ({sent.error})", file=sent.file, line=sent.line, unknown=unknown
@@ -689,6 +689,8 @@ class _Deploy(_Run):
                 return f"{self.torn}; {self._restore()}"
             return self.torn
         if self.s.lost is not None:
+            if not self.applied:
+                return f"{self.s.lost}; nothing of this run was applied"
             return f"{self.s.lost}; this run's migrations were not undone: that needs the lock"
         if self.s.lease is None:
             return "the deploy had finished: its last request landed and released the lock"
