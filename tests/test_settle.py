@@ -291,7 +291,7 @@ def test_the_settle_gives_up_in_time_and_still_releases_the_lock(
     monkeypatch.setattr(interrupts, "SETTLE_SECONDS", 0.5)
     emulator.faults.add("POST", r"/query$", body="CREATE TABLE b", status=413, times=1)
     # The settle's first request (the ledger read) gets no answer in time; it lands later.
-    emulator.faults.add("POST", r"/query$", body="SET token", delay=2, after=1, times=1)
+    emulator.faults.add("POST", r"/query$", body="SET token", delay=1, after=1, times=1)
     started = time.monotonic()
     with pytest.raises(migrations.DeployFailed) as info:
         deploy(Db(backend, emulator, emulator.db_path(emulator.default_db.uuid)), mdir)
@@ -303,7 +303,11 @@ def test_the_settle_gives_up_in_time_and_still_releases_the_lock(
     assert err.hint is not None and "d1deploy restore --bookmark" in err.hint
     assert err.report.lock_held is None  # released within its own bound
     assert took < 15
-    time.sleep(2.5)  # the late ledger read has landed (and fenced nothing)
+    # The late ledger read lands after the run ended, and fences nothing.
+    deadline = time.monotonic() + 10
+    while sum("SET token" in str(r.json) for r in emulator.requests) < 2:
+        assert time.monotonic() < deadline, "the late ledger read never landed"
+        time.sleep(0.05)
     after = Db(LocalBackend(emulator.db_path(emulator.default_db.uuid)), None, Path())
     assert after.count(lock.LOCK_TABLE) == 0 and after.ledger() == ["001_a.sql"]
     after.backend.close()
