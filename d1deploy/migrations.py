@@ -6,9 +6,11 @@ history rows. With `--atomic` every pending migration goes in that same one requ
 they fit D1's limits (else in as few requests as fit). After any failed or unanswered
 request the engine re-reads the ledger to tell "not applied", "applied" (the answer was
 lost) and "partly applied" (D1 did not abort the batch), and never applies a migration
-twice. A deploy that fails after changing something undoes this run's migrations,
-newest first, with their rollback SQL sent together (or a Time Travel restore, when
-asked to).
+twice. Whatever stops a run after its first change (an error of any kind, SIGINT,
+SIGTERM, a bug) ends it the same way (`_Run.settle`): the ledger says what landed, this
+run's migrations are undone newest first with their rollback SQL sent together (or a
+Time Travel restore, when asked to), the lock is released and the report says what
+stands.
 
 Discovery lives in `discovery.py`, status and plan in `planning.py`, the tables and the
 one-request changes in `ledger.py`; this module re-exports what the CLI needs. Core
