@@ -36,7 +36,9 @@ RELEASE_SECONDS = 15.0
 
 SIGNALS = ("SIGINT", "SIGTERM")
 
-_lock = threading.Lock()
+_lock = threading.RLock()
+"""Reentrant: the signal handler, which reads `_doing`, may run while its own thread
+holds the lock."""
 _handling = False
 """Whether `handling` is active (the CLI), so that `finishing` means something."""
 _stopping: str | None = None
