@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from d1deploy import __version__, dumps, errors
+from d1deploy import __version__, dumps, errors, suggest
 from d1deploy.backend import (
     Backend,
     ExportHandle,
@@ -598,7 +598,7 @@ def restore_from_backup(
         bookmark_before = backend.bookmark()
         say(
             f"Warning: importing into {info.name}, which has {len(tables)} tables ({shown}); "
-            f"to undo: d1deploy restore --bookmark {bookmark_before}"
+            f"to undo: {suggest.restore(bookmark_before)}"
         )
     if backend.is_remote:
         say(f"Warning: D1 blocks every query to {info.name} while the import runs.")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from d1deploy import d1sqlite, errors, guard, sqlsplit
+from d1deploy import d1sqlite, errors, guard, sqlsplit, suggest
 from d1deploy.backend import Backend, QueryResult, SqlValue, Statement
 from d1deploy.lint import Finding, SchemaModel
 
@@ -488,7 +488,7 @@ def _read(backend: Backend, checks: Sequence[Check], before: str | None) -> list
             index=exc.index,
             bookmark=before,
             hint=f"see what it changed, then put the database back with"
-            f" `d1deploy restore --bookmark {before} --yes` (writes made since the checks"
+            f" `{suggest.restore(before)}` (writes made since the checks"
             " started are undone too)",
             file=exc.file,
             line=exc.line,

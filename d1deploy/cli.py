@@ -10,10 +10,10 @@ Heavy modules (httpx, the engine) are imported inside the commands so that
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import inspect
 import os
-import shlex
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -24,16 +24,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.exceptions import TyperException
 
-from d1deploy import __version__
+from d1deploy import __version__, interrupts, suggest
 from d1deploy.errors import (
     EXIT_CODES,
     ConfirmationRequired,
     D1DeployError,
-    OldLayout,
+    Interrupt,
+    Interrupted,
+    NotFound,
     UsageError,
 )
-from d1deploy.output import Output
+from d1deploy.output import Output, error_payload
 
 if TYPE_CHECKING:
     from d1deploy.backend import Backend
@@ -198,7 +201,8 @@ FLEET = [
 class Run:
     """One command invocation: its shared options, its printer, its settings."""
 
-    def __init__(self, common: dict[str, Any], output: Output) -> None:
+    def __init__(self, command: str, common: dict[str, Any], output: Output) -> None:
+        self.command = command
         self.common = common
         self.out = output
         self.yes = bool(common.get("yes", False))
@@ -225,24 +229,28 @@ class Run:
             self._settings = config.resolve(flags=flags, environ=os.environ, cwd=Path.cwd())
             for key, value, source in self._settings.describe():
                 self.out.detail(f"  {key:<18} {value}  ({source})")
+            suggest.use(self.target(self._settings))
         return self._settings
 
-    def command(self, *args: str, project_only: bool = False) -> str:
-        """`d1deploy ARGS` with the options this run was given that chose its database and
-        project, shell-quoted: a command d1deploy suggests must work when pasted.
-        `project_only` keeps those a command without a database target takes (`-d` for
-        the wrangler entry, --env, --config, --migrations-dir, --migrations-table)."""
+    def target(self, cfg: Settings) -> suggest.Target:
+        """The options that point a suggested command at what this run works on: the
+        database (the `-d` given, else the one configured; or `--local=PATH`), the
+        account and project options given as flags."""
         c = self.common
-        words = ["d1deploy", *args]
-        if c.get("local") is not None and not project_only:
-            words.append(f"--local={c['local']}" if c["local"] else "--local")
-        chosen = c.get("database") or ()
-        for name in chosen if not project_only or len(chosen) == 1 else ():
-            words += ["-d", name]
-        for key in ("account_id", "env", "config", "migrations_dir", "migrations_table"):
-            if c.get(key) is not None and not (project_only and key == "account_id"):
-                words += [f"--{key.replace('_', '-')}", str(c[key])]
-        return shlex.join(words)
+        project: list[str] = []
+        for key in ("env", "config", "migrations_dir", "migrations_table"):
+            if c.get(key):
+                project += [f"--{key.replace('_', '-')}", str(c[key])]
+        given = c.get("database") or []
+        entry = ("-d", given[0]) if len(given) == 1 else ()
+        if cfg.local_path is not None:
+            path = cfg.local_path
+            with contextlib.suppress(ValueError):
+                path = path.relative_to(Path.cwd())
+            return suggest.Target((f"--local={path}", *entry), (), tuple(project), entry)
+        name = given[0] if len(given) == 1 else cfg.database
+        account = ("--account-id", str(c["account_id"])) if c.get("account_id") else ()
+        return suggest.Target(("-d", name) if name else (), account, tuple(project), entry)
 
     @property
     def actor(self) -> str:
@@ -281,6 +289,13 @@ class Run:
         from d1deploy.client import RateGate
 
         cfg = self.settings
+        every = suggest.current()
+
+        def on_one(backend: Backend) -> object:
+            # Worker threads: each suggests commands for its own database.
+            with suggest.target(every.on(backend.info.name)):
+                return operation(backend)
+
         with self.client(rate_gate=RateGate(), budget=fleet.RequestBudget().acquire) as client:
             chosen = fleet.select_databases(
                 client, names=cfg.databases, matching=cfg.databases_matching
@@ -288,47 +303,73 @@ class Run:
             self.out.info(f"Fleet: {len(chosen)} database(s), {self.common['concurrency']} at once")
             report = fleet.run_fleet(
                 chosen,
-                fleet.remote_task(client, operation),
+                fleet.remote_task(client, on_one),
                 concurrency=self.common["concurrency"],
                 canary=self.common["canary"],
                 notify=self.out.info,
             )
+        interrupts.finishing("writing the fleet's report")
         render.fleet(self.out, report, describe)
         if not report.ok:
             raise fleet.FleetFailed(report)
 
     @contextmanager
-    def backend(self) -> Iterator[Backend]:
-        """The database the command works on: a local file, or a D1 database."""
+    def backend(self, *, create: bool = False) -> Iterator[Backend]:
+        """The database the command works on: a local file, or a D1 database. A missing
+        local file is created only when `create` (a command that writes)."""
         cfg = self.settings
         if cfg.local_path is not None:
             from d1deploy.local import LocalBackend
 
-            local = LocalBackend(cfg.local_path)
+            self.refuse_migration_as_file(cfg.local_path)
+            try:
+                local = LocalBackend(cfg.local_path, create=create)
+            except NotFound as err:
+                err.message = (
+                    f"the local database {cfg.local_path} does not exist, and this command"
+                    " only reads it: nothing was created"
+                )
+                raise
             self.out.detail(f"Using local database {cfg.local_path}")
             try:
                 yield local
             finally:
                 local.close()
             return
-        if cfg.database is None:
-            from d1deploy.errors import ConfigMissing
-
-            raise ConfigMissing(
-                "no database given" if not cfg.databases else "several databases given",
-                hint='pass --database NAME, set D1DEPLOY_DATABASE, put database = "NAME" in '
-                "d1deploy.toml or one d1_databases entry in wrangler.toml, or use --local",
-            )
+        database = cfg.require_database()
         from d1deploy.remote import RemoteBackend
 
         client = self.client()
         try:
-            info = client.resolve_database(cfg.database_id or cfg.database)
+            info = client.resolve_database(cfg.database_id or database)
             self.refuse_mismatch(info.name)
             self.out.detail(f"Using D1 database {info.name} ({info.uuid})")
             yield RemoteBackend(client, info)
         finally:
             client.close()
+
+    def refuse_migration_as_file(self, path: Path) -> None:
+        """`verify --local 001_x` takes `001_x` as the file: when a missing file is named
+        like a migration, say how to give both."""
+        if path.exists():
+            return
+        from d1deploy import discovery
+
+        try:
+            found = discovery.discover(
+                self.settings.migrations_dir, self.settings.migrations_pattern
+            )
+        except D1DeployError:
+            return
+        names = {m.name for m in found} | {m.name.removesuffix(".sql") for m in found}
+        if path.name not in names:
+            return
+        raise UsageError(
+            f"--local took {path.name!r} as the database file, but that is a migration's"
+            " name and no such file exists",
+            hint=f"--local's value is the file: write `--local=PATH {path.name}`, or"
+            f" `--local= {path.name}` for the default file",
+        )
 
     def refuse_mismatch(self, api_name: str) -> None:
         """A wrangler entry whose database_name and database_id are two databases (a
@@ -402,6 +443,8 @@ def _command(
 
         @functools.wraps(fn)
         def wrapper(**kw: Any) -> None:
+            global _reported
+            _reported = True
             common = {k: kw.pop(k) for k in list(kw) if k in shared_names}
             output = Output(
                 json_mode=bool(common.get("json_output")),
@@ -411,41 +454,44 @@ def _command(
             )
             output.add_secret(os.environ.get("CLOUDFLARE_API_TOKEN"))
             debug = bool(common.get("debug")) or os.environ.get("D1DEPLOY_DEBUG") == "1"
-            run = Run(common, output)
-            try:
-                fn(run, **kw)
-            except D1DeployError as err:
-                if isinstance(err, OldLayout):
-                    err.hint = (
-                        f"move them all with `{run.command('move-companions', project_only=True)}`"
-                    )
-                if debug:
-                    output.info(traceback.format_exc())
-                # An error that suggests commands writes them with this run's options.
-                if callable(suggest := getattr(err, "suggest", None)):
-                    suggest(run.command)
-                from d1deploy import render
+            run = Run(name, common, output)
+            # A context of its own: the suggested commands' target lasts this command.
+            context = contextvars.copy_context()
+            with interrupts.handling(_say_now(output)):
+                try:
+                    context.run(fn, run, **kw)
+                except D1DeployError as err:
+                    interrupts.finishing(f"writing the report of `d1deploy {name}`")
+                    if debug:
+                        output.info(traceback.format_exc())
+                    from d1deploy import render
 
-                render.failure(output, err)
-                output.error(err)
-                raise typer.Exit(err.exit_code) from None
-            except KeyboardInterrupt:
-                output.info("Interrupted.")
-                raise typer.Exit(130) from None
-            except (typer.Exit, typer.Abort):
-                output.flush()
-                raise
-            except Exception as exc:  # a bug: say so plainly (output scrubs the token)
-                if debug:
-                    output.info(traceback.format_exc())
-                output.error(
-                    D1DeployError(
-                        f"unexpected internal error: {type(exc).__name__}: {exc}",
-                        hint="run again with --debug for a traceback, and report it",
+                    context.run(render.failure, output, err)
+                    output.error(err)
+                    raise typer.Exit(err.exit_code) from None
+                except KeyboardInterrupt as exc:
+                    # Interrupted where nothing needed settling (or before it began).
+                    interrupts.finishing(f"writing the report of `d1deploy {name}`")
+                    signal_name = exc.signal_name if isinstance(exc, Interrupt) else "SIGINT"
+                    output.error(Interrupted(f"{signal_name} received: `d1deploy {name}` stopped"))
+                    raise typer.Exit(Interrupted.exit_code) from None
+                except typer.Exit:
+                    output.flush()
+                    raise
+                except typer.Abort:
+                    output.error(D1DeployError("aborted at the confirmation; nothing was changed"))
+                    raise typer.Exit(1) from None
+                except Exception as exc:  # a bug: say so plainly (output scrubs the token)
+                    if debug:
+                        output.info(traceback.format_exc())
+                    output.error(
+                        D1DeployError(
+                            f"unexpected internal error: {type(exc).__name__}: {exc}",
+                            hint="run again with --debug for a traceback, and report it",
+                        )
                     )
-                )
-                raise typer.Exit(1) from None
-            output.flush()
+                    raise typer.Exit(1) from None
+                output.flush()
 
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
         wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -522,7 +568,7 @@ def exec_(
 
     if (command is None) == (file is None):
         raise UsageError("give exactly one of --command or --file")
-    with run.backend() as backend:
+    with run.backend(create=True) as backend:
         report = sqlexec.execute(
             backend, command=command, file=file, params=tuple(param or ()), notify=run.out.info
         )
@@ -545,7 +591,7 @@ def bookmark(
         run.out.json({"ok": True, "database": name, "bookmark": mark, "timestamp": at})
         return
     run.out.print(mark)
-    run.out.info(f"To return {name} to this point: d1deploy restore --bookmark {mark}")
+    run.out.info(f"To return {name} to this point: {suggest.restore(mark)}")
 
 
 @_command("lint", ENTRY, OUTPUT)
@@ -629,7 +675,7 @@ def status(
         return
     with run.backend() as backend:
         report = operation(backend)
-    render.status(run.out, report, command=run.command)
+    render.status(run.out, report)
     if not allow_drift:
         migrations.refuse_drift(report, shown=True)
 
@@ -658,7 +704,7 @@ def plan(
             to=to,
             guard_tables=cfg.guard_tables,
         )
-    render.plan(run.out, report, command=run.command)
+    render.plan(run.out, report)
     render.plan_verdict(report, allow_drift=allow_drift)
 
 
@@ -727,8 +773,9 @@ def migrate(
     if run.is_fleet:
         run.each_database(operation, render.describe_migrate)
         return
-    with run.backend() as backend:
+    with run.backend(create=not dry_run) as backend:
         report = operation(backend)
+        interrupts.finishing(f"writing the report of the deploy to {backend.info.name}")
     render.migrate(run.out, report)
 
 
@@ -772,6 +819,7 @@ def rollback(
     with run.backend() as backend:
         run.confirm(f"Roll back {target} on {backend.info.name}?")
         report = operation(backend)
+        interrupts.finishing(f"writing the report of the rollback of {backend.info.name}")
     render.rollback(run.out, report)
 
 
@@ -825,7 +873,7 @@ def baseline(
     from d1deploy import migrations, render
 
     cfg = run.settings
-    with run.backend() as backend:
+    with run.backend(create=True) as backend:
         report = migrations.baseline(
             backend,
             cfg.migrations_dir,
@@ -837,6 +885,7 @@ def baseline(
             force=force,
             notify=run.out.info,
         )
+        interrupts.finishing(f"writing the report of the baseline of {backend.info.name}")
     render.baseline(run.out, report)
 
 
@@ -926,7 +975,8 @@ def restore(
 
     if sum(x is not None for x in (bookmark, timestamp, from_backup)) != 1:
         raise UsageError("give exactly one of --bookmark, --timestamp or --from-backup")
-    with run.backend() as backend:
+    # A backup may go into a new local file; a bookmark needs the database it came from.
+    with run.backend(create=from_backup is not None) as backend:
         if from_backup is not None:
             source = backup_mod.verify_backup(from_backup)
             run.confirm(
@@ -969,7 +1019,7 @@ def unlock(
         elif not held.expired and not force:
             raise LockHeld(
                 f"the deploy lock is held by {held.holder} until {held.expires_at}",
-                hint="if that run is dead, release it with `d1deploy unlock --force`",
+                hint=f"if that run is dead, release it with `{suggest.unlock()}`",
             )
         else:
             lock.force_release(backend)
@@ -1018,6 +1068,48 @@ def optional_local_value(args: list[str]) -> list[str]:
     return result
 
 
+_reported = False
+"""Whether a command's wrapper ran (and so printed its own report)."""
+
+
+def _say_now(output: Output) -> Callable[[str], None]:
+    """A line from a signal handler: straight to file descriptor 2, never through a
+    buffered stream the interrupted code may be in the middle of writing."""
+
+    def say(line: str) -> None:
+        try:
+            os.write(output.stderr.fileno(), (output.scrub(line) + "\n").encode())
+        except (OSError, ValueError, AttributeError):  # no descriptor (tests)
+            output.info(line)
+
+    return say
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app(args=optional_local_value(sys.argv[1:]))
+    """Console-script entry point. Click's standalone mode is off so that its own usage
+    errors (a misspelt command or option) and interrupts are reported like every other
+    failure: with `--json`, one JSON object on stdout."""
+    args = optional_local_value(sys.argv[1:])
+    before = args[: args.index("--")] if "--" in args else args
+    out = Output(json_mode="--json" in before, environ=os.environ)
+    try:
+        with interrupts.handling(_say_now(out)):
+            code = app(args=args, standalone_mode=False)
+    except TyperException as exc:  # Click's own: a misspelt command or option, a bad value
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "d1deploy"
+        err = UsageError(exc.format_message(), hint=f"see `{where} --help`")
+        err.exit_code = exc.exit_code
+        out.annotate("error", err.message, title="d1deploy: usage")
+        if out.json_mode:
+            out.json(error_payload(err, None))
+        code = exc.exit_code
+    except typer.Abort:
+        out.error(D1DeployError("aborted; nothing was changed"))
+        code = 1
+    if code == Interrupted.exit_code and not _reported:
+        out.error(Interrupted("interrupted before the command started; nothing was changed"))
+    sys.exit(code if isinstance(code, int) else 0)

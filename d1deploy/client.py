@@ -9,7 +9,10 @@ API token.
 Retry policy (DESIGN "Ledger, atomicity, safety"): a 429 is retried for every request,
 because D1 did not run it; 5xx and network errors only for idempotent calls (GET, polls,
 bookmark, list, read-only queries); a write is re-sent only after a connect error, when
-the request never left this machine. Attempts and total time are both bounded.
+the request never left this machine. A host name that does not resolve and a refused
+connection are not retried at all (`errors.Unreachable`, naming the URL). Attempts and
+total time are both bounded, and while a run settles after a failure or an interrupt
+each request is held to what is left of the settle's time (`interrupts.remaining`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import math
 import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +38,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import tenacity
 
-from d1deploy import __version__, errors
+from d1deploy import __version__, errors, interrupts, suggest
 from d1deploy.backend import (
     DatabaseInfo,
     ExportHandle,
@@ -187,11 +191,34 @@ def _error_text(body: dict[str, Any]) -> tuple[str, set[int], str]:
     return first, codes, joined or first
 
 
+def _unreachable(exc: httpx.TransportError) -> str | None:
+    """Why nothing could be reached at all, from the OS error under httpx's: a host name
+    that does not resolve, or a refused connection (retrying changes neither soon)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, socket.gaierror):
+            return f"its host name does not resolve (DNS: {cause.strerror or cause})"
+        if isinstance(cause, ConnectionRefusedError):
+            return "nothing accepts connections there (connection refused)"
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def _map_error(
     what: str, response: httpx.Response | httpx.TransportError, body: Any = None
 ) -> errors.D1DeployError:
     """The one place that turns a failed request into the right `errors.*` class."""
     if isinstance(response, httpx.TransportError):
+        if (why := _unreachable(response)) is not None:
+            try:
+                url = _redact_url(str(response.request.url))
+            except RuntimeError:  # raised without its request
+                url = "the D1 API"
+            return errors.Unreachable(
+                f"{what} failed: could not reach {url}: {why}",
+                hint="check CLOUDFLARE_API_BASE_URL (unset means api.cloudflare.com), the"
+                " network and any proxy, then run again",
+            )
         return errors.NetworkError(
             f"{what} failed: could not reach the D1 API ({type(response).__name__}: {response})",
             hint="check the network connection and CLOUDFLARE_API_BASE_URL, then run again",
@@ -432,6 +459,7 @@ class D1Client:
         self._account_id = account_id
         self._sleep = sleep
         self._clock = clock
+        self._timeout = timeout
         self._max_attempts = max(1, max_attempts)
         self._max_retry_time = max_retry_time
         self._poll_interval = poll_interval
@@ -827,12 +855,22 @@ class D1Client:
     def _attempt(self, call: _Call) -> dict[str, Any]:
         call.attempts += 1
         call.last_status = call.last_transport_error = None
+        left = interrupts.remaining()
+        if left is not None and left <= 0:
+            raise errors.OutOfTime(
+                f"{call.what} was not sent: the {interrupts.SETTLE_SECONDS:g} s d1deploy"
+                " allows itself to settle ran out"
+            )
         if self._budget is not None:
             self._budget()
         if self._gate is not None:
             self._gate.wait()
+        # While settling, a request may take only what is left of the settle's time.
+        timeout = httpx.USE_CLIENT_DEFAULT if left is None else min(self._timeout, left)
         try:
-            response = self._api.request(call.method, call.path, params=call.params, json=call.body)
+            response = self._api.request(
+                call.method, call.path, params=call.params, json=call.body, timeout=timeout
+            )
         except httpx.TransportError as exc:
             call.last_transport_error = type(exc).__name__
             raise _map_error(call.what, exc) from exc
@@ -847,6 +885,8 @@ class D1Client:
     def _should_retry(self, state: tenacity.RetryCallState) -> bool:
         exc = state.outcome.exception() if state.outcome else None
         call: _Call = state.args[0]
+        if isinstance(exc, errors.Unreachable):
+            return False
         if isinstance(exc, errors.RateLimited):
             # D1 did not run a rate-limited request, so even a write may go again.
             return exc.retry_after is None or exc.retry_after <= MAX_RETRY_AFTER
@@ -865,9 +905,11 @@ class D1Client:
     def _should_stop(self, state: tenacity.RetryCallState) -> bool:
         call: _Call = state.args[0]
         elapsed = self._clock() - call.started
+        left = interrupts.remaining()
         return (
             state.attempt_number >= self._max_attempts
             or elapsed + state.upcoming_sleep > self._max_retry_time
+            or (left is not None and state.upcoming_sleep >= left)
         )
 
     def _announce(self, state: tenacity.RetryCallState) -> None:
@@ -897,7 +939,7 @@ class D1Client:
         ):
             exc.hint = (
                 "the request may or may not have run on D1, so d1deploy did not send it "
-                "again; check the database (d1deploy status) before running again"
+                f"again; check the database (`{suggest.command('status')}`) before running again"
             )
 
     def _scrub(self, exc: errors.D1DeployError) -> None:

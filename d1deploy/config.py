@@ -92,6 +92,9 @@ class Settings:
     config_file: Path | None
     wrangler_file: Path | None
     sources: Mapping[str, str]
+    wrangler_choices: tuple[tuple[str | None, str | None, str | None], ...] = ()
+    """(binding, database_name, database_id) of each wrangler entry when there are
+    several and none was chosen; `require_database` lists them."""
 
     def __repr__(self) -> str:
         # Written by hand so the token can never reach a log or a traceback's locals.
@@ -113,7 +116,7 @@ class Settings:
         """(setting, display value, source) rows for `--verbose`; the token is never shown."""
         rows = []
         for f in dataclasses.fields(self):
-            if f.name == "sources":
+            if f.name in ("sources", "wrangler_choices"):
                 continue
             value = getattr(self, f.name)
             if f.name == "api_token":
@@ -128,6 +131,32 @@ class Settings:
                 shown = str(value)
             rows.append((f.name, shown, self.sources.get(f.name, _DEFAULT)))
         return rows
+
+    def require_database(self) -> str:
+        """The one database to work on.
+
+        :raises errors.ConfigMissing: none was given, listing the wrangler entries to
+            choose from when there are several."""
+        if self.database is not None:
+            return self.database
+        if self.wrangler_choices:
+            listing = "; ".join(
+                f"binding {b or '(none)'}: database_name {n or '(none)'},"
+                f" database_id {i or '(none)'}"
+                for b, n, i in self.wrangler_choices
+            )
+            first = next(b or n or i for b, n, i in self.wrangler_choices)
+            raise errors.ConfigMissing(
+                f"no database chosen: {self.sources['wrangler_choices']} has"
+                f" {len(self.wrangler_choices)} d1_databases entries: {listing}",
+                hint=f"choose one by binding or database_name with --database (`-d {first}`),"
+                f' {ENV_DATABASE}, or binding = "{first}" in {CONFIG_FILE_NAME}',
+            )
+        raise errors.ConfigMissing(
+            "no database given",
+            hint='pass --database NAME, set D1DEPLOY_DATABASE, put database = "NAME" in '
+            "d1deploy.toml or one d1_databases entry in wrangler.toml, or use --local",
+        )
 
     def require_remote(self) -> tuple[str, str]:
         """(token, account_id) for talking to the API.
@@ -249,6 +278,10 @@ def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Pat
         sources["databases"] = entry.where
     if database_id and entry is not None:
         sources["database_id"] = entry.source("database_id")
+    choices: tuple[tuple[str | None, str | None, str | None], ...] = ()
+    if wrangler is not None and not databases and len(wrangler.entries) > 1:
+        choices = tuple((e.binding, e.database_name, e.database_id) for e in wrangler.entries)
+        sources["wrangler_choices"] = wrangler.entries[0].section.rsplit(" d1_databases", 1)[0]
 
     migrations_dir, sources["migrations_dir"] = _pick(
         _flag_path(flags, "migrations_dir", cwd, "flag --migrations-dir"),
@@ -322,6 +355,7 @@ def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Pat
         config_file=config.file,
         wrangler_file=wrangler.path if wrangler else None,
         sources=MappingProxyType(sources),
+        wrangler_choices=choices,
     )
 
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from d1deploy import sqlsplit
+from d1deploy import sqlsplit, suggest
 from d1deploy.backend import Statement
 from d1deploy.errors import InputError, OldLayout, UsageError
 
@@ -41,7 +41,6 @@ DEFAULT_PATTERN = "*.sql"
 """wrangler's default, relative to the migrations directory."""
 
 COMPANION_KINDS = ("rollback", "precheck", "verify")
-MOVE_COMMAND = "d1deploy move-companions"
 
 _OLD_COMPANION = re.compile(r"(?P<stem>.+)\.(?P<kind>rollback|precheck|verify)\.sql")
 _OLD_ROLLBACK = re.compile(r"\d+_rollback\.sql")
@@ -222,7 +221,8 @@ def _refuse_old_layout(migrations_dir: Path, names: Sequence[str]) -> None:
         raise OldLayout(
             f"{len(listed)} companion file(s) in {migrations_dir} are in the old layout, "
             f"where wrangler would apply them as migrations: {'; '.join(listed)}",
-            hint=f"move them all into their migration's folder with `{MOVE_COMMAND}`",
+            hint="move them all into their migration's folder with"
+            f" `{suggest.command('move-companions')}`",
         )
 
 

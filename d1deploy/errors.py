@@ -7,6 +7,8 @@ only `output.py` prints them.
     D1DeployError                     exit 1  failed while changing
     ├── ChangeFailed                  exit 1  a change failed (the report says what was undone)
     │   └── ReadWrote                         a statement sent as a read wrote (or tried to)
+    ├── Interrupted                   exit 130 SIGINT or SIGTERM stopped the run (the report
+    │                                         says what was finished)
     ├── SqlError                      exit 1  D1 or SQLite rejected a statement
     ├── UsageError                    exit 2  bad usage or bad input files
     │   ├── InputError                        a SQL/check/migration file is unusable (file:line)
@@ -28,9 +30,14 @@ only `output.py` prints them.
         ├── LockHeld
         ├── DriftDetected
         └── PrecheckFailed
+
+`Interrupt` is not in the tree: it is the signal itself (a KeyboardInterrupt), raised
+where the run stands; the engine settles it and the CLI reports it as `Interrupted`.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class D1DeployError(Exception):
@@ -39,6 +46,10 @@ class D1DeployError(Exception):
     exit_code: int = 1
     """Per class; an instance may override it when it reports another error's outcome
     (a failed rehearsal step, the worst database of a fleet)."""
+
+    report: Any = None
+    """What the run had done when it stopped (a frozen report: applied, undone, bookmark,
+    restore command), when the error ends a run that had one."""
 
     def __init__(
         self,
@@ -93,6 +104,23 @@ class ReadWrote(ChangeFailed):
         self.changed = changed
         self.index = index
         self.bookmark = bookmark
+
+
+class Interrupted(D1DeployError):
+    """SIGINT (Ctrl-C) or SIGTERM (what a CI cancel sends) stopped the run; it finished
+    what it had started (see `report`) before exiting."""
+
+    exit_code = 130
+
+
+class Interrupt(KeyboardInterrupt):
+    """The signal itself, raised where the run stands (by the CLI's handler in the main
+    thread, at a `interrupts.checkpoint()` in a fleet's worker). A KeyboardInterrupt, so
+    that `except Exception` never swallows it; the engine settles it into `Interrupted`."""
+
+    def __init__(self, signal_name: str = "SIGINT") -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
 
 
 class SqlError(D1DeployError):
@@ -179,6 +207,15 @@ class NetworkError(Unavailable):
     pass
 
 
+class Unreachable(NetworkError):
+    """The API's host name does not resolve, or nothing listens there: not retried."""
+
+
+class OutOfTime(Unavailable):
+    """The time a settle allows itself ran out before a request was sent (nothing of it
+    reached D1)."""
+
+
 class PollTimeout(Unavailable):
     pass
 
@@ -210,4 +247,5 @@ EXIT_CODES: dict[int, str] = {
     3: "authentication, permission, not found, or missing configuration",
     4: "the API stayed unavailable after retries",
     5: "refused before changing anything (lock held, drift, failed precheck)",
+    130: "interrupted by Ctrl-C or SIGTERM (the report says what was finished and undone)",
 }

@@ -40,12 +40,13 @@ R = TypeVar("R")
 
 Status = Literal["ok", "failed", "skipped"]
 
-EXIT_PRIORITY: tuple[int, ...] = (1, 5, 3, 2, 4)
+EXIT_PRIORITY: tuple[int, ...] = (1, 130, 5, 3, 2, 4)
 """Exit codes from the most to the least severe; a fleet exits with the first one any
 database failed with, so CI sees the worst thing that happened:
 
 1 a database failed after changes began (its report says what was undone): a person
   must look at that database before anything else;
+130 a signal stopped databases mid-run (each settled: its report says what stands);
 5 refused (lock held, drift, failed precheck): that database's state needs a decision;
 3 setup (token, permission, a database gone): the configuration needs fixing;
 2 bad usage or input files: the files need fixing, nothing changed;
@@ -264,8 +265,10 @@ def run_fleet(
     Every task runs in a worker thread and its exception (any exception) is captured in
     that database's result, so one database's failure never touches another and nothing
     propagates. Ctrl-C (KeyboardInterrupt in the calling thread) or setting `stop` stops
-    starting databases: running ones finish, the others are marked skipped, and the
-    report is returned. A second Ctrl-C while waiting for running ones propagates.
+    starting databases: running ones finish (the CLI's signal handling makes them stop at
+    their next step and settle, see `interrupts`), the others are marked skipped, and the
+    report is returned. A second Ctrl-C while waiting for running ones propagates, unless
+    the CLI's handler refuses it.
     `notify` gets one line per finished database, from worker threads, one at a time.
 
     :raises UsageError: `concurrency` below 1 or `canary` below 0.

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from d1deploy import guard, lock
+from d1deploy import guard, interrupts, lock, suggest
 from d1deploy.backend import Backend, QueryResult, SqlValue, Statement
-from d1deploy.errors import D1DeployError, SqlError, Unavailable
+from d1deploy.errors import D1DeployError, OutOfTime, SqlError, Unavailable
 from d1deploy.guard import quote_ident, quote_text
 
 DEFAULT_TABLE = "d1_migrations"
@@ -285,6 +285,14 @@ class Outcome:
     def in_ledger(self) -> frozenset[str]:
         return frozenset(row.name for row in self.state.ledger)
 
+    def landed(self, parts: Sequence[_Part]) -> list[str]:
+        """The changes of `parts` the ledger shows done (applied, recorded, rolled back)."""
+        return [
+            p.change.name
+            for p in parts
+            if (p.change.name in self.in_ledger) == (p.change.event != "rollback")
+        ]
+
 
 def read_outcome(backend: Backend, table: str, names: Sequence[str]) -> Outcome:
     ledger, events, schema = backend.run(outcome_statements(table, names), read_only=True)
@@ -394,11 +402,18 @@ class _Part:
     start_at: int
     body_at: int
     finish_at: int
+    releases: bool = False
+    """The request ends with the lock's release."""
 
 
 class Session:
     """One locked run against one database: the lease, and what the engine knows of the
-    database between its requests."""
+    database between its requests.
+
+    The run's token is made once: the request that takes the lock goes again when its
+    answer was lost, and finds the run's own lease. `in_flight` holds the changes of a
+    request that was sent and neither answered nor judged (an interrupt landed while it
+    was on its way); the engine's settle reads the ledger for them (`fenced_outcome`)."""
 
     def __init__(
         self,
@@ -415,7 +430,17 @@ class Session:
         self.ttl = lock_ttl
         self.guard_tables = guard_tables
         self.notify = notify
+        self.token = lock.new_token()
+        self.holder = f"{actor} (run {self.token[:8]})"
+        """Who the lease names: the actor, and this run among the actor's runs."""
         self.lease: lock.Lease | None = None
+        self.asked = False
+        """The lock request was sent but its answer not read: the lease may be ours."""
+        self.in_flight: tuple[_Part, ...] = ()
+        self.lost: str | None = None
+        """Why the lease is no longer this run's, once a request found it so."""
+        self.fencing: str | None = None
+        """The token a fence whose answer never came may have given the lease."""
         self.history_mark = 0
         self.last_event_at: str | None = None
         """When the newest history event started (database clock), as the lock was taken."""
@@ -423,19 +448,36 @@ class Session:
         """The schema as of the last answer (what the next batch should start from)."""
 
     def open(self) -> DbState:
-        """One request: create the tables if needed, take the lock, read everything."""
-        token = lock.new_token()
+        """One request: create the tables if needed, take the lock, read everything.
+
+        :raises LockHeld: another run holds the lock (naming it)."""
+        interrupts.checkpoint()
         reads = [Statement(SCHEMA_SQL), *read_statements(self.table)]
         reads.append(Statement(f"SELECT coalesce(max(id), 0), max(at) FROM {HISTORY_TABLE}"))
         start_ttl = min(self.ttl, lock.START_TTL)
-        head = setup_statements(self.table) + lock.acquire_statements(self.actor, token, start_ttl)
-        results = self.backend.run(head + reads)
-        self.lease = lock.lease_from(results[len(head) - 1], token)
+        head = setup_statements(self.table) + lock.acquire_statements(
+            self.holder, self.token, start_ttl
+        )
+        self.asked = True
+        results = self._idempotent(head + reads, "the lock request")
+        self.asked = False  # answered: the lease is ours, or LockHeld names whose it is
+        self.lease = lock.lease_from(results[len(head) - 1], self.token)
         schema, rows, events, mark = results[len(head) :]
         self.history_mark = int(mark.first_value() or 0)
         self.last_event_at = _text(mark.rows[0][1]) if mark.rows else None
         self.known = state_from(self.table, schema, rows, events)
         return self.known
+
+    def _idempotent(self, statements: list[Statement], what: str) -> list[QueryResult]:
+        """Send a request that changes nothing more when sent twice, and send it once
+        more when its answer did not come (a write is otherwise never re-sent)."""
+        try:
+            return self.backend.run(statements)
+        except Unavailable as exc:
+            if interrupts.out_of_time():
+                raise
+            self.notify(f"{exc.message}; sending {what} again, which is safe to repeat")
+            return self.backend.run(statements)
 
     def restored(self) -> None:
         """After a Time Travel restore: the lease is still this session's only if the
@@ -462,17 +504,34 @@ class Session:
             return False
         return (now - last).total_seconds() > seconds
 
-    def close(self) -> None:
-        if self.lease is None:
-            return
-        try:
-            lock.release(self.backend, self.lease)
-        except D1DeployError as exc:
-            self.notify(
-                f"could not release the deploy lock ({exc}); it expires by itself at"
-                f" {self.lease.expires_at} or `d1deploy unlock --force` releases it"
-            )
-        self.lease = None
+    def close(self) -> str | None:
+        """Release the lock if this run holds it (or may: its request was never
+        answered), within a bound of its own; None when released (or never held), else
+        a sentence saying it could not be and when it expires."""
+        if self.lease is None and not self.asked:
+            return None
+        lease = self.lease or lock.Lease(self.holder, self.token, "", "")
+        release = (
+            lock.release_statements(lease, self.fencing)
+            if self.lease is not None
+            else lock.give_up_statements(self.holder, self.token)
+        )
+        with interrupts.settling("releasing the deploy lock", interrupts.RELEASE_SECONDS):
+            try:
+                self._idempotent(release, "the release of the lock")
+            except D1DeployError as exc:
+                until = lease.expires_at or f"within {lock.START_TTL} s of when it was taken"
+                said = (
+                    f"could not release the deploy lock ({exc}); it expires by itself"
+                    f" {'at ' if lease.expires_at else ''}{until}, or `{suggest.unlock()}`"
+                    " releases it now"
+                )
+                self.notify(said)
+                return said
+            finally:
+                self.lease = None
+                self.asked = False
+        return None
 
     def _part(self, change: Change, bookmark: str | None) -> tuple[list[Statement], int, int]:
         """`change`'s statements in a batch: history event, guard counts, body, guard
@@ -481,9 +540,9 @@ class Session:
             change.watched, set(change.allowed), set(change.dropped)
         )
         row = (
-            insert_ledger(self.table, change.name)
-            if change.event == "apply"
-            else delete_ledger(self.table, change.name)
+            delete_ledger(self.table, change.name)
+            if change.event == "rollback"
+            else insert_ledger(self.table, change.name)
         )
         head = [
             start_event(
@@ -511,11 +570,11 @@ class Session:
         new group at each index of `breaks` (which says why). A change too big for
         `limits` on its own gets a group of its own: alone, it is what a one-per-request
         deploy sends."""
-        assert self.lease is not None
+        lease = self.lease or lock.Lease(self.holder, self.token, "", "")
         frame = [
-            *lock.check_and_extend(self.lease, self.ttl),
+            *lock.check_and_extend(lease, self.ttl),
             Statement(SCHEMA_SQL),
-            *lock.release_statements(self.lease),
+            *lock.release_statements(lease),
         ]
         scan = 2 * (self.backend.info.file_size or 0)
         groups: list[range] = []
@@ -545,26 +604,38 @@ class Session:
     def send(
         self, changes: Sequence[Change], *, bookmark: str | None, release: bool = False
     ) -> Sent:
-        """Apply (or roll back) `changes` in ONE request: the lease check and extension,
-        then each change's part (see `_part`), a read of the schema, and the lock's
-        release when `release`. Any failure or lost answer is judged by re-reading the
-        ledger: never sent twice."""
-        assert self.lease is not None and changes
+        """Apply (or roll back, or record) `changes` in ONE request: the lease check and
+        extension, then each change's part (see `_part`), a read of the schema, and the
+        lock's release when `release`. Any failed or lost answer, whatever the error, is
+        judged by re-reading the ledger: never sent twice. Anything else on the way
+        (an interrupt) leaves the request `in_flight` for the settle to judge."""
+        interrupts.checkpoint()
+        assert changes
+        if self.lease is None:
+            return Sent("lock_lost", error=self.lost or f"{lock.LOST_PREFIX} before this request")
         batch = lock.check_and_extend(self.lease, self.ttl)
         parts: list[_Part] = []
         for change in changes:
             statements, body_at, finish_at = self._part(change, bookmark)
             at = len(batch)
-            parts.append(_Part(change, at, at + body_at, at + finish_at))
+            parts.append(_Part(change, at, at + body_at, at + finish_at, release))
             batch += statements
         schema_at = len(batch)
         batch.append(Statement(SCHEMA_SQL))
         if release:
             batch += lock.release_statements(self.lease)
+        self.in_flight = tuple(parts)
         try:
             results = self.backend.run(batch)
-        except (SqlError, Unavailable) as exc:
-            return self._judge(parts, exc)
+        except D1DeployError as exc:
+            self.in_flight = ()
+            if isinstance(exc, OutOfTime):  # never sent: nothing to judge
+                return Sent("not_applied", error=exc.message)
+            if isinstance(exc, SqlError) and lock.is_lost(exc.message):
+                self.lost = guard.parse_abort(exc.message)
+                return Sent("lock_lost", error=self.lost or exc.message)
+            return self._judge(parts, *_describe(exc, parts))
+        self.in_flight = ()
         if release:
             self.lease = None
         self.known = state_from(self.table, results[schema_at])
@@ -580,13 +651,62 @@ class Session:
             )
         return Sent("done", tuple(landed))
 
-    def _judge(self, parts: Sequence[_Part], exc: SqlError | Unavailable) -> Sent:
-        error, failed, file, line = _describe(exc, parts)
-        if isinstance(exc, SqlError) and lock.is_lost(exc.message):
-            return Sent("lock_lost", error=error)
+    def fenced_outcome(self, names: Sequence[str], sent: Sequence[_Part] = ()) -> Outcome:
+        """What the ledger says of `names`, read in one request that also fences the
+        lease (`lock.fence_statements`): whatever this run sent before and had not
+        reached the database by then never lands. Afterwards `lease` is None if the lock
+        is no longer this run's, and `lost` says why, unless `sent` (the request whose
+        fate is read) landed whole and ended with the lock's release.
+
+        :raises D1DeployError: the request failed twice."""
+        lease = self.lease or lock.Lease(self.holder, self.token, "", "")
+        token = lock.new_token()
+        fence = lock.fence_statements(lease, token, self.ttl)
+        self.fencing = token  # until answered, the lease may hold either token
+        results = self._idempotent(
+            fence + outcome_statements(self.table, names), "the read of the ledger"
+        )
+        self.fencing = None
+        ledger_rows, event_rows, schema = results[len(fence) :]
+        outcome = Outcome(state_from(self.table, schema, ledger_rows, event_rows))
+        self.known = outcome.state
+        held = lock.lease_of(results[len(fence) - 1])
+        if held is not None and held.token == token:
+            self.lease = held
+        elif sent and sent[-1].releases and len(outcome.landed(sent)) == len(sent):
+            self.lease = None  # released by that request, which landed
+        elif self.lease is not None:
+            self.lease = None
+            self.lost = f"{lock.LOST_PREFIX}: " + (
+                f"it is now held by {lock.describe(held)}"
+                if held is not None
+                else "someone released it (`unlock --force`, or a restore to a bookmark"
+                " from before this run took it)"
+            )
+        return outcome
+
+    def torn(self, outcome: Outcome) -> list[str]:
+        """The names whose newest event this run started and never completed: a batch
+        D1 kept part of."""
+        return [
+            e.name
+            for e in outcome.state.events
+            if e.id > self.history_mark and e.duration_ms is None
+        ]
+
+    def _judge(
+        self,
+        parts: Sequence[_Part],
+        error: str,
+        failed: str | None,
+        file: str | None,
+        line: int | None,
+    ) -> Sent:
+        """Judge a request whose answer was an error or never came (`fenced_outcome`)."""
         names = [p.change.name for p in parts]
+        before = self.known.fingerprint()
         try:
-            outcome = read_outcome(self.backend, self.table, names)
+            outcome = self.fenced_outcome(names, parts)
         except D1DeployError as read_exc:
             return Sent(
                 "unknown",
@@ -594,25 +714,18 @@ class Session:
                 failed=failed,
             )
         events = {e.name: e for e in outcome.state.events}
-        landed = [
-            p.change.name
-            for p in parts
-            if (p.change.name in outcome.in_ledger) == (p.change.event == "apply")
-        ]
+        landed = outcome.landed(parts)
         if len(landed) == len(parts):
-            self.known = outcome.state
             return Sent(
                 "done",
                 tuple(Landed(n, _duration(events.get(n)), None) for n in names),
                 answer_lost=True,
                 error=error,
             )
-        torn = any(
-            e.id > self.history_mark and e.duration_ms is None and e.name in names
-            for e in events.values()
-        )
-        if landed or torn or outcome.state.fingerprint() != self.known.fingerprint():
+        if landed or self.torn(outcome) or outcome.state.fingerprint() != before:
             return Sent("partly", error=error, failed=failed, file=file, line=line)
+        if self.lost is not None:
+            return Sent("lock_lost", error=f"{error}; {self.lost}", failed=failed)
         return Sent("not_applied", error=error, failed=failed, file=file, line=line)
 
 
@@ -632,7 +745,7 @@ def _duration(event: HistoryEvent | None) -> float | None:
 
 
 def _describe(
-    exc: SqlError | Unavailable, parts: Sequence[_Part]
+    exc: D1DeployError, parts: Sequence[_Part]
 ) -> tuple[str, str | None, str | None, int | None]:
     """What failed, in words; which change failed (always known for a request of one);
     the failing statement's file:line when it is known."""

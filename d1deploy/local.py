@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from d1deploy import d1sqlite, sqlsplit
+from d1deploy import d1sqlite, sqlsplit, suggest
 from d1deploy.backend import (
     DatabaseInfo,
     ExportHandle,
@@ -84,17 +84,31 @@ class LocalBackend:
         name: str | None = None,
         clock: Callable[[], datetime] = _utcnow,
         durable: bool = True,
+        create: bool = True,
     ) -> None:
-        """Open (creating with mode 0600 if missing) the database file at `path`.
+        """Open the database file at `path`, creating it (mode 0600) if it is missing and
+        `create` says so: commands that only read never leave a file behind.
 
         `clock` dates bookmarks; tests inject one instead of waiting for real time.
         `durable=False` is for a scratch database whose loss in a crash costs nothing
         (the schema replay): its commits skip fsync (tens of milliseconds each on disk)
         and keep the rollback journal in memory.
 
-        :raises InputError: the file exists but is not a SQLite database.
+        :raises NotFound: the file is missing and `create` is false.
+        :raises InputError: the path is a directory, or a file that is not a SQLite
+            database, or it cannot be created.
         """
         self._path = Path(path)
+        if self._path.is_dir():
+            raise InputError(
+                f"the local database {self._path} is a directory, not a SQLite file",
+                hint="Point --local at a file, e.g. --local=.d1deploy/local.sqlite.",
+            )
+        if not create and not self._path.exists():
+            raise NotFound(
+                f"the local database {self._path} does not exist (nothing was created)",
+                hint=f"Check the path; a deploy creates the file: `{suggest.command('migrate')}`.",
+            )
         self._name = name or self._path.stem
         self._clock = clock
         self._snapshots_dir = self._path.with_name(self._path.name + ".bookmarks")
@@ -333,9 +347,8 @@ class LocalBackend:
         if not _BOOKMARK.fullmatch(bookmark) or not snapshot.is_file():
             raise NotFound(
                 f"local bookmark {bookmark!r} does not exist for {self._path}",
-                hint="Get one with `d1deploy bookmark --local` (current state) or "
-                "`d1deploy bookmark --local --timestamp T`; snapshots live in "
-                f"{self._snapshots_dir}.",
+                hint=f"Get one with `{suggest.command('bookmark')}` (current state) or with"
+                f" --timestamp T added; snapshots live in {self._snapshots_dir}.",
             )
         previous = self.bookmark()
         source = sqlite3.connect(f"{snapshot.resolve().as_uri()}?mode=ro", uri=True)
@@ -365,7 +378,7 @@ class LocalBackend:
             raise NotFound(
                 f"no local bookmark at or before {at.isoformat()} for {self._path}",
                 hint="Local bookmarks exist only from the first snapshot on; use a later "
-                "timestamp, or `d1deploy bookmark --local` for the current state.",
+                f"timestamp, or `{suggest.command('bookmark')}` for the current state.",
             )
         return taken[-1]
 
@@ -469,8 +482,11 @@ def _exported_tables(conn: sqlite3.Connection, options: ExportOptions) -> list[t
         if missing:
             raise NotFound(
                 f"table(s) not found in the local database: {', '.join(missing)}",
-                hint="List the tables with `d1deploy exec --local --command "
-                "\"SELECT name FROM sqlite_schema WHERE type = 'table'\"`.",
+                hint="List the tables with `"
+                + suggest.command(
+                    "exec", "--command", "SELECT name FROM sqlite_schema WHERE type = 'table'"
+                )
+                + "`.",
             )
     tables = [
         (str(name), str(sql))

@@ -6,6 +6,11 @@ that clock skew between machines does not matter. A crashed run's lease simply
 expires. Each migration batch starts with `check_and_extend`, which fails the batch
 (through `guard.abort_if`) when the lease is no longer ours, and pushes the expiry on;
 until the first change, the lease is short (START_TTL).
+
+A run keeps one token from start to end, so the request that takes the lease can be
+sent again when its answer was lost: the run then finds its own lease and goes on. After
+a failure the run `fence`s its lease (a new token, in the same request that reads what
+landed), so a request of its own still on its way can no longer land afterwards.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from d1deploy import guard
+from d1deploy import guard, suggest
 from d1deploy.backend import Backend, QueryResult, Statement
 from d1deploy.errors import LockHeld
 
@@ -62,17 +67,25 @@ def acquire_statements(holder: str, token: str, ttl_seconds: int) -> list[Statem
         f" VALUES (1, ?, ?, {NOW}, {_expiry(ttl_seconds)})"
         " ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, token = excluded.token,"
         " acquired_at = excluded.acquired_at, expires_at = excluded.expires_at"
-        f" WHERE {LOCK_TABLE}.expires_at <= {NOW}",
+        # Never its own token back: a run that gave its lease up before knowing whether
+        # it got it left it expired under that token (`give_up_statements`).
+        f" WHERE {LOCK_TABLE}.expires_at <= {NOW} AND {LOCK_TABLE}.token <> excluded.token",
         (holder, token),
     )
     return [Statement(CREATE_TABLE), take, Statement(_READ)]
 
 
-def _lease(result: QueryResult) -> Lease | None:
+def lease_of(result: QueryResult) -> Lease | None:
+    """The lease a read of the lock table found (None: nobody holds it)."""
     if not result.rows:
         return None
     holder, token, acquired_at, expires_at, now = result.rows[0]
     return Lease(str(holder), str(token), str(acquired_at), str(expires_at), str(now))
+
+
+def describe(lease: Lease) -> str:
+    """`holder, since T, until T` for messages."""
+    return f"{lease.holder}, since {lease.acquired_at}, until {lease.expires_at}"
 
 
 def lease_from(result: QueryResult, token: str) -> Lease:
@@ -80,15 +93,14 @@ def lease_from(result: QueryResult, token: str) -> Lease:
 
     :raises LockHeld: naming the holder and when the lease expires.
     """
-    lease = _lease(result)
+    lease = lease_of(result)
     if lease is None:
         raise LockHeld("the deploy lock could not be taken: its row is missing after the upsert")
     if lease.token != token:
         raise LockHeld(
-            f"another deploy holds the lock: {lease.holder}, since {lease.acquired_at},"
-            f" until {lease.expires_at}",
+            f"another deploy holds the lock: {describe(lease)}",
             hint="wait for that deploy to finish. If it is no longer running, its lock expires"
-            f" by itself at {lease.expires_at}, or release it now with `d1deploy unlock --force`",
+            f" by itself at {lease.expires_at}, or release it now with `{suggest.unlock()}`",
         )
     return lease
 
@@ -114,12 +126,18 @@ def check_and_extend(lease: Lease, ttl_seconds: int) -> list[Statement]:
     then the token changes, so an expired lease that nobody took is still safe to use.
     """
     token = guard.quote_text(lease.token)
-    holder = f"coalesce((SELECT holder FROM {LOCK_TABLE} WHERE id = 1), 'nobody')"
+    # Who holds it now, in the words of `describe`, or that nobody does.
+    holder = (
+        f"coalesce((SELECT 'it is now held by ' || holder || ', since ' || acquired_at"
+        f" || ', until ' || expires_at FROM {LOCK_TABLE} WHERE id = 1),"
+        " 'someone released it (`unlock --force`, or a restore to a bookmark from before"
+        " this run took it)')"
+    )
     return [
         Statement(
             guard.abort_if(
                 f"NOT EXISTS (SELECT 1 FROM {LOCK_TABLE} WHERE id = 1 AND token = {token})",
-                f"'{LOST_PREFIX}: it is now held by ' || {holder}",
+                f"'{LOST_PREFIX}: ' || {holder}",
             )
         ),
         Statement(
@@ -130,9 +148,45 @@ def check_and_extend(lease: Lease, ttl_seconds: int) -> list[Statement]:
     ]
 
 
-def release_statements(lease: Lease) -> list[Statement]:
-    """Release `lease` (and nothing else: a lease taken over by someone stays theirs)."""
-    return [Statement(f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND token = ?", (lease.token,))]
+def fence_statements(lease: Lease, token: str, ttl_seconds: int) -> list[Statement]:
+    """Give `lease` the new `token` (and a fresh expiry) if it is still ours, then read
+    the lease: a request sent earlier with the old token fails its `check_and_extend`
+    from now on. Sent again after a lost answer, it changes nothing more."""
+    return [
+        Statement(CREATE_TABLE),
+        Statement(
+            f"UPDATE {LOCK_TABLE} SET token = ?, expires_at = {_expiry(ttl_seconds)}"
+            " WHERE id = 1 AND token IN (?, ?)",
+            (token, lease.token, token),
+        ),
+        Statement(_READ),
+    ]
+
+
+def release_statements(lease: Lease, also: str | None = None) -> list[Statement]:
+    """Release `lease` (and nothing else: a lease taken over by someone stays theirs);
+    `also` is the token a fence whose answer never came may have given it."""
+    tokens = (lease.token,) if also is None else (lease.token, also)
+    marks = ", ".join("?" for _ in tokens)
+    return [Statement(f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND token IN ({marks})", tokens)]
+
+
+def give_up_statements(holder: str, token: str) -> list[Statement]:
+    """Release a lease this run may or may not hold (its lock request was sent, its
+    answer never read): the row is left expired under the run's token, so that the
+    request, were it to land late, cannot take it (`acquire_statements` never takes its
+    own token back) while anyone else can. A lease someone else holds is left alone."""
+    return [
+        Statement(CREATE_TABLE),
+        Statement(
+            f"INSERT INTO {LOCK_TABLE}(id, holder, token, acquired_at, expires_at)"
+            f" VALUES (1, ?, ?, {NOW}, {NOW})"
+            " ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, token = excluded.token,"
+            " acquired_at = excluded.acquired_at, expires_at = excluded.expires_at"
+            f" WHERE {LOCK_TABLE}.token = excluded.token OR {LOCK_TABLE}.expires_at <= {NOW}",
+            (f"{holder}, given up", token),
+        ),
+    ]
 
 
 def release(backend: Backend, lease: Lease) -> None:
@@ -147,7 +201,7 @@ def current(backend: Backend) -> Lease | None:
     )[0]
     if not exists.rows:
         return None
-    return _lease(backend.run([Statement(_READ)], read_only=True)[0])
+    return lease_of(backend.run([Statement(_READ)], read_only=True)[0])
 
 
 def force_release(backend: Backend) -> Lease | None:
@@ -155,7 +209,7 @@ def force_release(backend: Backend) -> Lease | None:
     results = backend.run(
         [Statement(CREATE_TABLE), Statement(_READ), Statement(f"DELETE FROM {LOCK_TABLE}")]
     )
-    return _lease(results[1])
+    return lease_of(results[1])
 
 
 def is_lost(message: str) -> bool:

@@ -6,9 +6,11 @@ history rows. With `--atomic` every pending migration goes in that same one requ
 they fit D1's limits (else in as few requests as fit). After any failed or unanswered
 request the engine re-reads the ledger to tell "not applied", "applied" (the answer was
 lost) and "partly applied" (D1 did not abort the batch), and never applies a migration
-twice. A deploy that fails after changing something undoes this run's migrations,
-newest first, with their rollback SQL sent together (or a Time Travel restore, when
-asked to).
+twice. Whatever stops a run after its first change (an error of any kind, SIGINT,
+SIGTERM, a bug) ends it the same way (`_Run.settle`): the ledger says what landed, this
+run's migrations are undone newest first with their rollback SQL sent together (or a
+Time Travel restore, when asked to), the lock is released and the report says what
+stands.
 
 Discovery lives in `discovery.py`, status and plan in `planning.py`, the tables and the
 one-request changes in `ledger.py`; this module re-exports what the CLI needs. Core
@@ -23,9 +25,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
-from d1deploy import checks, guard, ledger, lint, lock, schema, sqlsplit
+from d1deploy import checks, guard, interrupts, ledger, lint, schema, sqlsplit, suggest
 from d1deploy.backend import Backend
 from d1deploy.checks import CheckResult
 from d1deploy.discovery import Migration, discover, new_migration, resolve
@@ -33,10 +35,11 @@ from d1deploy.errors import (
     ChangeFailed,
     D1DeployError,
     InputError,
+    Interrupt,
+    Interrupted,
     PrecheckFailed,
     ReadWrote,
     Refused,
-    Unavailable,
     UsageError,
 )
 from d1deploy.ledger import DEFAULT_TABLE, DbState
@@ -59,6 +62,7 @@ __all__ = [
     "AppliedMigration",
     "BaselineReport",
     "DeployFailed",
+    "DeployInterrupted",
     "LintFailed",
     "MigrateOptions",
     "MigrateReport",
@@ -141,6 +145,10 @@ class RolledBackMigration:
 
 @dataclass(frozen=True)
 class MigrateReport:
+    """`still_applied` names this run's migrations that a failure left applied (not
+    undone); `lock_held` says why the deploy lock could not be released, when it could
+    not; `interrupted` names the signal that stopped the run."""
+
     ok: bool
     database: str
     applied: tuple[AppliedMigration, ...] = ()
@@ -152,16 +160,26 @@ class MigrateReport:
     restored_to: str | None = None
     error: str | None = None
     plan: PlanReport | None = None
+    restore_command: str | None = None
+    still_applied: tuple[str, ...] = ()
+    lock_held: str | None = None
+    interrupted: str | None = None
 
 
 @dataclass(frozen=True)
 class RollbackReport:
+    """`not_rolled_back` names the targets a failure left applied."""
+
     ok: bool
     database: str
     rolled_back: tuple[RolledBackMigration, ...] = ()
     bookmark_before: str | None = None
     backup: object = None
     error: str | None = None
+    restore_command: str | None = None
+    not_rolled_back: tuple[str, ...] = ()
+    lock_held: str | None = None
+    interrupted: str | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +192,10 @@ class BaselineReport:
     already_applied: tuple[str, ...]
     forced_over: tuple[schema.Difference, ...] = ()
     schema_unchecked: str | None = None
+    ok: bool = True
+    error: str | None = None
+    lock_held: str | None = None
+    interrupted: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,19 +210,26 @@ class VerifyReport:
 
 
 class DeployFailed(ChangeFailed):
-    """A change failed; `report` says what was applied, checked and undone."""
+    """A run (migrate, rollback, baseline) failed after it began changing and settled:
+    `report` says what was applied, checked and undone, and what still stands."""
 
     def __init__(
         self,
         message: str,
         *,
-        report: MigrateReport | RollbackReport,
+        report: MigrateReport | RollbackReport | BaselineReport,
         hint: str | None = None,
         file: str | None = None,
         line: int | None = None,
     ) -> None:
         super().__init__(message, hint=hint, file=file, line=line)
         self.report = report
+
+
+class DeployInterrupted(DeployFailed, Interrupted):
+    """SIGINT or SIGTERM stopped the run; it settled as after a failure (`report`)."""
+
+    exit_code = 130
 
 
 class RollbackRefused(Refused):
@@ -227,15 +256,183 @@ class LintFailed(InputError):
         first = findings[0]
         super().__init__(
             f"{len(findings)} lint error(s) in the pending migrations; first: {first.message}",
-            hint="fix the statements named by `d1deploy lint`",
+            hint=f"fix the statements named by `{suggest.command('lint')}`",
             file=first.file,
             line=first.line,
         )
         self.findings = tuple(findings)
 
 
-def restore_command(bookmark: str) -> str:
-    return f"d1deploy restore --bookmark {bookmark} --yes"
+# --- how every run ends when it does not succeed ---------------------------------------
+
+
+class _Failure(Exception):
+    """A way out that a run found itself (a request that did not apply as sent, checks
+    that failed); `settle` does the rest. `undo=False` where undoing more by machine
+    could only make things worse; `unknown` names changes whose fate the run could not
+    read."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+        undo: bool = True,
+        unknown: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+        self.hint = hint
+        self.undo = undo
+        self.unknown = tuple(unknown)
+
+
+def _stop_reason(
+    exc: BaseException, step: str
+) -> tuple[str, str | None, int | None, str | None, bool, tuple[str, ...]]:
+    """What stopped a run, in words: (reason, file, line, hint, whether to undo, the
+    changes whose fate is unknown)."""
+    if isinstance(exc, _Failure):
+        return exc.message, exc.file, exc.line, exc.hint, exc.undo, exc.unknown
+    if isinstance(exc, KeyboardInterrupt):
+        return f"{_signal_of(exc)} received while {step}", None, None, None, True, ()
+    if isinstance(exc, ReadWrote):
+        return exc.message, exc.file, exc.line, exc.hint, False, ()
+    if isinstance(exc, D1DeployError):
+        return f"{step} failed: {exc.message}", exc.file, exc.line, None, True, ()
+    what = f"unexpected internal error while {step}: {type(exc).__name__}: {exc}"
+    return what, None, None, None, True, ()
+
+
+def _signal_of(exc: BaseException) -> str | None:
+    if isinstance(exc, Interrupt):
+        return exc.signal_name
+    return "SIGINT" if isinstance(exc, KeyboardInterrupt) else None
+
+
+def _was(names: Sequence[str]) -> str:
+    return "was" if len(names) == 1 else "were"
+
+
+class _Run:
+    """One locked run (migrate, rollback, baseline) and the one way it ends when
+    anything stops it: `settle`, for every error, any status or code of the API, a
+    timeout, a lost connection, SIGINT, SIGTERM or a bug.
+
+    Before its first change the run only releases the lock and passes the error on
+    (with its report). From the first change on it settles: it reads the ledger (in one
+    request that also fences its lease, so nothing of its own still on its way lands
+    afterwards), takes what landed as done, undoes what it applied where that is safe
+    (`_settle_changes`), releases the lock, and raises `DeployFailed` (exit 1) or
+    `DeployInterrupted` (exit 130) with a message saying what stands and a report. A
+    settle is bounded in time (`interrupts.settling`) and refuses a second signal."""
+
+    noun = "deploy"
+
+    def __init__(self, session: ledger.Session) -> None:
+        self.s = session
+        self.step = "taking the deploy lock"
+        """What the run is doing, for the message when it stops there."""
+        self.changing = False
+        self.bookmark: str | None = None
+        self.torn: str | None = None
+        """Why the database is not known to stand on whole migrations, when it is not."""
+
+    @property
+    def database(self) -> str:
+        return self.s.backend.info.name
+
+    def at(self, step: str) -> None:
+        """Say what the run does next; stop here if a signal asked for it."""
+        self.step = step
+        interrupts.checkpoint()
+
+    def send(self, changes: Sequence[ledger.Change], **kwargs: Any) -> ledger.Sent:
+        self.changing = True
+        return self.s.send(changes, bookmark=self.bookmark, **kwargs)
+
+    def settle(self, exc: BaseException) -> NoReturn:
+        signal_name = _signal_of(exc)
+        reporting = f"reporting the {self.noun} of {self.database}"
+        if not self.changing:
+            # From here to the report, a signal is refused: nothing may cut it short.
+            interrupts.finishing(reporting)
+            lock_held = self.s.close()
+            if signal_name is None:
+                if isinstance(exc, D1DeployError) and exc.report is None:
+                    exc.report = self.final(str(exc), lock_held, None)
+                raise exc
+            said = (f"{signal_name} received while {self.step}", "nothing was changed", lock_held)
+            message = "; ".join(x for x in said if x)
+            raise DeployInterrupted(
+                message, report=self.final(message, lock_held, signal_name)
+            ) from exc
+        reason, file, line, hint, undo, unknown = _stop_reason(exc, self.step)
+        self.s.notify(f"{reason}; settling: reading the ledger, undoing, releasing the lock")
+        with interrupts.settling(
+            f"settling the {self.noun} of {self.database}: reading what landed, undoing"
+            " this run's changes, releasing the lock"
+        ):
+            try:
+                settled = self._settle_changes(undo, unknown)
+            except BaseException as failed:  # the API, a bug: say so
+                detail = failed.message if isinstance(failed, D1DeployError) else repr(failed)
+                settled = f"undoing this run's changes failed ({detail})"
+                self.torn = self.torn or settled
+            if interrupts.out_of_time():
+                settled = (
+                    f"d1deploy gave up after {interrupts.SETTLE_SECONDS:g} s, the time it"
+                    f" allows itself to settle: {settled}"
+                )
+            interrupts.finishing(reporting)
+            lock_held = self.s.close()  # within a bound of its own, even out of time
+        remains = self.remains()
+        parts = [reason, settled]
+        if remains:
+            parts.append(f"still applied by this {self.noun}: {', '.join(remains)}")
+        if (remains or self.torn) and self.bookmark:
+            parts.append(f"bookmark before this {self.noun}: {self.bookmark}")
+            hint = hint or f"restore it with `{suggest.restore(self.bookmark)}`"
+        message = "; ".join(p for p in [*parts, lock_held] if p)
+        report = self.final(message, lock_held, signal_name)
+        error = DeployInterrupted if signal_name else DeployFailed
+        raise error(message, report=report, hint=hint, file=file, line=line) from exc
+
+    def read_outcome(self, names: Sequence[str], unknown: Sequence[str]) -> ledger.Outcome | None:
+        """The ledger of `names` after a failure (fenced), or None when it cannot be
+        read; then `torn` says which changes' fate is unknown."""
+        in_flight, self.s.in_flight = self.s.in_flight, ()
+        unknown = [*unknown, *(p.change.name for p in in_flight)]
+        try:
+            outcome = self.s.fenced_outcome(names, in_flight)
+        except D1DeployError as exc:
+            if unknown:
+                self.torn = (
+                    f"could not tell whether {', '.join(dict.fromkeys(unknown))}"
+                    f" {_was(unknown)} applied (reading the ledger failed: {exc.message});"
+                    " the database is as the failure left it"
+                )
+            return None
+        if torn := self.s.torn(outcome):
+            self.torn = (
+                f"{', '.join(torn)} {_was(torn)} partly applied (D1 did not roll back its"
+                " failed batch); the database is as the failure left it"
+            )
+        return outcome
+
+    # What each kind of run does and says.
+    def _settle_changes(self, undo: bool, unknown: Sequence[str]) -> str:
+        raise NotImplementedError
+
+    def remains(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def final(self, error: str, lock_held: str | None, interrupted: str | None) -> Any:
+        raise NotImplementedError
 
 
 # --- migrate -------------------------------------------------------------------------
@@ -257,11 +454,13 @@ def migrate(
     """Apply the pending migrations (up to `options.to`): lock, refuse on drift, lint
     errors or failed prechecks, call `before_change` (the backup) and take a bookmark,
     apply each migration in one request (all of them in one with `options.atomic`) and
-    run its verify checks; on failure undo this run's migrations newest first.
+    run its verify checks; on any failure or interrupt after the first change, settle
+    (`_Run.settle`): undo this run's migrations newest first, release the lock, report.
 
     :raises LockHeld, DriftDetected, PrechecksFailed: refused before changing anything.
     :raises LintFailed, InputError: a migration or check file is unusable.
     :raises DeployFailed: a change failed; its report says what was undone.
+    :raises DeployInterrupted: SIGINT or SIGTERM; settled the same way.
     """
     say = notify or _quiet
     migrations = discover(migrations_dir, pattern)
@@ -276,17 +475,11 @@ def migrate(
         )
         return MigrateReport(shown.ok, backend.info.name, skipped=shown.skipped, plan=shown)
     session = ledger.Session(backend, table, actor, lock_ttl, guard_tables, say)
-    # Only --atomic, which asks for the fewest round trips, fetches the bookmark while
-    # the lock is taken (see _open_taking_bookmark). Without it the bookmark is taken
-    # under the lock, so restoring it brings back this run's short lease, as documented
-    # at lock.START_TTL. With a backup the bookmark waits for it: taken before a long
-    # export, restoring it would lose every write made meanwhile.
-    early = options.atomic and before_change is None and backend.is_remote
-    state, bookmark = _open_taking_bookmark(session) if early else (session.open(), None)
+    deploy = _Deploy(session, migrations, options)
     try:
-        return _Deploy(session, migrations, options).run(state, before_change, bookmark)
-    finally:
-        session.close()
+        return deploy.run(before_change)
+    except BaseException as exc:
+        deploy.settle(exc)
 
 
 BATCH_SECONDS = 30
@@ -322,28 +515,34 @@ def _open_taking_bookmark(session: ledger.Session) -> tuple[DbState, str | None]
     return state, bookmark if session.quiet_for(window + BATCH_SECONDS + 1) else None
 
 
-class _Deploy:
-    """The state of one `migrate` run, so failures can say what this run did."""
+class _Deploy(_Run):
+    """The state of one `migrate` run, so a failure can say (and undo) what it did."""
 
     def __init__(
         self, session: ledger.Session, migrations: Sequence[Migration], options: MigrateOptions
     ) -> None:
-        self.s = session
+        super().__init__(session)
         self.migrations = migrations
         self.options = options
+        self.todo: list[Migration] = []
+        self.planned: list[PlannedMigration] = []
+        self.later: tuple[str, ...] = ()
         self.applied: list[tuple[Migration, PlannedMigration]] = []
+        """This run's migrations that are applied and not undone, in order."""
         self.report = MigrateReport(ok=True, database=session.backend.info.name)
 
-    def run(
-        self,
-        state: DbState,
-        before_change: Callable[[], object] | None,
-        bookmark: str | None = None,
-    ) -> MigrateReport:
-        """Deploy from `state` (read as the lock was taken); `bookmark`, when given, was
-        taken with the lock and stands for "before this deploy"."""
+    def run(self, before_change: Callable[[], object] | None) -> MigrateReport:
+        # Only --atomic, which asks for the fewest round trips, fetches the bookmark while
+        # the lock is taken (see _open_taking_bookmark). Without it the bookmark is taken
+        # under the lock, so restoring it brings back this run's short lease, as documented
+        # at lock.START_TTL. With a backup the bookmark waits for it: taken before a long
+        # export, restoring it would lose every write made meanwhile.
+        backend = self.s.backend
+        early = self.options.atomic and before_change is None and backend.is_remote
+        state, bookmark = _open_taking_bookmark(self.s) if early else (self.s.open(), None)
         say = self.s.notify
-        status_report = status_of(self.report.database, self.migrations, state)
+        self.at("reading the migrations and the ledger")
+        status_report = status_of(self.database, self.migrations, state)
         if status_report.schema is not None and not status_report.schema.compared:
             say(f"schema not compared: {status_report.schema.reason}")
         if not self.options.allow_drift:
@@ -351,7 +550,9 @@ class _Deploy:
         for name in status_report.out_of_order:
             say(f"{name} is numbered below an applied migration; applying it out of order")
         todo, later = select(self.migrations, status_report, self.options.to)
+        self.todo, self.later = list(todo), tuple(later)
         planned = prepare(todo, state, self.s.guard_tables)
+        self.planned = list(planned)
         findings = [f for p in planned for f in p.findings]
         if errors := [f for f in findings if f.severity == "error"]:
             raise LintFailed(errors)
@@ -360,9 +561,10 @@ class _Deploy:
         # The check files were read and judged by `prepare`: a broken one has already
         # stopped the deploy, before any change.
         deferred = [p.name for p in planned if p.prechecks_wait]
-        prechecks = checks.run_checks(self.s.backend, prechecks_now(planned))
+        self.at("running the prechecks")
+        prechecks = checks.run_checks(backend, prechecks_now(planned))
         failed = [r for r in prechecks if not r.ok]
-        self.report = replace(self.report, checks=tuple(prechecks), skipped=tuple(later))
+        self.report = replace(self.report, checks=tuple(prechecks), skipped=self.later)
         if failed:
             raise PrechecksFailed(
                 f"{len(failed)} precheck(s) failed: " + "; ".join(r.check.label for r in failed),
@@ -371,32 +573,44 @@ class _Deploy:
             )
         if not todo:
             say("nothing to apply: the database is up to date")
-            return self.report
+            return self._done()
+        self.at("taking the backup")
         backup = before_change() if before_change else None
         if bookmark is None:
-            bookmark = self.s.backend.bookmark()
+            self.at("taking a Time Travel bookmark")
+            bookmark = backend.bookmark()
         say(f"bookmark before this deploy: {bookmark}")
-        self.report = replace(self.report, backup=backup, bookmark_before=bookmark)
+        self.bookmark = bookmark
+        self.report = replace(
+            self.report,
+            backup=backup,
+            bookmark_before=bookmark,
+            restore_command=suggest.restore(bookmark),
+        )
         changes = [_apply(m, p) for m, p in zip(todo, planned, strict=True)]
         groups = self._groups(changes, bookmark, todo, deferred)
         for n, group in enumerate(groups):
             ms = [todo[i] for i in group]
             if ms[0].name in deferred:
-                not_reached = [x.name for x in todo[group.start :]]
-                self._checks("precheck", ms[:1], planned[group.start].prechecks, not_reached)
+                self.at(f"running the prechecks of {ms[0].name}")
+                self._checks("precheck", ms[:1], planned[group.start].prechecks)
             verifying = [c for i in group for c in planned[i].verifies]
-            sent = self.s.send(
-                [changes[i] for i in group],
-                bookmark=bookmark,
-                release=n == len(groups) - 1 and not verifying,
+            self.at(f"applying {_label(ms)}")
+            sent = self.send(
+                [changes[i] for i in group], release=n == len(groups) - 1 and not verifying
             )
             if sent.verdict != "done":
-                self._failed(ms, sent, [x.name for x in todo[group.start :]])
+                raise self._failure(ms, sent)
             self.applied += [(todo[i], planned[i]) for i in group]
             self._record_apply([planned[i] for i in group], sent)
             if verifying:
-                self._checks("verify", ms, verifying, [x.name for x in todo[group.stop :]])
-        return self.report
+                self.at(f"verifying {_label(ms)}")
+                self._checks("verify", ms, verifying)
+        return self._done()
+
+    def _done(self) -> MigrateReport:
+        lock_held = self.s.close()
+        return replace(self.report, lock_held=lock_held)
 
     def _groups(
         self,
@@ -430,36 +644,10 @@ class _Deploy:
         kind: Literal["precheck", "verify"],
         ms: Sequence[Migration],
         found: Sequence[checks.Check],
-        not_reached: list[str],
     ) -> None:
         """Run the verify checks of `ms` (just applied), or the prechecks of `ms[0]`
-        (deferred until now: nothing of it is applied yet); a failure undoes this run's
-        migrations."""
-        try:
-            results = checks.run_checks(self.s.backend, found)
-        except ReadWrote as err:
-            # Something wrote that was promised not to: undoing more by machine could
-            # only make it worse; say where things stand and how to go back.
-            done = ", ".join(m.name for m, _ in self.applied) or "nothing"
-            self._raise(
-                f"{err.message}; the deploy stopped there, nothing was undone (this run"
-                f" applied: {done}; bookmark before this deploy: {self.report.bookmark_before})",
-                err.file,
-                err.line,
-                hint=err.hint,
-            )
-        except Unavailable as err:
-            if kind == "precheck":
-                raise
-            # Applied, but not proven: say exactly that, and leave undoing to a person
-            # (the API that just failed would have to carry the rollback too).
-            bookmark = self.report.bookmark_before
-            self._raise(
-                f"{_label(ms)} was applied, but its verification could not run ({err.message});"
-                " the database holds it unverified",
-                hint="run `d1deploy verify` once the API answers; to undo it, `d1deploy rollback`"
-                + (f" or `{restore_command(bookmark)}`" if bookmark else ""),
-            )
+        (deferred until now: nothing of it is applied yet); a failure stops the run."""
+        results = checks.run_checks(self.s.backend, found)
         self.report = replace(self.report, checks=self.report.checks + tuple(results))
         if bad := [r for r in results if not r.ok]:
             what = "; ".join(f"{r.check.label} ({r.outcome})" for r in bad)
@@ -468,7 +656,7 @@ class _Deploy:
                 if kind == "verify"
                 else f"prechecks of {ms[0].name} failed"
             )
-            self._undo_and_raise(f"{when}: {what}", not_reached=not_reached)
+            raise _Failure(f"{when}: {what}")
 
     def _record_apply(self, planned: Sequence[PlannedMigration], sent: ledger.Sent) -> None:
         for p, landed in zip(planned, sent.landed, strict=True):
@@ -482,11 +670,8 @@ class _Deploy:
             else:
                 self.s.notify(f"applied {p.name}{took}, {landed.rows_written} rows written")
 
-    def _failed(self, ms: Sequence[Migration], sent: ledger.Sent, not_done: list[str]) -> NoReturn:
-        bookmark = self.report.bookmark_before
-        assert bookmark is not None
-        skipped = tuple(not_done) + self.report.skipped
-        self.report = replace(self.report, skipped=skipped)
+    def _failure(self, ms: Sequence[Migration], sent: ledger.Sent) -> _Failure:
+        """What to say of a request of `ms` that did not apply as sent."""
         label = _label(ms)
         if sent.verdict == "not_applied":
             if len(ms) == 1:
@@ -495,49 +680,55 @@ class _Deploy:
                 what = f"{sent.failed} failed, so none of {label} was applied"
             else:
                 what = f"the one request applying {label} failed and none of them was applied"
-            self._undo_and_raise(f"{what}: {sent.error}", file=sent.file, line=sent.line)
-        if sent.verdict == "lock_lost":
-            self._raise(
-                f"stopped before {ms[0].name}: {sent.error}; this run's migrations were not"
-                " undone because another deploy now holds the lock",
-                hint="check `d1deploy status` once the other deploy is done",
-            )
-        torn = f"{label} {'was' if len(ms) == 1 else 'were'} partly applied"
-        if sent.verdict == "partly" and self.options.on_failure == "restore":
-            self._restore(bookmark)
-            self._raise(
-                f"{torn} (D1 did not roll back its failed batch: {sent.error});"
-                f" the database was restored to {bookmark}",
-                file=sent.file,
-                line=sent.line,
-            )
-        what = (
-            f"{torn}: D1 did not roll back its failed batch ({sent.error})"
-            if sent.verdict == "partly"
-            else f"could not tell whether {label} {'was' if len(ms) == 1 else 'were'} applied"
-            f" ({sent.error})"
-        )
-        self._raise(
-            f"{what}; the database is as the failure left it, bookmark before this deploy:"
-            f" {bookmark}",
-            hint=f"restore it with `{restore_command(bookmark)}`",
-            file=sent.file,
-            line=sent.line,
+            return _Failure(f"{what}: {sent.error}", file=sent.file, line=sent.line)
+        if sent.verdict == "lock_lost":  # the settle says whose it is now
+            return _Failure(f"stopped before {ms[0].name}", undo=False)
+        unknown = [m.name for m in ms] if sent.verdict == "unknown" else []
+        return _Failure(
+            f"{label} failed ({sent.error})", file=sent.file, line=sent.line, unknown=unknown
         )
 
-    def _undo_and_raise(
-        self,
-        reason: str,
-        *,
-        not_reached: Sequence[str] = (),
-        file: str | None = None,
-        line: int | None = None,
-    ) -> NoReturn:
+    def _settle_changes(self, undo: bool, unknown: Sequence[str]) -> str:
+        outcome = self.read_outcome([m.name for m in self.todo], unknown)
+        if outcome is not None:
+            self._reconcile(outcome)
+        restore = self.options.on_failure == "restore" and self.bookmark is not None
+        if self.torn:
+            if restore and self.s.lost is None:
+                return f"{self.torn}; {self._restore()}"
+            return self.torn
+        if self.s.lost is not None:
+            if not self.applied:
+                return f"{self.s.lost}; nothing of this run was applied"
+            return f"{self.s.lost}; this run's migrations were not undone: that needs the lock"
+        if self.s.lease is None:
+            return "the deploy had finished: its last request landed and released the lock"
+        if not undo:
+            return "the deploy stopped there, nothing was undone"
+        return self._undo(restore)
+
+    def _reconcile(self, outcome: ledger.Outcome) -> None:
+        """Take the ledger's word for which of this run's migrations are applied: one
+        whose answer never came (an interrupt, a lost connection) is this run's too."""
+        recorded = {a.name for a in self.report.applied}
+        events = {e.name: e for e in outcome.state.events}
+        for m, p in zip(self.todo, self.planned, strict=False):
+            if m.name in outcome.in_ledger and m.name not in recorded:
+                event = events.get(m.name)
+                took = None if event is None or event.duration_ms is None else event.duration_ms
+                applied = AppliedMigration(m.name, took, None, len(p.statements), True)
+                self.report = replace(self.report, applied=(*self.report.applied, applied))
+                self.s.notify(f"applied {m.name} (its answer never came; the ledger shows it)")
+        self.applied = [
+            (m, p)
+            for m, p in zip(self.todo, self.planned, strict=False)
+            if m.name in outcome.in_ledger
+        ]
+
+    def _undo(self, restore: bool) -> str:
         """Undo this run's migrations newest first (together, in as few requests as fit
-        D1's limits), then raise DeployFailed saying so."""
-        bookmark = self.report.bookmark_before
-        assert bookmark is not None
-        self.report = replace(self.report, skipped=(*not_reached, *self.report.skipped))
+        D1's limits); the bookmark where that stops, when asked to."""
+        assert self.bookmark is not None
         undoable: list[tuple[Migration, str]] = []
         for m, p in reversed(self.applied):
             if p.rollback_sql is None:
@@ -546,25 +737,17 @@ class _Deploy:
         changes = _rollback_changes(
             self.s, [(m.name, sql, m.sha256, str(m.rollback_path)) for m, sql in undoable]
         )
-        for group in self.s.pack(changes, bookmark, limits=self.options.limits).groups:
-            sent = self.s.send([changes[i] for i in group], bookmark=bookmark)
+        for group in self.s.pack(changes, self.bookmark, limits=self.options.limits).groups:
+            self.step = f"rolling back {_label([undoable[i][0] for i in group])}"
+            sent = self.send([changes[i] for i in group])
             if sent.verdict != "done":
                 names = _label([undoable[i][0] for i in group])
-                if self.options.on_failure == "restore" and sent.verdict != "lock_lost":
-                    self._restore(bookmark)
-                    self._raise(
-                        f"{reason}; rolling back {names} failed too ({sent.error});"
-                        f" restored the database to {bookmark}",
-                        file,
-                        line,
-                    )
-                self._raise(
-                    f"{reason}; rolling back {names} failed ({sent.error}) after"
-                    f" {self._undone()}; bookmark before this deploy: {bookmark}",
-                    file,
-                    line,
-                    hint=f"restore it with `{restore_command(bookmark)}`",
-                )
+                if sent.verdict in ("partly", "unknown"):
+                    self.torn = f"rolling back {names} failed ({sent.error})"
+                if restore and sent.verdict != "lock_lost":
+                    return f"rolling back {names} failed too ({sent.error}); {self._restore()}"
+                after = f" after {self._undone()}" if self.report.rolled_back else ""
+                return f"rolling back {names} failed ({sent.error}){after}"
             for landed in sent.landed:
                 self.applied.pop()
                 undone = RolledBackMigration(
@@ -574,39 +757,40 @@ class _Deploy:
                 self.s.notify(f"rolled back {landed.name}")
         if self.applied:
             m = self.applied[-1][0]
-            if self.options.on_failure == "restore":
-                self._restore(bookmark)
-                self._raise(f"{reason}; restored the database to {bookmark}", file, line)
-            self._raise(
-                f"{reason}; {m.name} has no rollback SQL, so the rollback stopped there"
-                f" ({self._undone()}); bookmark before this deploy: {bookmark}",
-                file,
-                line,
-                hint=f"restore it with `{restore_command(bookmark)}`",
-            )
-        self._raise(f"{reason}; {self._undone()}", file, line)
+            if restore:
+                return self._restore()
+            return f"{m.name} has no rollback SQL, so the rollback stopped there ({self._undone()})"
+        return self._undone()
 
     def _undone(self) -> str:
         names = [r.name for r in self.report.rolled_back]
         return f"rolled back {', '.join(names)}" if names else "nothing was rolled back"
 
-    def _restore(self, bookmark: str) -> None:
-        self.s.notify(f"restoring the database to {bookmark}")
-        self.s.backend.restore(bookmark)
+    def _restore(self) -> str:
+        assert self.bookmark is not None
+        self.step = f"restoring the database to {self.bookmark}"
+        self.s.notify(self.step)
+        self.s.backend.restore(self.bookmark)
         self.s.restored()
         self.applied.clear()
-        self.report = replace(self.report, restored_to=bookmark)
+        self.torn = None
+        self.report = replace(self.report, restored_to=self.bookmark)
+        return f"the database was restored to {self.bookmark}"
 
-    def _raise(
-        self,
-        message: str,
-        file: str | None = None,
-        line: int | None = None,
-        *,
-        hint: str | None = None,
-    ) -> NoReturn:
-        self.report = replace(self.report, ok=False, error=message)
-        raise DeployFailed(message, report=self.report, hint=hint, file=file, line=line)
+    def remains(self) -> tuple[str, ...]:
+        return tuple(m.name for m, _ in self.applied)
+
+    def final(self, error: str, lock_held: str | None, interrupted: str | None) -> MigrateReport:
+        done = {a.name for a in self.report.applied}
+        return replace(
+            self.report,
+            ok=False,
+            error=error,
+            skipped=tuple(m.name for m in self.todo if m.name not in done) + self.later,
+            still_applied=self.remains(),
+            lock_held=lock_held,
+            interrupted=interrupted,
+        )
 
 
 def _label(ms: Sequence[Migration]) -> str:
@@ -676,89 +860,143 @@ def rollback(
     """Undo applied migrations newest first: the last one by default, the newest
     `steps`, or every one applied after `to`. Each runs in one request with the removal
     of its ledger row. The rollback SQL stored at apply time is used when the file
-    changed or is gone. The CLI asks for confirmation; this function does not.
+    changed or is gone. The CLI asks for confirmation; this function does not. A failure
+    or interrupt settles as a deploy's does (`_Run.settle`): what was rolled back stays
+    so, the rest is named.
 
     :raises UsageError: bad `to`/`steps`.
     :raises RollbackRefused: a target has no rollback SQL (nothing changed).
-    :raises DeployFailed: a rollback failed.
+    :raises DeployFailed, DeployInterrupted: a rollback failed, or a signal stopped it.
     """
     if to is not None and steps is not None:
         raise UsageError("give --to or --steps, not both")
     if steps is not None and steps < 1:
         raise UsageError("--steps must be at least 1")
-    say = notify or _quiet
     found = discover(migrations_dir, pattern) if migrations_dir.is_dir() else []
-    files = {m.name: m for m in found}
-    session = ledger.Session(backend, table, actor, lock_ttl, guard_tables, say)
-    state = session.open()
+    session = ledger.Session(backend, table, actor, lock_ttl, guard_tables, notify or _quiet)
+    run = _Rollback(session, {m.name: m for m in found})
     try:
+        return run.run(to, steps, before_change)
+    except BaseException as exc:
+        run.settle(exc)
+
+
+_SOURCE_WORDS = {"file": "file", "history": "copy stored when it was applied"}
+
+
+class _Rollback(_Run):
+    """The state of one `rollback` run."""
+
+    noun = "rollback"
+
+    def __init__(self, session: ledger.Session, files: dict[str, Migration]) -> None:
+        super().__init__(session)
+        self.files = files
+        self.targets: list[str] = []
+        self.sources: dict[str, Literal["file", "history"]] = {}
+        self.report = RollbackReport(ok=True, database=session.backend.info.name)
+
+    def run(
+        self, to: str | None, steps: int | None, before_change: Callable[[], object] | None
+    ) -> RollbackReport:
+        say, backend = self.s.notify, self.s.backend
+        state = self.s.open()
         rows = list(reversed(state.ledger))
         if to is not None:
             target = _resolve_applied(to, [r.name for r in rows])
-            targets = [r.name for r in rows[: [r.name for r in rows].index(target)]]
+            self.targets = [r.name for r in rows[: [r.name for r in rows].index(target)]]
         else:
-            targets = [r.name for r in rows[: steps or 1]]
-        report = RollbackReport(ok=True, database=backend.info.name)
-        if not targets:
+            self.targets = [r.name for r in rows[: steps or 1]]
+        if not self.targets:
             say("nothing to roll back")
-            return report
-        stored = ledger.rollback_sql_of(backend, targets)
-        chosen = [_rollback_source(n, files.get(n), stored.get(n)) for n in targets]
-        if missing := [n for n, (sql, _) in zip(targets, chosen, strict=True) if sql is None]:
+            return self._done()
+        stored = ledger.rollback_sql_of(backend, self.targets)
+        chosen = [_rollback_source(n, self.files.get(n), stored.get(n)) for n in self.targets]
+        self.sources = {n: source for n, (_, source) in zip(self.targets, chosen, strict=True)}
+        if missing := [n for n, (sql, _) in zip(self.targets, chosen, strict=True) if sql is None]:
             event = state.last_event(missing[0])
             mark = event.bookmark_before if event else None
             raise RollbackRefused(
                 f"{missing[0]} has no rollback SQL (no rollback file, none stored when it was"
                 " applied); nothing was rolled back",
-                report=replace(report, ok=False, error=f"{missing[0]} has no rollback SQL"),
-                hint=f"restore the database with `{restore_command(mark)}`"
+                report=replace(self.report, ok=False, error=f"{missing[0]} has no rollback SQL"),
+                hint=f"restore the database with `{suggest.restore(mark)}`"
                 if mark
                 else "restore the database from a backup or a Time Travel bookmark taken"
-                " before it was applied (`d1deploy restore --timestamp T`)",
+                f" before it was applied (`{suggest.command('restore', '--timestamp', 'T')}`)",
             )
+        self.at("taking the backup")
         backup = before_change() if before_change else None
-        bookmark = backend.bookmark()
-        say(f"bookmark before this rollback: {bookmark}")
-        report = replace(report, backup=backup, bookmark_before=bookmark)
+        self.at("taking a Time Travel bookmark")
+        self.bookmark = backend.bookmark()
+        say(f"bookmark before this rollback: {self.bookmark}")
+        self.report = replace(
+            self.report,
+            backup=backup,
+            bookmark_before=self.bookmark,
+            restore_command=suggest.restore(self.bookmark),
+        )
         items = []
-        for name, (sql, source) in zip(targets, chosen, strict=True):
+        for name, (sql, source) in zip(self.targets, chosen, strict=True):
             assert sql is not None
-            m = files.get(name)
+            m = self.files.get(name)
             label = str(m.rollback_path) if m and m.rollback_path and source == "file" else ""
             items.append((name, sql, m.sha256 if m else None, label))
         # One request per migration, so a failure stops between two rollbacks.
-        changes = _rollback_changes(session, items)
-        for i, (change, (_, source)) in enumerate(zip(changes, chosen, strict=True)):
-            name = change.name
-            sent = session.send([change], bookmark=bookmark, release=i == len(changes) - 1)
+        changes = _rollback_changes(self.s, items)
+        for i, change in enumerate(changes):
+            self.at(f"rolling back {change.name}")
+            sent = self.send([change], release=i == len(changes) - 1)
             if sent.verdict != "done":
-                done = ", ".join(r.name for r in report.rolled_back) or "nothing"
-                message = f"rolling back {name} failed ({sent.error}); rolled back: {done}"
-                if sent.verdict == "partly":
-                    message = (
-                        f"{name}'s rollback was partly applied ({sent.error});"
-                        f" rolled back before it: {done}"
-                    )
-                raise DeployFailed(
-                    message,
-                    report=replace(report, ok=False, error=message),
-                    hint="restore the state before this rollback with"
-                    f" `{restore_command(bookmark)}`",
+                unknown = [change.name] if sent.verdict == "unknown" else []
+                raise _Failure(
+                    f"rolling back {change.name} failed ({sent.error})",
                     file=sent.file,
                     line=sent.line,
+                    undo=False,
+                    unknown=unknown,
                 )
             (landed,) = sent.landed
-            undone = RolledBackMigration(
-                name, source, landed.duration_ms, landed.rows_written, sent.answer_lost
-            )
-            report = replace(report, rolled_back=(*report.rolled_back, undone))
-            say(f"rolled back {name} using the rollback SQL from the {_SOURCE_WORDS[source]}")
-        return report
-    finally:
-        session.close()
+            self._record(change.name, landed.duration_ms, landed.rows_written, sent.answer_lost)
+        return self._done()
 
+    def _record(self, name: str, took: float | None, rows: int | None, answer_lost: bool) -> None:
+        source = self.sources[name]
+        undone = RolledBackMigration(name, source, took, rows, answer_lost)
+        self.report = replace(self.report, rolled_back=(*self.report.rolled_back, undone))
+        self.s.notify(f"rolled back {name} using the rollback SQL from the {_SOURCE_WORDS[source]}")
 
-_SOURCE_WORDS = {"file": "file", "history": "copy stored when it was applied"}
+    def _done(self) -> RollbackReport:
+        return replace(self.report, lock_held=self.s.close())
+
+    def _settle_changes(self, undo: bool, unknown: Sequence[str]) -> str:
+        outcome = self.read_outcome(self.targets, unknown)
+        if outcome is not None:
+            done = {r.name for r in self.report.rolled_back}
+            events = {e.name: e for e in outcome.state.events}
+            for name in self.targets:
+                if name not in outcome.in_ledger and name not in done:
+                    event = events.get(name)
+                    took = None if event is None else event.duration_ms
+                    self._record(name, None if took is None else float(took), None, True)
+        if self.torn:
+            return self.torn
+        names = [r.name for r in self.report.rolled_back]
+        return f"rolled back: {', '.join(names) or 'nothing'}"
+
+    def remains(self) -> tuple[str, ...]:
+        done = {r.name for r in self.report.rolled_back}
+        return tuple(n for n in self.targets if n not in done)
+
+    def final(self, error: str, lock_held: str | None, interrupted: str | None) -> RollbackReport:
+        return replace(
+            self.report,
+            ok=False,
+            error=error,
+            not_rolled_back=self.remains(),
+            lock_held=lock_held,
+            interrupted=interrupted,
+        )
 
 
 def _resolve_applied(name: str, applied: Sequence[str]) -> str:
@@ -766,7 +1004,9 @@ def _resolve_applied(name: str, applied: Sequence[str]) -> str:
     for candidate in applied:
         if wanted in (candidate, candidate.removesuffix(".sql")):
             return candidate
-    raise UsageError(f"{name!r} is not an applied migration", hint="see `d1deploy status`")
+    raise UsageError(
+        f"{name!r} is not an applied migration", hint=f"see `{suggest.command('status')}`"
+    )
 
 
 def _rollback_source(
@@ -796,54 +1036,77 @@ def baseline(
     notify: Notify | None = None,
 ) -> BaselineReport:
     """Record every migration up to `name` as applied without running it, for a
-    database that already has their effect (production before d1deploy).
+    database that already has their effect (production before d1deploy), in one
+    request with the lock's release; settled as a deploy is when it fails.
 
     :raises SchemaDrift: unless `force`, when the live schema is not the one those
         migrations leave (or that cannot be checked); nothing is recorded.
     """
-    say = notify or _quiet
     migrations = discover(migrations_dir, pattern)
     target = resolve(migrations, name)
-    session = ledger.Session(backend, table, actor, lock_ttl, None, say)
-    state = session.open()
+    session = ledger.Session(backend, table, actor, lock_ttl, None, notify or _quiet)
+    run = _Baseline(session)
     try:
+        return run.run(migrations, target.name, force=force)
+    except BaseException as exc:
+        run.settle(exc)
+
+
+class _Baseline(_Run):
+    """The state of one `baseline` run."""
+
+    noun = "baseline"
+
+    def __init__(self, session: ledger.Session) -> None:
+        super().__init__(session)
+        self.todo: list[Migration] = []
+        self.report = BaselineReport(session.backend.info.name, (), ())
+
+    def run(self, migrations: Sequence[Migration], target: str, *, force: bool) -> BaselineReport:
+        state = self.s.open()
         applied = state.applied()
-        upto = migrations[: migrations.index(target) + 1]
-        todo = [m for m in upto if m.name not in applied]
-        report = BaselineReport(
-            backend.info.name,
-            tuple(m.name for m in todo),
-            tuple(m.name for m in upto if m.name in applied),
-        )
-        if not todo:
-            say(f"nothing to record: every migration up to {target.name} is already applied")
-            return report
+        upto = migrations[: [m.name for m in migrations].index(target) + 1]
+        self.todo = [m for m in upto if m.name not in applied]
+        already = tuple(m.name for m in upto if m.name in applied)
+        self.report = replace(self.report, already_applied=already)
+        if not self.todo:
+            self.s.notify(f"nothing to record: every migration up to {target} is already applied")
+            return replace(self.report, lock_held=self.s.close())
         found = schema.refuse_baseline(
-            migrations, state, target.name, [m.name for m in todo], force=force
+            migrations, state, target, [m.name for m in self.todo], force=force
         )
-        report = replace(report, forced_over=found.differences, schema_unchecked=found.reason)
-        assert session.lease is not None
-        batch = lock.check_and_extend(session.lease, lock_ttl)
-        for m in todo:
-            batch += [
-                ledger.insert_ledger(table, m.name),
-                ledger.start_event(
-                    m.name,
-                    "baseline",
-                    sha256=m.sha256,
-                    rollback_sql=m.rollback_text(),
-                    bookmark_before=None,
-                    actor=actor,
-                    duration_ms=0,
-                ),
-            ]
-        backend.run(batch + lock.release_statements(session.lease))
-        session.lease = None
-        for m in todo:
-            say(f"recorded {m.name} as applied (not run)")
-        return report
-    finally:
-        session.close()
+        self.report = replace(
+            self.report, forced_over=found.differences, schema_unchecked=found.reason
+        )
+        changes = [
+            ledger.Change(m.name, "baseline", (), m.sha256, m.rollback_text()) for m in self.todo
+        ]
+        self.at(f"recording {_label(self.todo)} as applied")
+        sent = self.send(changes, release=True)
+        if sent.verdict != "done":
+            unknown = [m.name for m in self.todo] if sent.verdict == "unknown" else []
+            raise _Failure(
+                f"recording {_label(self.todo)} failed ({sent.error})", undo=False, unknown=unknown
+            )
+        self.report = replace(self.report, recorded=tuple(m.name for m in self.todo))
+        for m in self.todo:
+            self.s.notify(f"recorded {m.name} as applied (not run)")
+        return replace(self.report, lock_held=self.s.close())
+
+    def _settle_changes(self, undo: bool, unknown: Sequence[str]) -> str:
+        outcome = self.read_outcome([m.name for m in self.todo], unknown)
+        if outcome is not None:
+            recorded = tuple(m.name for m in self.todo if m.name in outcome.in_ledger)
+            self.report = replace(self.report, recorded=recorded)
+        return self.torn or f"recorded: {', '.join(self.report.recorded) or 'nothing'}"
+
+    def remains(self) -> tuple[str, ...]:
+        return ()
+
+    def final(self, error: str, lock_held: str | None, interrupted: str | None) -> BaselineReport:
+        return replace(
+            self.report, ok=False, error=error, lock_held=lock_held, interrupted=interrupted
+        )
 
 
 # --- verify --------------------------------------------------------------------------
@@ -866,7 +1129,9 @@ def verify(
     if name is not None:
         chosen = [resolve(migrations, name)]
         if chosen[0].name not in applied:
-            raise UsageError(f"{chosen[0].name} is not applied", hint="see `d1deploy status`")
+            raise UsageError(
+                f"{chosen[0].name} is not applied", hint=f"see `{suggest.command('status')}`"
+            )
     else:
         chosen = [m for m in migrations if m.name in applied]
     chosen = [m for m in chosen if m.verify_path is not None]

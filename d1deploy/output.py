@@ -213,31 +213,10 @@ class Output:
         if self.json_mode:
             # The error object replaces a report held back by `hold_json` and carries it.
             held, self._held, self.hold_json = self._held, None, False
-            report = getattr(err, "report", None)
-            self.json(
-                {
-                    "ok": False,
-                    "error": {
-                        "type": type(err).__name__,
-                        "message": err.message,
-                        "hint": err.hint,
-                        "file": err.file,
-                        "line": err.line,
-                        "exit_code": err.exit_code,
-                        # What a refusal found: the prechecks with their rows, lint findings,
-                        # the schema's differences.
-                        **{
-                            key: to_jsonable(found)
-                            for key in ("results", "findings", "schema")
-                            if (found := getattr(err, key, None))
-                        },
-                    },
-                    "report": to_jsonable(held if report is None else report),
-                }
-            )
+            self.json(error_payload(err, held))
         self.summary(
-            f"### d1deploy failed\n\n{_md_escape(str(err))}\n"
-            + (f"\n{_md_escape(err.hint)}\n" if err.hint else "")
+            f"### d1deploy failed\n\n{md_escape(str(err))}\n"
+            + (f"\n{md_escape(err.hint)}\n" if err.hint else "")
         )
 
     # -- data (stdout) --------------------------------------------------------------
@@ -329,6 +308,31 @@ class Output:
             fh.write("".join(entries))
 
 
+def error_payload(err: D1DeployError, held: Any) -> dict[str, Any]:
+    """The one JSON object of a failed run: the error, and the report it carries (else
+    the report the command had rendered before failing, `held`)."""
+    report = err.report
+    return {
+        "ok": False,
+        "error": {
+            "type": type(err).__name__,
+            "message": err.message,
+            "hint": err.hint,
+            "file": err.file,
+            "line": err.line,
+            "exit_code": err.exit_code,
+            # What a refusal found: the prechecks with their rows, lint findings,
+            # the schema's differences.
+            **{
+                key: to_jsonable(found)
+                for key in ("results", "findings", "schema")
+                if (found := getattr(err, key, None))
+            },
+        },
+        "report": to_jsonable(held if report is None else report),
+    }
+
+
 def cell(value: Any) -> str:
     """How a SQL value reads in a table: NULL, X'hex' for BLOBs."""
     if value is None:
@@ -338,12 +342,12 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def _md_escape(text: str) -> str:
+def md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
 def md_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A Markdown table for the GitHub step summary."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_md_escape(cell(v)) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(md_escape(cell(v)) for v in row) + " |" for row in rows]
     return "\n".join(lines)

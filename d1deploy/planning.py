@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from d1deploy import checks, guard, ledger, lint
+from d1deploy import checks, guard, ledger, lint, suggest
 from d1deploy.backend import Backend, Statement
 from d1deploy.checks import CheckResult
 from d1deploy.discovery import Migration, discover, leading_number, order_findings, resolve
@@ -336,7 +336,7 @@ def select(
     if target not in pending:
         raise UsageError(
             f"{target.name} is already applied",
-            hint="`--to` names a pending migration; see `d1deploy status`",
+            hint=f"`--to` names a pending migration; see `{suggest.command('status')}`",
         )
     cut = pending.index(target) + 1
     return pending[:cut], [m.name for m in pending[cut:]]

@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from d1deploy import suggest
 from d1deploy.errors import D1DeployError, InputError, PrecheckFailed
-from d1deploy.output import Output, cell, md_table
+from d1deploy.output import Output, cell, md_escape, md_table
 
 if TYPE_CHECKING:
     from d1deploy.backend import DatabaseInfo, RestoreResult
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
         VerifyReport,
     )
     from d1deploy.rehearse import RehearsalReport
-    from d1deploy.schema import Command, SchemaCheck
+    from d1deploy.schema import SchemaCheck
     from d1deploy.sqlexec import ExecReport
 
 
@@ -50,30 +51,29 @@ def _shorten(sql: str, width: int = 60) -> str:
     return one_line if len(one_line) <= width else one_line[: width - 1] + "…"
 
 
-def _restore_command(bookmark: str) -> str:
-    return f"d1deploy restore --bookmark {bookmark} --yes"
-
-
 # -- failures -----------------------------------------------------------------------------
 def failure(out: Output, err: D1DeployError) -> None:
-    """Show what a failed command found before its error line, for people (`--json`
-    carries the same inside the error object); the schema's differences also go to the
-    step summary."""
+    """Show what a failed command found before its error line, and write its report to
+    GitHub's step outputs and summary (`--json` carries the report inside the error
+    object, which replaces the one rendered here); the schema's differences also go to
+    the step summary."""
     schema_drift(out, getattr(err, "schema", None))
-    if out.json_mode:
-        return
-    report = getattr(err, "report", None)
+    report = err.report
     results = getattr(err, "results", None)
     findings = getattr(err, "findings", None)
-    from d1deploy.migrations import MigrateReport, RollbackReport
+    from d1deploy.migrations import BaselineReport, MigrateReport, RollbackReport
     from d1deploy.rehearse import RehearsalReport
 
     if isinstance(report, MigrateReport):
         migrate(out, report)
     elif isinstance(report, RollbackReport):
         rollback(out, report)
+    elif isinstance(report, BaselineReport):
+        baseline(out, report)
     elif isinstance(report, RehearsalReport):
         rehearsal(out, report)
+    elif out.json_mode:
+        return
     elif results:
         checks(out, results, title="Prechecks")
     elif findings:
@@ -225,8 +225,7 @@ def lint_findings(out: Output, findings: Sequence[Finding], *, checked: int | No
 
 
 # -- the engine ------------------------------------------------------------------------------
-def status(out: Output, report: StatusReport, *, command: Command | None = None) -> None:
-    """`command` writes the suggested commands (with the options that chose the database)."""
+def status(out: Output, report: StatusReport) -> None:
     rows = []
     for m in report.migrations:
         notes = [n for n, on in (("drifted", m.drifted), ("out of order", m.out_of_order)) if on]
@@ -245,7 +244,7 @@ def status(out: Output, report: StatusReport, *, command: Command | None = None)
         + md_table(["migration", "state", "applied_at"], rows)
     )
     if out.json_mode:
-        schema_drift(out, report.schema, command)
+        schema_drift(out, report.schema, adopt=True)
         out.json(
             {
                 "ok": not report.drifted and not report.schema_drift,
@@ -256,7 +255,7 @@ def status(out: Output, report: StatusReport, *, command: Command | None = None)
                 "missing": report.missing,
                 "out_of_order": report.out_of_order,
                 "migrations": report.migrations,
-                "schema": schema_json(report.schema, command),
+                "schema": schema_json(report.schema),
             }
         )
         return
@@ -266,18 +265,18 @@ def status(out: Output, report: StatusReport, *, command: Command | None = None)
         f"{len(report.drifted)} drifted, {len(report.missing)} missing, "
         f"{len(report.out_of_order)} out of order."
     )
-    schema_drift(out, report.schema, command)
+    schema_drift(out, report.schema, adopt=True)
 
 
-def schema_drift(out: Output, check: SchemaCheck | None, command: Command | None = None) -> None:
+def schema_drift(out: Output, check: SchemaCheck | None, *, adopt: bool = False) -> None:
     """Each object that differs from what the migrations leave, with both definitions,
-    and the baseline that adopts the live schema when one does (written with `command`;
-    left out without it). People get it on stderr; the step summary in every mode."""
+    and (`adopt`) the baseline that adopts the live schema when one does; a refusal's
+    hint says that already. People get it on stderr; the step summary in every mode."""
     from d1deploy.schema import adoption
 
     if check is None:
         return
-    adopt = adoption(check, command) if command else None
+    adopting = adoption(check) if adopt else None
     if not check.compared:
         out.summary(f"Schema not compared: {check.reason}")
         if not out.json_mode:
@@ -293,7 +292,7 @@ def schema_drift(out: Output, check: SchemaCheck | None, command: Command | None
     out.summary(
         f"#### Schema drift: {head}\n\n"
         + md_table(["object", "change", "details", "expected", "live"], rows)
-        + (f"\n\n{adopt}." if adopt else "")
+        + (f"\n\n{adopting}." if adopting else "")
     )
     if out.json_mode:
         return
@@ -306,18 +305,16 @@ def schema_drift(out: Output, check: SchemaCheck | None, command: Command | None
         for side, sql in (("expected", d.expected), ("live", d.live)):
             if sql is not None:
                 out.info(f"      {side + ':':<9} {' '.join(sql.split())}")
-    if adopt:
-        out.info(f"{adopt}.")
+    if adopting:
+        out.info(f"{adopting}.")
 
 
-def schema_json(check: SchemaCheck | None, command: Command | None) -> dict[str, Any] | None:
+def schema_json(check: SchemaCheck | None) -> dict[str, Any] | None:
     """The schema comparison for `--json`, with the adopting baseline command."""
-    from d1deploy.schema import plain_command
-
     if check is None:
         return None
     name = check.matches_up_to
-    baseline = (command or plain_command)("baseline", name) if name else None
+    baseline = suggest.command("baseline", name) if name else None
     return {**_fields(check), "baseline_command": baseline}
 
 
@@ -329,7 +326,7 @@ def _code(sql: str | None) -> str:
     return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
-def plan(out: Output, report: PlanReport, *, command: Command | None = None) -> None:
+def plan(out: Output, report: PlanReport) -> None:
     names = [p.name for p in report.pending]
     db = report.status.database
     out.outputs({"pending": len(names), "pending_names": names})
@@ -345,7 +342,7 @@ def plan(out: Output, report: PlanReport, *, command: Command | None = None) -> 
         )
     )
     if out.json_mode:
-        schema_drift(out, report.status.schema, command)
+        schema_drift(out, report.status.schema, adopt=True)
         out.json(
             {
                 "ok": report.ok,
@@ -363,7 +360,7 @@ def plan(out: Output, report: PlanReport, *, command: Command | None = None) -> 
                 ],
                 "skipped": report.skipped,
                 "drifted": report.status.drifted,
-                "schema": schema_json(report.status.schema, command),
+                "schema": schema_json(report.status.schema),
                 "prechecks": report.prechecks,
                 "deferred_prechecks": report.deferred,
             }
@@ -383,7 +380,7 @@ def plan(out: Output, report: PlanReport, *, command: Command | None = None) -> 
                 out.info(f"    {f.location or p.file}: {f.severity}: {f.message}")
     if report.status.drifted:
         out.warn(f"drifted (changed since applied): {', '.join(report.status.drifted)}")
-    schema_drift(out, report.status.schema, command)
+    schema_drift(out, report.status.schema, adopt=True)
     if report.skipped:
         out.info(f"Not included (after --to): {', '.join(report.skipped)}")
     checks(out, report.prechecks, title="Prechecks")
@@ -434,18 +431,19 @@ def migrate(out: Output, report: MigrateReport) -> None:
         return
     applied = [a.name for a in report.applied]
     backup_path = str(getattr(report.backup, "path", "") or "")
-    restore = _restore_command(report.bookmark_before) if report.bookmark_before else ""
+    restore = report.restore_command or ""
     out.outputs(
         {
             "applied": applied,
             "bookmark_before": report.bookmark_before or "",
             "backup_path": backup_path,
             "restore_command": restore,
+            "still_applied": report.still_applied,
         }
     )
     checks(out, report.checks, title="Checks")
     if out.json_mode:
-        out.json({**_fields(report), "restore_command": restore or None})
+        out.json(_fields(report))
     else:
         if not report.applied and not report.rolled_back and report.ok:
             out.info(f"{report.database}: nothing to do; every migration is applied.")
@@ -456,6 +454,13 @@ def migrate(out: Output, report: MigrateReport) -> None:
             out.info(f"{report.database}: restored to bookmark {report.restored_to}.")
         if report.ok and applied:
             out.info(f"{report.database}: applied {len(applied)} migration(s).")
+        if report.still_applied:
+            out.info(
+                f"{report.database}: still applied by this run (not undone):"
+                f" {', '.join(report.still_applied)}."
+            )
+        if report.lock_held:
+            out.warn(report.lock_held)
         if report.bookmark_before:
             out.info(f"Before this deploy: bookmark {report.bookmark_before}")
             out.info(f"To return to it: {restore}")
@@ -469,6 +474,10 @@ def migrate(out: Output, report: MigrateReport) -> None:
         )
     if report.rolled_back:
         lines += ["", "Rolled back automatically: " + ", ".join(r.name for r in report.rolled_back)]
+    if report.still_applied:
+        lines += ["", "Still applied (not undone): " + ", ".join(report.still_applied)]
+    if report.error:
+        lines += ["", md_escape(report.error)]
     if backup_path:
         lines += ["", f"Backup: `{backup_path}`"]
     if restore:
@@ -482,16 +491,34 @@ def migrate(out: Output, report: MigrateReport) -> None:
 
 
 def rollback(out: Output, report: RollbackReport) -> None:
-    out.summary(
-        f"### d1deploy rollback: {report.database}\n\n"
-        + (", ".join(r.name for r in report.rolled_back) or "Nothing was rolled back.")
+    undone = [r.name for r in report.rolled_back]
+    out.outputs(
+        {
+            "rolled_back": undone,
+            "not_rolled_back": report.not_rolled_back,
+            "bookmark_before": report.bookmark_before or "",
+            "restore_command": report.restore_command or "",
+        }
     )
+    lines = [f"### d1deploy rollback: {report.database} {'✅' if report.ok else '❌'}", ""]
+    lines.append(", ".join(undone) or "Nothing was rolled back.")
+    if report.not_rolled_back:
+        lines += ["", "Not rolled back: " + ", ".join(report.not_rolled_back)]
+    if report.restore_command:
+        lines += ["", f"Restore command: `{report.restore_command}`"]
+    out.summary("\n".join(lines))
     if out.json_mode:
         out.json(_fields(report))
         return
     # The engine's progress lines named each migration as it was rolled back.
     if not report.rolled_back:
         out.info(f"{report.database}: nothing was rolled back.")
+    if report.not_rolled_back:
+        out.info(f"{report.database}: not rolled back: {', '.join(report.not_rolled_back)}.")
+    if report.lock_held:
+        out.warn(report.lock_held)
+    if report.restore_command and not report.ok:
+        out.info(f"To return to the state before this rollback: {report.restore_command}")
 
 
 def verify(out: Output, report: VerifyReport) -> None:
@@ -518,8 +545,8 @@ def verify_verdict(report: VerifyReport) -> None:
 
         raise ChangeFailed(
             f"{sum(not r.ok for r in report.checks)} verify check(s) failed on {report.database}",
-            hint="the deployed schema does not do what its verify file expects; "
-            "see `d1deploy rollback` or `d1deploy restore --bookmark`",
+            hint="the deployed schema does not do what its verify file expects; undo it with"
+            f" `{suggest.command('rollback')}`, or restore a bookmark from before the deploy",
             file=failed.check.file,
             line=failed.check.line,
         )
@@ -527,7 +554,7 @@ def verify_verdict(report: VerifyReport) -> None:
 
 def baseline(out: Output, report: BaselineReport) -> None:
     if out.json_mode:
-        out.json({"ok": True, **_fields(report)})
+        out.json(_fields(report))
         return
     if report.forced_over:
         out.warn(
@@ -541,6 +568,8 @@ def baseline(out: Output, report: BaselineReport) -> None:
     # The engine's progress lines named each migration as it was recorded.
     if report.already_applied:
         out.info(f"Already applied: {', '.join(report.already_applied)}")
+    if report.lock_held:
+        out.warn(report.lock_held)
 
 
 def moved_companions(out: Output, report: MoveReport, *, dry_run: bool) -> None:
@@ -580,7 +609,7 @@ def restore_point(out: Output, point: RestorePoint) -> None:
         )
     if point.migrations_since:
         out.info(f"  undoes migrations applied since: {', '.join(point.migrations_since)}")
-    out.info(f"  undo with: {_restore_command(point.current_bookmark)}")
+    out.info(f"  undo with: {suggest.restore(point.current_bookmark)}")
 
 
 def restored(out: Output, point: RestorePoint, result: RestoreResult) -> None:
@@ -593,12 +622,12 @@ def restored(out: Output, point: RestorePoint, result: RestoreResult) -> None:
                 "database": point.database_name,
                 "bookmark": result.bookmark,
                 "previous_bookmark": undo,
-                "undo_command": _restore_command(undo),
+                "undo_command": suggest.restore(undo),
             }
         )
         return
     out.info(f"Restored {point.database_name}: {result.message or 'done'}")
-    out.info(f"To undo: {_restore_command(undo)}")
+    out.info(f"To undo: {suggest.restore(undo)}")
 
 
 def restored_backup(out: Output, result: RestoreFromBackupResult) -> None:
@@ -610,7 +639,7 @@ def restored_backup(out: Output, result: RestoreFromBackupResult) -> None:
         f"{result.rows_written} rows written."
     )
     if result.bookmark_before:
-        out.info(f"To undo: {_restore_command(result.bookmark_before)}")
+        out.info(f"To undo: {suggest.restore(result.bookmark_before)}")
 
 
 def rehearsal(out: Output, report: RehearsalReport) -> None:

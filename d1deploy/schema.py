@@ -47,17 +47,16 @@ Choices, and why:
 from __future__ import annotations
 
 import re
-import shlex
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from d1deploy import ledger
+from d1deploy import ledger, suggest
 from d1deploy.backend import Statement
 from d1deploy.discovery import Migration
 from d1deploy.errors import D1DeployError, DriftDetected
@@ -65,17 +64,10 @@ from d1deploy.ledger import DbState, SchemaObject
 from d1deploy.local import LocalBackend
 
 Change = Literal["added", "missing", "changed"]
-Command = Callable[..., str]
-"""Builds a suggested `d1deploy ...` command line from its arguments."""
 
 _TYPES = ("table", "view", "index", "trigger")
 _SHOWN = 8
 """Objects named in a refusal's message (the report lists all of them)."""
-
-
-def plain_command(*args: str) -> str:
-    """`d1deploy ARGS`, shell-quoted (the CLI adds the options that chose the database)."""
-    return shlex.join(["d1deploy", *args])
 
 
 # --- definitions as SQLite's tokens ---------------------------------------------------------
@@ -478,14 +470,19 @@ def _matching_prefixes(
 # --- refusing -----------------------------------------------------------------------------
 
 
-def adoption(check: SchemaCheck, command: Command = plain_command) -> str | None:
+def adoption(check: SchemaCheck) -> str | None:
     """The sentence that says which baseline adopts the live schema, if one does."""
     if check.matches_up_to is None:
         return None
     name = check.matches_up_to
     before = check.baseline_records[:-1]
-    text = f"The live schema already matches {name}: `{command('baseline', name)}` records " + (
-        f"it and {', '.join(before)} without running them" if before else "it without running it"
+    text = (
+        f"The live schema already matches {name}: `{suggest.command('baseline', name)}` records "
+        + (
+            f"it and {', '.join(before)} without running them"
+            if before
+            else "it without running it"
+        )
     )
     if check.also_matches_up_to:
         text += (
@@ -529,18 +526,14 @@ class SchemaDrift(DriftDetected):
                 f"the live schema is not what the migrations up to {baseline} leave, so"
                 f" recording them as applied would be wrong: {listed}"
             )
-        super().__init__(message, hint=self._hint(plain_command))
+        super().__init__(message, hint=self._hint())
 
     @property
     def schema(self) -> SchemaCheck | None:
         return None if self.shown else self.check
 
-    def suggest(self, command: Command) -> None:
-        """Write the commands of the hint with `command` (the CLI's, which adds the
-        options that chose the database, so they work when pasted)."""
-        self.hint = self._hint(command)
-
-    def _hint(self, command: Command) -> str:
+    def _hint(self) -> str:
+        command = suggest.command
         if self.baseline is not None:
             force = f"`{command('baseline', self.baseline, '--force')}` records them anyway"
             if self.instead is None:
@@ -549,7 +542,7 @@ class SchemaDrift(DriftDetected):
                 f"the live schema matches the migrations up to {self.instead}:"
                 f" `{command('baseline', self.instead)}` records those; {force}"
             )
-        adopt = adoption(self.check, command)
+        adopt = adoption(self.check)
         if adopt is not None:
             return adopt
         return (

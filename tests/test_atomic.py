@@ -163,7 +163,11 @@ def test_non_atomic_batches_are_reported_partly_applied(remote: Db, mdir: Path) 
     err = info.value
     bookmark = err.report.bookmark_before
     assert bookmark is not None
-    assert "the 3 migrations 001_a.sql to 003_c.sql were partly applied" in err.message
+    # The ledger tells which of them landed whole: those are named as applied.
+    assert "003_c.sql was partly applied" in err.message
+    assert "still applied by this deploy: 001_a.sql, 002_b.sql" in err.message
+    assert err.report.still_applied == tuple(NAMES[:2])
+    assert [a.name for a in err.report.applied] == NAMES[:2]
     assert bookmark in err.message
     assert err.hint == f"restore it with `d1deploy restore --bookmark {bookmark} --yes`"
     # Each statement committed on its own: the first two are complete, the third torn.

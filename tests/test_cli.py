@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shlex
 import shutil
 import socket
 import sqlite3
@@ -25,7 +26,7 @@ import typer.main
 from typer.core import TyperGroup
 from typer.testing import CliRunner, Result
 
-from d1deploy import __version__, cli, lock
+from d1deploy import __version__, cli, lock, suggest
 from d1deploy.client import D1Client
 from d1deploy.errors import EXIT_CODES
 from d1deploy.local import LocalBackend
@@ -235,10 +236,16 @@ def test_a_bare_local_uses_the_default_path(project: Path) -> None:
 
 
 # -- every command on a local file -------------------------------------------------------------
+def pasted(command: str, code: int = 0) -> Result:
+    """Run a command d1deploy suggested, as a shell would split it."""
+    words = shlex.split(command)
+    assert words[0] == "d1deploy", command
+    return run(*words[1:], code=code)
+
+
 def test_migrate_local_applies_backs_up_and_says_how_to_return(project: Path) -> None:
     result = run("migrate", LOCAL)
     assert "applied 2 migration(s)" in result.stderr
-    assert "d1deploy restore --bookmark" in result.stderr
     assert result.stdout == ""
     assert len(list((project / "backups").glob("*.sql"))) == 1
     assert local_rows("SELECT name FROM d1_migrations ORDER BY id") == [
@@ -247,15 +254,26 @@ def test_migrate_local_applies_backs_up_and_says_how_to_return(project: Path) ->
     ]
     # Run again: nothing left to do.
     assert "nothing to do" in run("migrate", LOCAL, "--no-backup").stderr
+    # The command it printed goes back to before the deploy, pasted as it is.
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("To return to it: ")]
+    pasted(line.removeprefix("To return to it: "))
+    assert local_rows("SELECT name FROM d1_migrations") == []
 
 
 def test_migrate_json_reports_what_was_applied(project: Path) -> None:
     payload = run_json("migrate", LOCAL, "--no-backup")
     assert [a["name"] for a in payload["applied"]] == ["000_base_schema.sql", M001]
-    assert payload["restore_command"].startswith("d1deploy restore --bookmark ")
+    bookmark = payload["bookmark_before"]
+    assert payload["restore_command"] == (
+        f"d1deploy restore --bookmark {bookmark} --yes --local=db.sqlite"
+    )
 
 
 def test_migrate_dry_run_changes_nothing(project: Path) -> None:
+    # A dry run only reads: on a missing file it says so and creates nothing.
+    missing = run("migrate", LOCAL, "--dry-run", code=3)
+    assert "db.sqlite does not exist" in missing.stderr and not Path("db.sqlite").exists()
+    Path("db.sqlite").touch()
     result = run("migrate", LOCAL, "--dry-run")
     assert "Dry run: nothing was changed." in result.stderr
     assert local_rows("SELECT name FROM sqlite_master WHERE name = 'd1_migrations'") == []
@@ -291,6 +309,7 @@ def test_plan_local_lists_pending_and_runs_prechecks(project: Path) -> None:
 def test_plan_on_a_fresh_database_defers_prechecks_instead_of_failing_them(
     project: Path,
 ) -> None:
+    Path("db.sqlite").touch()  # an empty file is an empty database
     result = run("plan", LOCAL)
     assert "2 migration(s) would be applied" in result.stderr
     assert "FAIL" not in result.stderr
@@ -366,6 +385,7 @@ def test_exec_local_runs_a_file(deployed: Path) -> None:
 
 
 def test_databases_local_lists_the_file(project: Path) -> None:
+    Path("db.sqlite").touch()
     result = run("databases", LOCAL)
     assert "local:" in result.stdout and "db.sqlite" in result.stdout
     assert "1 database(s)" in result.stderr
@@ -487,6 +507,7 @@ def test_rehearse_local(project: Path) -> None:
 
 
 def test_verbose_shows_where_settings_came_from(project: Path) -> None:
+    Path("db.sqlite").touch()
     result = run("status", LOCAL, "-v")
     assert "flag --local" in result.stderr
 
@@ -576,6 +597,7 @@ def test_a_syntax_error_at_line_40_is_named_with_its_file_and_line(project: Path
     Path("migrations/002_bulk.sql").write_text(
         "\n".join([*lines, "INSERT INTO users (telegram_id) VALUS ('x');", ""]), "utf-8"
     )
+    Path("db.sqlite").touch()
     for command in ("lint", "plan", "migrate"):
         result = run(command, LOCAL, code=2) if command != "lint" else run("lint", code=2)
         assert re.search(r"002_bulk\.sql:40\b", result.stderr), command
@@ -669,11 +691,12 @@ def test_the_old_layout_is_refused_naming_the_command_that_moves_it(project: Pat
     other.mkdir()
     (other / "001_a.sql").write_text("CREATE TABLE a (id INTEGER);\n")
     (other / "001_a.rollback.sql").write_text("DROP TABLE a;\n")
+    Path("db.sqlite").touch()
     refused = run("status", LOCAL, "--migrations-dir", "elsewhere", code=2)
     assert "001_a.rollback.sql (-> 001_a/rollback.sql)" in refused.stderr
     suggested = "d1deploy move-companions --migrations-dir elsewhere"
     assert f"`{suggested}`" in refused.stderr
-    run(*suggested.split()[1:])  # pasted as suggested
+    pasted(suggested)
     assert (other / "001_a" / "rollback.sql").read_text() == "DROP TABLE a;\n"
     assert run("status", LOCAL, "--migrations-dir", "elsewhere", "--json").stdout
 
@@ -812,11 +835,14 @@ def test_a_persistent_503_exits_4(remote: D1Emulator, sleeps: list[float]) -> No
 def test_connection_refused_exits_4(
     remote: D1Emulator, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CLOUDFLARE_API_BASE_URL", f"http://127.0.0.1:{closed_port()}/client/v4")
+    port = closed_port()
+    monkeypatch.setenv("CLOUDFLARE_API_BASE_URL", f"http://127.0.0.1:{port}/client/v4")
     result = run("databases", code=4)
-    assert "Connection refused" in result.stderr
-    assert "gave up after 5 attempts" in result.stderr
-    assert len(sleeps) == 4
+    # Nothing listens there: retrying would not change that, so it fails at once, naming
+    # the URL it tried.
+    assert f"could not reach http://127.0.0.1:{port}/client/v4/accounts/" in result.stderr
+    assert "connection refused" in result.stderr
+    assert sleeps == []
 
 
 def test_a_plain_http_api_base_is_refused_unless_loopback(
@@ -851,3 +877,151 @@ def test_remote_failed_verify_is_undone(remote: D1Emulator, project: Path) -> No
     assert f"rolled back {M001}" in result.stderr
     assert remote_rows(remote, "SELECT count(*) FROM user_deposits WHERE balance = -1000") == [(0,)]
     assert remote_rows(remote, "SELECT name FROM sqlite_master WHERE name = 'audit_logs'") == []
+
+
+# -- suggested commands can be pasted ----------------------------------------------------------
+PROJECT_WORDS = (
+    *("--env", "staging", "--config", "conf dir/d1deploy.toml"),
+    *("--migrations-dir", "my migrations", "--migrations-table", "ledger"),
+)
+TARGETS = {
+    "local": suggest.Target(("--local=my db's.sqlite",), (), PROJECT_WORDS, ("-d", "DB")),
+    "remote": suggest.Target(("-d", "prod db"), ("--account-id", "acc-1"), PROJECT_WORDS, ()),
+}
+REQUIRED_ARGS = {"new": ("add x",), "baseline": ("000_base_schema",)}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_suggested_command_parses_with_the_options_of_the_run(target: str) -> None:
+    """Whatever d1deploy suggests (a restore, unlock, any command) carries the options
+    that chose the database and project, quoted so that a shell splits them back."""
+    with suggest.target(TARGETS[target]):
+        texts = [suggest.restore("bm-1"), suggest.unlock()]
+        texts += [suggest.command(name, *REQUIRED_ARGS.get(name, ())) for name in COMMANDS]
+    group = typer.main.get_command(cli.app)
+    assert isinstance(group, TyperGroup)
+    for text in texts:
+        words = shlex.split(text)
+        assert words[0] == "d1deploy"
+        ctx = group.make_context("d1deploy", words[1:])
+        name, command, rest = group.resolve_command(
+            ctx, [*getattr(ctx, "_protected_args", ()), *ctx.args]
+        )
+        assert name is not None and command is not None
+        params = command.make_context(name, rest, parent=ctx).params
+        assert params["env"] == "staging" and params["migrations_table"] == "ledger", text
+        assert str(params["config"]) == "conf dir/d1deploy.toml", text
+        assert str(params["migrations_dir"]) == "my migrations", text
+        if name in suggest.PROJECT_COMMANDS:
+            assert "local" not in params, text
+            assert list(params["database"] or ()) == (["DB"] if target == "local" else []), text
+        elif target == "local":
+            assert params["local"] == "my db's.sqlite", text
+        else:
+            assert list(params["database"]) == ["prod db"], text
+            assert params["account_id"] == "acc-1", text
+
+
+def test_a_failed_remote_deploy_suggests_a_restore_that_works_when_pasted(
+    remote: D1Emulator, project: Path
+) -> None:
+    shutil.move("migrations", "my migrations")
+    Path("my migrations/001_schema_enhancements/rollback.sql").unlink()
+    Path("my migrations/001_schema_enhancements/verify.sql").write_text(
+        "-- expect: value = 2\nSELECT 1;\n", "utf-8"
+    )
+    failed = run_json("migrate", "-d", DB, "--migrations-dir", "my migrations", code=1)
+    hint = failed["error"]["hint"]
+    command = re.search(r"`(d1deploy restore [^`]+)`", hint)
+    assert command is not None and "-d telegram-conversations" in command[1]
+    # 001 has no rollback SQL any more: nothing could be undone, and the report says so.
+    assert failed["report"]["still_applied"] == ["000_base_schema.sql", M001]
+    pasted(command[1])
+    assert remote_rows(remote, "SELECT name FROM d1_migrations") == []
+
+
+# -- commands that only read never create a file -----------------------------------------------
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status",),
+        ("plan",),
+        ("verify",),
+        ("bookmark",),
+        ("backup",),
+        ("unlock",),
+        ("databases",),
+        ("rehearse",),
+        ("migrate", "--dry-run"),
+        ("rollback", "--yes"),
+        ("restore", "--bookmark", "b", "--yes"),
+    ],
+    ids=lambda args: "-".join(args),
+)
+def test_a_command_that_only_reads_never_creates_the_local_file(
+    project: Path, args: tuple[str, ...]
+) -> None:
+    before = sorted(project.rglob("*"))
+    result = run(*args, LOCAL, code=3)
+    assert "the local database" in result.stderr and "db.sqlite does not exist" in result.stderr
+    assert "d1deploy migrate --local=db.sqlite" in result.stderr  # what does create it
+    assert sorted(project.rglob("*")) == before
+
+
+def test_a_local_value_named_like_a_migration_says_how_to_give_both(project: Path) -> None:
+    result = run("verify", "--local", "001_schema_enhancements", code=2)
+    assert "that is a migration's name" in result.stderr
+    assert "`--local=PATH 001_schema_enhancements`" in result.stderr
+    assert not Path("001_schema_enhancements").exists()
+    assert "is a directory, not a SQLite file" in run("status", "--local=/", code=2).stderr
+
+
+def test_several_wrangler_entries_are_listed_with_how_to_choose(project: Path) -> None:
+    Path("wrangler.toml").write_text(
+        '[[d1_databases]]\nbinding = "DB"\ndatabase_name = "prod"\ndatabase_id = "id-1"\n'
+        '[[d1_databases]]\nbinding = "LOGS"\ndatabase_name = "logs"\n',
+        "utf-8",
+    )
+    payload = run_json("status", code=3)
+    assert payload["error"]["message"] == (
+        "no database chosen: wrangler.toml has 2 d1_databases entries: binding DB:"
+        " database_name prod, database_id id-1; binding LOGS: database_name logs,"
+        " database_id (none)"
+    )
+    assert "`-d DB`" in payload["error"]["hint"]
+
+
+# -- --json: one object, also for Click's own errors -------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("migrat", "--json"), "No such command 'migrat'"),
+        (("migrate", "--jsno", "--json"), "No such option: --jsno"),
+        (("rollback", "--steps", "zero", "--json"), "Invalid value for '--steps'"),
+        (("status", "--json", "extra"), "Got unexpected extra argument"),
+    ],
+)
+def test_json_is_one_object_even_for_click_s_own_usage_errors(
+    tmp_path: Path, args: tuple[str, ...], says: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "d1deploy", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2, done
+    payload = json.loads(done.stdout)
+    assert payload["ok"] is False and payload["report"] is None
+    assert payload["error"]["type"] == "UsageError" and payload["error"]["exit_code"] == 2
+    assert says in payload["error"]["message"]
+    assert says in done.stderr  # people still get Click's usage line and message
+    plain = subprocess.run(
+        [sys.executable, "-m", "d1deploy", *(a for a in args if a != "--json")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert plain.returncode == 2 and plain.stdout == ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -566,6 +567,33 @@ def test_connect_error_retried_for_a_write(
     make(on_retry=said.append).query(DB, [Statement("INSERT INTO t VALUES (1)")])
     assert len(fake.requests) == 2 and ft.sleeps == [1.0]
     assert said == ["network error (ConnectError), retrying in 1.0 s (attempt 2/5)"]
+
+
+@pytest.mark.parametrize(
+    ("cause", "said"),
+    [
+        (socket.gaierror(-2, "Name or service not known"), "its host name does not resolve (DNS"),
+        (ConnectionRefusedError(111, "Connection refused"), "(connection refused)"),
+    ],
+    ids=["dns", "refused"],
+)
+def test_an_unreachable_api_fails_at_once_naming_the_url(
+    fake: Fake, ft: FakeTime, make: Callable[..., D1Client], cause: OSError, said: str
+) -> None:
+    """Nothing answers there, and retrying will not change that soon: no retry (a read
+    or a write alike), and the message says which URL was tried."""
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(str(cause), request=request) from cause
+
+    fake.on("GET", ROOT, unreachable)
+    fake.on("POST", f"{ROOT}/{DB}/query", unreachable)
+    for call in (make().list_databases, lambda: make().query(DB, select())):
+        with pytest.raises(errors.Unreachable) as info:
+            call()
+        assert info.value.exit_code == 4
+        assert f"could not reach {ROOT}" in info.value.message and said in info.value.message
+    assert len(fake.requests) == 2 and ft.sleeps == []
 
 
 def test_attempts_are_bounded(fake: Fake, ft: FakeTime, make: Callable[..., D1Client]) -> None:

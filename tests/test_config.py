@@ -475,6 +475,24 @@ def test_several_entries_and_none_requested_leaves_databases_empty(tmp_path: Pat
     s = run(tmp_path)
     assert s.databases == () and s.database_id is None
     assert s.migrations_dir == tmp_path / "migrations"
+    # A command that needs one lists them, and how to choose.
+    with pytest.raises(errors.ConfigMissing) as info:
+        s.require_database()
+    assert info.value.message == (
+        "no database chosen: wrangler.toml has 3 d1_databases entries:"
+        " binding DB: database_name main-db, database_id main-uuid;"
+        " binding ANALYTICS: database_name analytics, database_id (none);"
+        " binding main-db: database_name shadowed, database_id (none)"
+    )
+    assert info.value.hint is not None and "`-d DB`" in info.value.hint
+    assert "d1_databases" not in str(s.describe())  # -v shows settings, not this list
+
+
+def test_several_entries_of_an_env_are_listed_under_its_name(tmp_path: Path) -> None:
+    staging = MANY.replace("[[d1_", "[[env.staging.d1_")
+    write(tmp_path / "wrangler.toml", "[env.staging]\n" + staging)
+    with pytest.raises(errors.ConfigMissing, match=r"wrangler.toml \[env.staging\] has 3 d1_"):
+        run(tmp_path, env="staging").require_database()
 
 
 def test_unmatched_database_keeps_its_name(tmp_path: Path) -> None:

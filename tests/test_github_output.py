@@ -338,6 +338,7 @@ def test_plan_hands_the_pending_migrations_to_later_steps(tmp_path: Path, json_m
     (workdir / "migrations").mkdir(parents=True)
     (workdir / "migrations" / "001_create.sql").write_text("CREATE TABLE t (id INTEGER);\n")
     (workdir / "migrations" / "002_index.sql").write_text("CREATE INDEX t_id ON t (id);\n")
+    (workdir / "db.sqlite").touch()  # an empty database: plan only reads
     extra = ["--json"] if json_mode else []
     result = _run_d1deploy(tmp_path, workdir, "plan", "--local=db.sqlite", *extra)
     assert result.returncode == 0, result.stderr

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from d1deploy import cli, ledger, migrations, schema, sqlsplit
+from d1deploy import ledger, migrations, schema, sqlsplit, suggest
 from d1deploy.discovery import discover
 from d1deploy.errors import DriftDetected
 from d1deploy.local import LocalBackend
 from d1deploy.migrations import MigrateOptions
-from d1deploy.output import Output
 from d1deploy.schema import SchemaDrift, canonical
 from tests import test_migrations
 from tests.test_cli import local_rows, run, run_json
@@ -253,7 +252,9 @@ def test_a_database_migrated_entirely_by_hand_is_adopted_with_every_migration(
     found = status(db, seed).schema
     assert found is not None
     assert (found.matches_up_to, found.baseline_records) == (M001, (M000, M001))
-    assert schema.adoption(found, lambda *a: " ".join(("d1deploy", *a, "-d", "prod"))) == (
+    with suggest.target(suggest.Target(database=("-d", "prod"))):
+        adopting = schema.adoption(found)
+    assert adopting == (
         f"The live schema already matches {M001}: `d1deploy baseline {M001} -d prod` records"
         f" it and {M000} without running them"
     )
@@ -412,8 +413,12 @@ def test_baseline_refuses_what_the_schema_does_not_hold_and_names_what_it_does(
         f"the live schema matches the migrations up to {M000}: `d1deploy baseline {M000}`"
         f" records those; `d1deploy baseline {M001} --force` records them anyway"
     )
-    err.suggest(lambda *a: " ".join(("d1deploy", *a, "--local=db file.sqlite")))
-    assert f"`d1deploy baseline {M000} --local=db file.sqlite`" in (err.hint or "")
+    with (
+        suggest.target(suggest.Target(database=("--local=db file.sqlite",))),
+        pytest.raises(SchemaDrift) as refused,
+    ):
+        migrations.baseline(db.backend, seed, M001, actor="me")
+    assert f"`d1deploy baseline {M000} '--local=db file.sqlite'`" in (refused.value.hint or "")
     assert db.ledger() == []
 
     forced = migrations.baseline(db.backend, seed, M001, actor="me", force=True)
@@ -531,24 +536,3 @@ def test_status_json_carries_the_comparison(hand_migrated: Path) -> None:
     # --allow-drift exits 0; the report still says the database is not as it should be.
     allowed = run("status", LOCAL, *DIR, "--allow-drift", "--json")
     assert json.loads(allowed.stdout)["ok"] is False
-
-
-@pytest.mark.parametrize(
-    ("common", "expected"),
-    [
-        ({"local": ""}, "d1deploy baseline 001_x.sql --local"),
-        ({"local": "my db.sqlite"}, "d1deploy baseline 001_x.sql '--local=my db.sqlite'"),
-        (
-            {"database": ["prod db"], "env": "staging", "config": Path("d1 deploy.toml")},
-            "d1deploy baseline 001_x.sql -d 'prod db' --env staging --config 'd1 deploy.toml'",
-        ),
-        (
-            {"account_id": "abc", "migrations_table": "schema_log"},
-            "d1deploy baseline 001_x.sql --account-id abc --migrations-table schema_log",
-        ),
-    ],
-)
-def test_suggested_commands_carry_the_target_options(
-    common: dict[str, object], expected: str
-) -> None:
-    assert cli.Run(common, Output()).command("baseline", "001_x.sql") == expected

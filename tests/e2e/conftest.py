@@ -55,19 +55,48 @@ def d1deploy_executable() -> str:
 
 
 class Gate:
-    """The emulator's `sleep`: a request hit by a `delay` fault parks here until the
-    test releases it, so "in flight" lasts exactly as long as a scenario needs."""
+    """Where a request hit by a `delay` fault parks until the test releases it, so that
+    "in flight" lasts exactly as long as a scenario needs."""
 
     def __init__(self) -> None:
         self.parked = threading.Event()
         self.released = threading.Event()
+        self.count = 0
+        self._changed = threading.Condition()
 
     def __call__(self, seconds: float) -> None:
+        with self._changed:
+            self.count += 1
+            self._changed.notify_all()
         self.parked.set()
         self.released.wait(seconds)
 
-    def wait_parked(self, timeout: float = 60.0) -> None:
-        assert self.parked.wait(timeout), "no request reached the delay fault"
+    def wait_parked(self, timeout: float = 60.0, count: int = 1) -> None:
+        """Until `count` requests have reached this gate."""
+        with self._changed:
+            ok = self._changed.wait_for(lambda: self.count >= count, timeout)
+        assert ok, "no request reached the delay fault"
+
+
+class Gates:
+    """The emulator's `sleep`: one `Gate` per delay, so that a scenario can park two
+    requests (delay=60 and delay=61, say) and let them go in the order it chooses."""
+
+    def __init__(self) -> None:
+        self._gates: dict[float, Gate] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, seconds: float) -> Gate:
+        with self._lock:
+            return self._gates.setdefault(seconds, Gate())
+
+    def __call__(self, seconds: float) -> None:
+        self[seconds](seconds)
+
+    def release_all(self) -> None:
+        with self._lock:
+            for gate in self._gates.values():
+                gate.released.set()
 
 
 @dataclass(frozen=True)
@@ -146,14 +175,16 @@ class Run:
 class Project:
     """A project directory with the seed migrations, and the served emulator."""
 
-    def __init__(self, tmp: Path, emulator: D1Emulator, base_url: str, gate: Gate) -> None:
+    def __init__(self, tmp: Path, emulator: D1Emulator, base_url: str, gates: Gates) -> None:
         self.tmp = tmp
         self.root = tmp / "project"
         self.migrations = self.root / "migrations"
         shutil.copytree(SEED, self.migrations, ignore=shutil.ignore_patterns("*.md"))
         self.emulator = emulator
         self.base_url = base_url
-        self.gate = gate
+        self.gates = gates
+        self.gate = gates[60]
+        """The gate of `delay=60`, the delay most scenarios park a request with."""
         self.timeline = Timeline(emulator)
         self.db_file = emulator.db_path(DB)
         github = tmp / "github"
@@ -244,9 +275,9 @@ class Project:
         finally:
             con.close()
 
-    def seed_before(self) -> None:
-        """The production database before 001 (see `states.seed_before`)."""
-        seed_before(self.emulator, self.migrations)
+    def seed_before(self, name: str = DB) -> None:
+        """The production database before 001 (see `states.seed_before`), as `name`."""
+        seed_before(self.emulator, self.migrations, name)
         self.emulator.reset_log()
         self.timeline.entries.clear()
 
@@ -266,20 +297,20 @@ class Project:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Project]:
-    gate = Gate()
+    gates = Gates()
     # export_polls=0: an export completes on its first answer, so backups take no
     # poll interval; scenarios about polling set it back.
     emulator = D1Emulator(
-        tmp_path / "emulator", token=TOKEN, export_polls=0, import_polls=0, sleep=gate
+        tmp_path / "emulator", token=TOKEN, export_polls=0, import_polls=0, sleep=gates
     )
     emulator.create_database(DB)
     try:
         with emulator.serve() as base_url:
-            project = Project(tmp_path, emulator, base_url, gate)
+            project = Project(tmp_path, emulator, base_url, gates)
             try:
                 yield project
             finally:
-                gate.released.set()
+                gates.release_all()
                 for process in project.processes:
                     if process.poll() is None:
                         process.kill()

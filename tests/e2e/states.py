@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -114,6 +115,13 @@ class DbState:
     def torn_events(self) -> list[tuple[str, str]]:
         return [(n, e) for n, e, complete in self.events if not complete]
 
+    @property
+    def locked(self) -> bool:
+        """Whether a lease that has not expired is held (a run that gave up a lease it
+        may not have got leaves it expired: no lock)."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        return self.lock is not None and self.lock[1] > now
+
 
 def read_state(path: Path) -> DbState:
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -139,6 +147,24 @@ def read_state(path: Path) -> DbState:
         return DbState(fingerprint(con), tables, ledger, events, lock)
     finally:
         con.close()
+
+
+def assert_settled(state: DbState, extra: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The database stands on a prefix of the migrations (000, 001, then `extra` in
+    order, at least 000): schema and rows exactly what that prefix makes of the seed's
+    data, a ledger and a history that say so, no torn event and no lock held. Returns
+    the ledger."""
+    extra = extra or {}
+    order = (M000, M001, *extra)
+    assert state.ledger == order[: len(state.ledger)] and state.ledger, state.ledger
+    stage: Stage = "before" if len(state.ledger) == 1 else "after"
+    scripts = tuple(extra[name] for name in state.ledger[2:])
+    assert state.stage(scripts) == stage, f"not the {stage} state with {state.ledger}"
+    for name in order:
+        assert state.times_applied(name) == (1 if name in state.ledger else 0), name
+    assert state.torn_events == []
+    assert not state.locked, state.lock
+    return state.ledger
 
 
 def assert_stage(state: DbState, stage: Stage, extra: Mapping[str, str] | None = None) -> None:
@@ -191,9 +217,11 @@ def in_process_backend(
     return RemoteBackend(client, client.resolve_database(name))
 
 
-def migrate_in_process(emulator: D1Emulator, migrations_dir: Path, to: str | None = None) -> None:
+def migrate_in_process(
+    emulator: D1Emulator, migrations_dir: Path, to: str | None = None, name: str = DB
+) -> None:
     """Apply migrations through the library: set-up, not the thing under test."""
-    backend = in_process_backend(emulator)
+    backend = in_process_backend(emulator, name)
     try:
         migrations.migrate(
             backend, migrations_dir, actor="e2e setup", options=migrations.MigrateOptions(to=to)
@@ -202,10 +230,10 @@ def migrate_in_process(emulator: D1Emulator, migrations_dir: Path, to: str | Non
         backend.close()
 
 
-def seed_before(emulator: D1Emulator, migrations_dir: Path) -> None:
+def seed_before(emulator: D1Emulator, migrations_dir: Path, name: str = DB) -> None:
     """The production database before 001: 000 applied by d1deploy, with real rows."""
-    migrate_in_process(emulator, migrations_dir, to=M000)
-    con = sqlite3.connect(emulator.db_path(DB))
+    migrate_in_process(emulator, migrations_dir, to=M000, name=name)
+    con = sqlite3.connect(emulator.db_path(name))
     try:
         with con:
             con.executescript(DATA)

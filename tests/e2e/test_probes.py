@@ -90,9 +90,9 @@ def test_the_lost_answer_of_a_write_is_never_sent_again(project: Project) -> Non
 
     run = project.run("migrate", "--no-backup")
     assert run.code == 1, run
-    assert "verification could not run" in run.stderr
+    assert f"verifying {M001} failed" in run.stderr and f"rolled back {M001}" in run.stderr
     assert sent(project, "balance + 1000") == 1
-    assert_stage(project.state(), "after")  # applied, unverified, no balance rewritten
+    assert_stage(project.state(), "before")  # undone as a failed verification, no balance rewritten
 
 
 def test_a_pragma_that_sets_something_is_refused_before_anything_runs(project: Project) -> None:
