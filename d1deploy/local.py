@@ -39,31 +39,18 @@ from d1deploy.backend import (
 )
 from d1deploy.errors import DownloadError, InputError, NotFound, ReadWrote, SqlError
 
-MAX_STATEMENT_BYTES = 100_000
-"""D1's limit on one SQL statement (per statement, also inside a batch or an import)."""
-
-TRANSACTION_REFUSED = (
-    "To execute a transaction, please use the state.storage.transaction() or "
-    "state.storage.transactionSync() APIs instead of the SQL BEGIN TRANSACTION or SAVEPOINT "
-    "statements. The JavaScript API is safer because it will automatically roll back on "
-    "exceptions, and because its interactions with output gates are less confusing."
-)
-"""The Durable Objects SQLite engine's refusal of SQL transaction control (D1 adds SQLITE_AUTH)."""
-
 VIRTUAL_TABLE_REFUSED = "D1 Export error: cannot export databases with Virtual Tables (fts5)"
 
-# D1's documented limits (reference §5) map one to one onto sqlite3_limit() categories;
-# setting them makes local runs fail where D1 would. SQL length is checked by hand, because
-# Python's sqlite3 reports it as its own DataError instead of SQLite's SQLITE_TOOBIG.
-_D1_LIMITS = {
-    sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER: 100,
-    sqlite3.SQLITE_LIMIT_LENGTH: 2_000_000,
-    sqlite3.SQLITE_LIMIT_COLUMN: 100,
-    sqlite3.SQLITE_LIMIT_FUNCTION_ARG: 32,
-    sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: 50,
+_TRANSACTION_HINT = (
+    "Remove BEGIN/COMMIT/SAVEPOINT lines: each migration already runs as one atomic batch, "
+    "and D1 refuses SQL transaction control."
+)
+_HINTS = {
+    d1sqlite.TRANSACTION_REFUSED: _TRANSACTION_HINT,
+    d1sqlite.IMPORT_BEGIN_REFUSED: _TRANSACTION_HINT,
+    d1sqlite.STATEMENT_TOO_LONG: "Split it into smaller statements: D1 limits each statement "
+    f"to {d1sqlite.MAX_STATEMENT_BYTES:,} bytes.",
 }
-
-_ERROR_CLASS = re.compile(r"SQLITE_[A-Z]+")
 _BOOKMARK = re.compile(r"([0-9a-f]{8})-([0-9a-f]{8})-([0-9a-f]{8})-([0-9a-f]{32})")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PROGRESS_EVERY = 1000
@@ -105,12 +92,9 @@ class LocalBackend:
             ) from exc
         conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(self._path, isolation_level=None)
-            for category, limit in _D1_LIMITS.items():
-                conn.setlimit(category, limit)
-            # Set outside any transaction: inside one SQLite ignores it, which is also why
-            # user SQL (always run inside our transactions) cannot switch it off.
-            conn.execute("PRAGMA foreign_keys = ON")
+            # No statement cache: a statement SQLite compiles anew says where its error is.
+            conn = sqlite3.connect(self._path, isolation_level=None, cached_statements=0)
+            d1sqlite.prepare(conn)
             conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
         except sqlite3.Error as exc:
             if conn is not None:
@@ -175,25 +159,24 @@ class LocalBackend:
         results: list[QueryResult] = []
         self._internal("PRAGMA query_only = ON")
         try:
-            with d1sqlite.authorizer(self._conn, policy):
-                for index, stmt in enumerate(statements):
-                    try:
-                        results.append(self._execute(stmt, index))
-                    except SqlError as exc:
-                        if not denied and exc.sqlite_code != "SQLITE_READONLY":
-                            raise
-                        what = denied[0].describe() if denied else exc.message
-                        sql = " ".join(stmt.sql.split()).rstrip(";")
-                        raise ReadWrote(
-                            f"`{sql[:200]}` was sent as a read but writes ({what}): SQLite"
-                            " refused it and nothing changed",
-                            changed=False,
-                            index=index,
-                            hint="a read must not write: run it as a change, or as a check"
-                            " probe (a statement that writes in a check file)",
-                            file=stmt.file,
-                            line=stmt.line,
-                        ) from exc
+            for index, stmt in enumerate(statements):
+                try:
+                    results.append(self._execute(stmt, index, also=policy))
+                except SqlError as exc:
+                    if not denied and exc.sqlite_code != "SQLITE_READONLY":
+                        raise
+                    what = denied[0].describe() if denied else exc.message
+                    sql = " ".join(stmt.sql.split()).rstrip(";")
+                    raise ReadWrote(
+                        f"`{sql[:200]}` was sent as a read but writes ({what}): SQLite"
+                        " refused it and nothing changed",
+                        changed=False,
+                        index=index,
+                        hint="a read must not write: run it as a change, or as a check"
+                        " probe (a statement that writes in a check file)",
+                        file=stmt.file,
+                        line=stmt.line,
+                    ) from exc
         finally:
             self._internal("PRAGMA query_only = OFF")
         return results
@@ -212,7 +195,7 @@ class LocalBackend:
         rows_written = 0
         with self._transaction(write=True):
             for index, stmt in enumerate(statements):
-                rows_written += self._execute(stmt, index).rows_written
+                rows_written += self._execute(stmt, index, importing=True).rows_written
                 if on_message is not None and (index + 1) % _PROGRESS_EVERY == 0:
                     on_message(f"Executed {index + 1} queries")
         if on_message is not None:
@@ -241,44 +224,40 @@ class LocalBackend:
         try:
             self._conn.execute(sql)
         except sqlite3.Error as exc:
-            raise _translate(exc, None, None) from exc
+            raise _translate(exc, self._conn, None, None) from exc
 
-    def _execute(self, stmt: Statement, index: int) -> QueryResult:
-        if sqlsplit.is_transaction_control(stmt.sql):
-            raise SqlError(
-                f"{TRANSACTION_REFUSED}: SQLITE_AUTH",
-                sqlite_code="SQLITE_AUTH",
-                index=index,
-                hint="Remove BEGIN/COMMIT/SAVEPOINT lines: each migration already runs as "
-                "one atomic batch, and D1 refuses SQL transaction control.",
-                file=stmt.file,
-                line=stmt.line,
-            )
-        if len(stmt.sql.encode()) > MAX_STATEMENT_BYTES:
-            raise SqlError(
-                "statement too long: SQLITE_TOOBIG",
-                sqlite_code="SQLITE_TOOBIG",
-                index=index,
-                hint=f"Split it into smaller statements: D1 limits each statement to "
-                f"{MAX_STATEMENT_BYTES:,} bytes.",
-                file=stmt.file,
-                line=stmt.line,
-            )
+    def _execute(
+        self,
+        stmt: Statement,
+        index: int,
+        *,
+        also: d1sqlite.Policy | None = None,
+        importing: bool = False,
+    ) -> QueryResult:
         before = self._conn.total_changes
         started = time.perf_counter()
         try:
-            cursor = self._conn.execute(stmt.sql, stmt.params)
-            rows = tuple(cursor.fetchall())
+            ran = d1sqlite.run(self._conn, stmt.sql, stmt.params, also=also, importing=importing)
+        except d1sqlite.D1Error as exc:
+            raise SqlError(
+                exc.message,
+                sqlite_code=exc.code,
+                index=index,
+                hint=_HINTS.get(exc.message),
+                file=stmt.file,
+                line=stmt.line,
+            ) from exc
         except sqlite3.Error as exc:
-            raise _translate(exc, index, stmt) from exc
-        written = self._conn.total_changes - before
+            raise _translate(exc, self._conn, index, stmt) from exc
+        # D1 answers JSON objects: its numbers, one value per column name.
+        columns, rows = d1sqlite.json_objects(ran.columns, ran.rows)
         return QueryResult(
-            columns=tuple(col[0] for col in cursor.description or ()),
+            columns=columns,
             rows=rows,
-            changes=max(cursor.rowcount, 0),
-            rows_written=written,
+            changes=ran.rowcount,
+            rows_written=self._conn.total_changes - before,
             duration_ms=(time.perf_counter() - started) * 1000,
-            last_row_id=cursor.lastrowid,
+            last_row_id=ran.last_row_id,
         )
 
     # -- Time Travel ----------------------------------------------------------------
@@ -335,7 +314,7 @@ class LocalBackend:
         try:
             source.backup(self._conn)
         except sqlite3.Error as exc:
-            raise _translate(exc, None, None) from exc
+            raise _translate(exc, self._conn, None, None) from exc
         finally:
             source.close()
         return RestoreResult(
@@ -402,13 +381,12 @@ class LocalBackend:
 
 
 def _translate(
-    exc: sqlite3.Error, index: int | None, stmt: Statement | None
+    exc: sqlite3.Error, conn: sqlite3.Connection, index: int | None, stmt: Statement | None
 ) -> InputError | SqlError:
-    """A sqlite3 error as D1 would report it: `<message>: SQLITE_<CLASS>`."""
+    """A sqlite3 error as D1 would report it (`d1sqlite.error_text`)."""
     file = stmt.file if stmt else None
     line = stmt.line if stmt else None
-    name: str | None = getattr(exc, "sqlite_errorname", None)
-    if name is None:
+    if getattr(exc, "sqlite_errorname", None) is None:
         # Raised by Python's sqlite3 module before SQLite ran anything: bad input.
         text = str(exc)
         if "one statement at a time" in text:
@@ -419,10 +397,8 @@ def _translate(
             file=file,
             line=line,
         )
-    match = _ERROR_CLASS.match(name)
-    code = match.group(0) if match else name
-    extended = f" (extended: {name})" if name != code else ""
-    return SqlError(f"{exc}: {code}{extended}", sqlite_code=code, index=index, file=file, line=line)
+    message, code = d1sqlite.error_text(exc, conn)
+    return SqlError(message, sqlite_code=code, index=index, file=file, line=line)
 
 
 def _create_private_file(path: Path) -> None:
