@@ -15,7 +15,6 @@ with D1's `"<message>: SQLITE_<CLASS>"` text, the batch index and the statement'
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 import sqlite3
@@ -25,7 +24,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from d1deploy import d1sqlite, sqlsplit
+from d1deploy import d1sqlite, dumpsql, sqlsplit
 from d1deploy.backend import (
     DatabaseInfo,
     ExportHandle,
@@ -34,12 +33,9 @@ from d1deploy.backend import (
     MessageCallback,
     QueryResult,
     RestoreResult,
-    SqlValue,
     Statement,
 )
 from d1deploy.errors import DownloadError, InputError, NotFound, ReadWrote, SqlError
-
-VIRTUAL_TABLE_REFUSED = "D1 Export error: cannot export databases with Virtual Tables (fts5)"
 
 _TRANSACTION_HINT = (
     "Remove BEGIN/COMMIT/SAVEPOINT lines: each migration already runs as one atomic batch, "
@@ -354,7 +350,7 @@ class LocalBackend:
         :raises NotFound: `options.tables` names something the database does not have.
         :raises SqlError: the dump would include a virtual table (D1 cannot export those).
         """
-        _exported_tables(self._conn, options)
+        _dump(self._conn, options)  # D1's refusals, before a snapshot is taken
         bookmark = self.bookmark()
         filename = f"{self._name}-{bookmark}.sql"
         if on_message is not None:
@@ -417,20 +413,15 @@ def _bookmark_time(bookmark: str) -> datetime:
     return _EPOCH + timedelta(seconds=secs, microseconds=micros)
 
 
-# -- dump (D1's exporter: workers-sdk miniflare/src/workers/d1/dumpSql.ts) -----------
-
-_TABLES_SQL = (
-    "SELECT name, sql FROM sqlite_schema WHERE type == 'table' AND sql NOT NULL "
-    "ORDER BY tbl_name = 'sqlite_sequence', rowid"
-)
-_REST_OF_SCHEMA_SQL = (
-    "SELECT name, sql FROM sqlite_schema WHERE sql NOT NULL "
-    "AND type IN ('index', 'trigger', 'view') ORDER BY type COLLATE NOCASE, rowid"
-)
+# -- dump -----------------------------------------------------------------------------
 
 
-def _exported_tables(conn: sqlite3.Connection, options: ExportOptions) -> list[tuple[str, str]]:
-    """The (name, sql) of the tables the dump walks, in D1's order, after D1's refusals."""
+def _dump(conn: sqlite3.Connection, options: ExportOptions) -> Iterator[str]:
+    """D1's dump of `conn` (`dumpsql`, every value exact), after D1's refusals.
+
+    :raises NotFound: `options.tables` names something the database does not have.
+    :raises SqlError: the dump would include a virtual table (D1 cannot export those).
+    """
     wanted = set(options.tables)
     if wanted:
         known = {name for (name,) in conn.execute("SELECT name FROM sqlite_schema")}
@@ -441,53 +432,17 @@ def _exported_tables(conn: sqlite3.Connection, options: ExportOptions) -> list[t
                 hint="List the tables with `d1deploy exec --local --command "
                 "\"SELECT name FROM sqlite_schema WHERE type = 'table'\"`.",
             )
-    tables = [
-        (str(name), str(sql))
-        for name, sql in conn.execute(_TABLES_SQL)
-        if not wanted or name in wanted
-    ]
-    virtual = [name for name, sql in tables if sql.startswith("CREATE VIRTUAL TABLE")]
-    if virtual:
-        raise SqlError(
-            VIRTUAL_TABLE_REFUSED,
-            hint=f"Virtual table(s) {', '.join(virtual)} cannot be exported, as on D1: export "
-            "the other tables with --table, or drop the virtual table and recreate it "
-            "after restoring.",
+    try:
+        return dumpsql.dump(
+            conn, no_data=options.no_data, no_schema=options.no_schema, tables=options.tables
         )
-    return tables
-
-
-def _dump(conn: sqlite3.Connection, options: ExportOptions) -> Iterator[str]:
-    """The dump's statements, one per line, streamed row by row."""
-    yield "PRAGMA defer_foreign_keys=TRUE;"
-    wanted = set(options.tables)
-    for name, sql in _exported_tables(conn, options):
-        if name == "sqlite_sequence":
-            if not options.no_schema:
-                yield "DELETE FROM sqlite_sequence;"
-        elif re.match(r"sqlite_stat.", name):
-            if not options.no_schema:
-                yield "ANALYZE sqlite_schema;"
-        elif name.startswith(("_cf_", "sqlite_")):
-            continue
-        elif not options.no_schema:
-            # SQLite's shell (and so D1) injects IF NOT EXISTS when the name was quoted.
-            if re.search("CREATE TABLE ['\"]", sql):
-                yield f"CREATE TABLE IF NOT EXISTS {sql[13:]};"
-            else:
-                yield f"{sql};"
-        if options.no_data:
-            continue
-        columns = [str(row[1]) for row in conn.execute(f"PRAGMA table_info={_quote_id(name)}")]
-        column_list = ",".join(map(_quote_id, columns))
-        select = f"SELECT {', '.join(map(_quote_id, columns))} FROM {_quote_id(name)}"
-        for row in conn.execute(select):
-            values = ",".join(_literal(conn, value) for value in row)
-            yield f"INSERT INTO {_quote_id(name)} ({column_list}) VALUES({values});"
-    if not options.no_schema:
-        for name, sql in conn.execute(_REST_OF_SCHEMA_SQL):
-            if not wanted or name in wanted:
-                yield f"{sql};"
+    except dumpsql.DumpRefused as exc:
+        raise SqlError(
+            str(exc),
+            hint=f"Virtual table(s) {', '.join(exc.tables)} cannot be exported, as on D1: "
+            "export the other tables with --table, or drop the virtual table and recreate "
+            "it after restoring.",
+        ) from None
 
 
 def _chunked(lines: Iterable[str]) -> Iterator[bytes]:
@@ -502,69 +457,3 @@ def _chunked(lines: Iterable[str]) -> Iterator[bytes]:
             buffer, size = [], 0
     if buffer:
         yield b"".join(buffer)
-
-
-def _quote_id(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(conn: sqlite3.Connection, value: SqlValue) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bytes):
-        return f"X'{value.hex()}'"
-    if isinstance(value, str):
-        return _quote_text(value)
-    if isinstance(value, float):
-        return _real(conn, value)
-    return str(value)
-
-
-def _quote_text(value: str) -> str:
-    """SQLite shell's `output_quoted_escaped_string`, as D1 ports it."""
-    if "\n" not in value and "\r" not in value:
-        return "'" + value.replace("'", "''") + "'"
-    newline = _unused(value, "\\n", "\\012")
-    carriage = _unused(value, "\\r", "\\015")
-    escaped = value.replace("'", "''").replace("\n", newline).replace("\r", carriage)
-    text = f"'{escaped}'"
-    if "\r" in value:
-        text = f"replace({text},'{carriage}',char(13))"
-    if "\n" in value:
-        text = f"replace({text},'{newline}',char(10))"
-    return text
-
-
-def _unused(value: str, primary: str, secondary: str) -> str:
-    if primary not in value:
-        return primary
-    if secondary not in value:
-        return secondary
-    suffix = 0
-    while (candidate := f"({primary}{suffix})") in value:
-        suffix += 1
-    return candidate
-
-
-def _real(conn: sqlite3.Connection, value: float) -> str:
-    """A literal SQLite reads back as exactly `value`.
-
-    D1 writes the shortest decimal (JavaScript's, the same as `repr`). Older SQLite
-    libraries misround a few of those on reading, so each one is checked with this
-    library's own parser and replaced by an exact power-of-two product when it fails.
-    """
-    if math.isinf(value):
-        return "1e999" if value > 0 else "-1e999"
-    text = repr(value)
-    (parsed,) = conn.execute("SELECT CAST(? AS REAL)", (text,)).fetchone()
-    if parsed == value:
-        return text
-    mantissa, exponent = math.frexp(value)
-    factors = [f"CAST({int(mantissa * 2**53)} AS REAL)"]
-    power = exponent - 53
-    while abs(power) >= 62:
-        factors.append(str(2**62))
-        power -= 62 if power > 0 else -62
-    if power:
-        factors.append(str(2 ** abs(power)))
-    return "(" + ("*" if exponent > 53 else "/").join(factors) + ")"

@@ -23,9 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from d1deploy import d1sqlite
+from d1deploy.dumpsql import js_number
 from tests import wire
 from tests.emulator import D1Emulator, ServedEmulator, schemas
-from tests.emulator.dump import js_number
 from tests.emulator.engine import split_statements
 
 REPO = Path(__file__).resolve().parents[1]

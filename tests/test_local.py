@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from d1deploy import local
+from d1deploy import dumpsql, local
 from d1deploy.backend import ExportOptions, SqlValue, Statement
 from d1deploy.d1sqlite import IMPORT_BEGIN_REFUSED, TRANSACTION_REFUSED
 from d1deploy.errors import DownloadError, InputError, NotFound, SqlError
@@ -579,7 +579,7 @@ def test_a_child_table_dumped_before_its_parent_does_not_import_as_on_d1(
 )
 def test_every_value_reads_back_exactly(value: SqlValue) -> None:
     conn = sqlite3.connect(":memory:")
-    (got,) = conn.execute(f"SELECT {local._literal(conn, value)}").fetchone()
+    (got,) = conn.execute(f"SELECT {dumpsql.literal(conn, value)}").fetchone()
     assert got == value
     assert type(got) is type(value)
 
