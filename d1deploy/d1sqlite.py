@@ -1,4 +1,5 @@
-"""SQLite's judgement of a statement: what it asks permission for, and whether it writes.
+"""SQLite's judgement of a statement (what it asks permission for, whether it writes), and
+D1's SQL rules (what D1 allows, its limits, its error texts, its values).
 
 Whether a statement reads or writes is never read off its text. SQLite compiles it on a
 connection holding the schema (`EXPLAIN` prepares a statement without running it) while
@@ -9,8 +10,10 @@ transaction or vacuums (VACUUM asks no permission at all). `compile_statement` r
 (`Compiled`); a statement SQLite cannot compile raises `CompileError`.
 
 `authorizer` installs any policy over the same record on a live connection:
-`deny_writes` is how the local backend makes SQLite refuse a read's writes, and D1's own
-allow/deny rules (workerd's authorizer) can be written as another policy.
+`deny_writes` is how the local backend makes SQLite refuse a read's writes, and
+`d1_rules` is D1's own (workerd's authorizer). `run` executes one statement as D1
+would: its rules, limits, error texts and JSON values; `LocalBackend` and the test
+emulator both run every user statement through it (see the "D1's rules" section).
 
 Pragmas: a read may only use the pragmas of `READ_PRAGMAS` (documented in the README),
 the introspection ones with their table or index name, the settings without a value. A

@@ -1,15 +1,15 @@
 """`LocalBackend`: the Backend protocol over a stdlib-sqlite3 file that behaves like D1.
 
 `--local` exists to rehearse a real deploy, so this module copies D1's behaviour rather
-than SQLite's defaults: foreign keys always on (a `PRAGMA foreign_keys=OFF` inside a batch
-is a no-op, as on D1), each `run()` batch and each import is one transaction, SQL
-transaction control and statements over 100,000 bytes are refused with D1's messages,
-D1's documented limits are set on the connection, dumps follow D1's exporter line for
-line, and Time Travel bookmarks are snapshot files kept beside the database
-(`<path>.bookmarks/<bookmark>.sqlite`).
+than SQLite's defaults: every statement runs by D1's rules (`d1sqlite.run`: what D1's
+authorizer refuses, its limits, its error texts, values as D1's JSON returns them, one
+value per column name), foreign keys always on (a `PRAGMA foreign_keys=OFF` inside a
+batch is a no-op, as on D1), each `run()` batch and each import is one transaction,
+dumps are D1's format (`dumpsql`), and Time Travel bookmarks are snapshot files kept
+beside the database (`<path>.bookmarks/<bookmark>.sqlite`).
 
 It is the only core module that sees `sqlite3` errors: they leave it as `errors.SqlError`
-with D1's `"<message>: SQLITE_<CLASS>"` text, the batch index and the statement's file:line.
+with D1's text, the batch index and the statement's file:line.
 """
 
 from __future__ import annotations
