@@ -59,18 +59,23 @@ def local_answer(case: Case, tmp: Path) -> Answer:
     return Answer(rows=tuple(results[-1].as_dicts()))
 
 
+def emulator_backend(emulator: D1Emulator) -> RemoteBackend:
+    """d1deploy's own remote backend on a new database of `emulator`, in process."""
+    ref = emulator.create_database("contract")
+    client = D1Client(
+        token=emulator.token,
+        account_id=emulator.account_id,
+        base_url=emulator.base_url,
+        transport=emulator.transport(),
+        sleep=lambda _: None,
+    )
+    return RemoteBackend(client, DatabaseInfo(uuid=ref.uuid, name=ref.name))
+
+
 def emulator_answer(case: Case, tmp: Path) -> Answer:
     emulator = D1Emulator(tmp / "emulator")
     try:
-        ref = emulator.create_database("contract")
-        client = D1Client(
-            token=emulator.token,
-            account_id=emulator.account_id,
-            base_url=emulator.base_url,
-            transport=emulator.transport(),
-            sleep=lambda _: None,
-        )
-        backend = RemoteBackend(client, DatabaseInfo(uuid=ref.uuid, name=ref.name))
+        backend = emulator_backend(emulator)
         try:
             results = backend.run([Statement(sql) for sql in statements(case, tmp)])
         except SqlError as exc:
@@ -209,19 +214,11 @@ def test_a_begin_in_an_imported_file_is_reported_once_at_the_users_file(
 ) -> None:
     path = _big_file_with_a_begin(tmp_path)
     emulator = D1Emulator(tmp_path / "emulator")
-    ref = emulator.create_database("contract")
     backend: Backend
     if target == "local":
         backend = LocalBackend(tmp_path / "local.sqlite")
     else:
-        client = D1Client(
-            token=emulator.token,
-            account_id=emulator.account_id,
-            base_url=emulator.base_url,
-            transport=emulator.transport(),
-            sleep=lambda _: None,
-        )
-        backend = RemoteBackend(client, DatabaseInfo(uuid=ref.uuid, name=ref.name))
+        backend = emulator_backend(emulator)
     try:
         # What the import itself answers (exec's lint would stop it first, see below).
         with pytest.raises(SqlError) as info:
