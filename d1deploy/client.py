@@ -409,10 +409,11 @@ def _messages(result: dict[str, Any]) -> list[str]:
 
 
 def _failure_text(result: dict[str, Any]) -> str:
-    """`error` (the spec) and `errors[]` (wrangler's type), joined."""
+    """`error` (the spec) and `errors[]` (wrangler's type), joined; D1 may put the same
+    text in both, which is said once."""
     parts = [str(result["error"])] if result.get("error") else []
     parts += [str(e) for e in result.get("errors") or []]
-    return "; ".join(parts) or "no error message"
+    return "; ".join(dict.fromkeys(parts)) or "no error message"
 
 
 def _scrubbed(

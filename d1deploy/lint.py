@@ -23,11 +23,8 @@ from d1deploy import d1sqlite, sqlsplit
 from d1deploy.backend import SqlValue, Statement
 from d1deploy.errors import InputError
 
-STATEMENT_MAX_BYTES = 100_000
-"""D1 refuses a longer statement (UTF-8 bytes) with SQLITE_TOOBIG."""
-
-MAX_PARAMETERS = 100
-"""D1 refuses a statement binding more values."""
+STATEMENT_MAX_BYTES = d1sqlite.MAX_STATEMENT_BYTES
+MAX_PARAMETERS = d1sqlite.MAX_PARAMETERS
 
 Severity = Literal["error", "warning", "note"]
 """`note`: nothing wrong, but a reviewer should see it (a check that runs as a probe)."""
@@ -40,6 +37,11 @@ _FOREIGN_KEYS_OFF = re.compile(
 _ADD_COLUMN = re.compile(
     r"ALTER\s+TABLE\s+(?:\S+\s*\.\s*)?\S+\s+ADD\s+(?:COLUMN\s+)?(?P<column>.*)",
     re.IGNORECASE | re.DOTALL,
+)
+# The table an ALTER TABLE names, read from the statement as written (quotes included).
+_IDENT = r'"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[^\s.("`\[]+'
+_ALTER_TABLE = re.compile(
+    rf"ALTER\s+TABLE\s+(?:(?:{_IDENT})\s*\.\s*)?(?P<table>{_IDENT})", re.IGNORECASE
 )
 _PARENS = re.compile(r"\([^()]*\)")
 _NOT_NULL = re.compile(r"\bNOT\s+NULL\b", re.IGNORECASE)
@@ -64,6 +66,8 @@ class Finding:
     file: str | None
     line: int | None
     hint: str | None
+    table: str | None = None
+    """The table the finding is about, where one is (`not-null-without-default`)."""
 
     @property
     def location(self) -> str | None:
@@ -237,8 +241,10 @@ def lint_files(paths: Sequence[Path], *, schema: SchemaModel | None = None) -> l
 def _lint(st: Statement, model: SchemaModel) -> list[Finding]:
     found: list[Finding] = []
 
-    def add(severity: Severity, code: str, message: str, hint: str) -> None:
-        found.append(Finding(severity, code, message, st.file, st.line, hint))
+    def add(
+        severity: Severity, code: str, message: str, hint: str, table: str | None = None
+    ) -> None:
+        found.append(Finding(severity, code, message, st.file, st.line, hint, table))
 
     if sqlsplit.is_transaction_control(st.sql):
         add(
@@ -273,13 +279,16 @@ def _lint(st: Statement, model: SchemaModel) -> list[Finding]:
             "Use `PRAGMA defer_foreign_keys = on` to check foreign keys only at the end of"
             " the migration (it does not stop ON DELETE CASCADE).",
         )
-    if _adds_not_null_without_default(st.sql):
+    if (table := _adds_not_null_without_default(st.sql)) is not None:
+        # Fine on an empty table, which D1 accepts: `plan` and `migrate` count its rows.
         add(
-            "error",
+            "warning",
             "not-null-without-default",
-            "ADD COLUMN ... NOT NULL without a non-NULL DEFAULT: SQLite refuses it on a"
-            " table that has rows",
-            "Give the column a DEFAULT, or drop NOT NULL.",
+            f"ADD COLUMN ... NOT NULL without a non-NULL DEFAULT: SQLite refuses it when"
+            f" {table} has rows (plan and migrate count them first)",
+            "Give the column a DEFAULT, or drop NOT NULL, unless the table is always empty"
+            " when this migration runs.",
+            table,
         )
 
     run = model.dry_run(st.sql, st.params or (None,) * parameters)
@@ -333,15 +342,25 @@ def _dry_run_findings(st: Statement, error: sqlite3.Error, *, known: bool) -> li
     ]
 
 
-def _adds_not_null_without_default(sql: str) -> bool:
-    match = _ADD_COLUMN.match(sqlsplit.without_literals(sql).lstrip())
+def _adds_not_null_without_default(sql: str) -> str | None:
+    """The table, when `sql` adds a NOT NULL column without a non-NULL default to it."""
+    stripped = sqlsplit.strip_leading_comments(sql)
+    match = _ADD_COLUMN.match(sqlsplit.without_literals(stripped))
     if match is None:
-        return False
+        return None
     column = match["column"]
     # CHECK (...), DEFAULT (...) and REFERENCES t(...) hide their insides.
     while (flat := _PARENS.sub("_", column)) != column:
         column = flat
-    return _NOT_NULL.search(column) is not None and _HAS_DEFAULT.search(column) is None
+    if _NOT_NULL.search(column) is None or _HAS_DEFAULT.search(column) is not None:
+        return None
+    table = _ALTER_TABLE.match(stripped)
+    if table is None:
+        return None
+    name = table["table"]
+    if name[0] in '"`[':
+        name = name[1:-1].replace('""', '"') if name[0] == '"' else name[1:-1]
+    return name
 
 
 def _head(sql: str) -> str:

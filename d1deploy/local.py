@@ -1,21 +1,20 @@
 """`LocalBackend`: the Backend protocol over a stdlib-sqlite3 file that behaves like D1.
 
 `--local` exists to rehearse a real deploy, so this module copies D1's behaviour rather
-than SQLite's defaults: foreign keys always on (a `PRAGMA foreign_keys=OFF` inside a batch
-is a no-op, as on D1), each `run()` batch and each import is one transaction, SQL
-transaction control and statements over 100,000 bytes are refused with D1's messages,
-D1's documented limits are set on the connection, dumps follow D1's exporter line for
-line, and Time Travel bookmarks are snapshot files kept beside the database
-(`<path>.bookmarks/<bookmark>.sqlite`).
+than SQLite's defaults: every statement runs by D1's rules (`d1sqlite.run`: what D1's
+authorizer refuses, its limits, its error texts, values as D1's JSON returns them, one
+value per column name), foreign keys always on (a `PRAGMA foreign_keys=OFF` inside a
+batch is a no-op, as on D1), each `run()` batch and each import is one transaction,
+dumps are D1's format (`dumpsql`), and Time Travel bookmarks are snapshot files kept
+beside the database (`<path>.bookmarks/<bookmark>.sqlite`).
 
 It is the only core module that sees `sqlite3` errors: they leave it as `errors.SqlError`
-with D1's `"<message>: SQLITE_<CLASS>"` text, the batch index and the statement's file:line.
+with D1's text, the batch index and the statement's file:line.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 import sqlite3
@@ -25,7 +24,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from d1deploy import d1sqlite, sqlsplit, suggest
+from d1deploy import d1sqlite, dumpsql, sqlsplit, suggest
 from d1deploy.backend import (
     DatabaseInfo,
     ExportHandle,
@@ -34,36 +33,20 @@ from d1deploy.backend import (
     MessageCallback,
     QueryResult,
     RestoreResult,
-    SqlValue,
     Statement,
 )
 from d1deploy.errors import DownloadError, InputError, NotFound, ReadWrote, SqlError
 
-MAX_STATEMENT_BYTES = 100_000
-"""D1's limit on one SQL statement (per statement, also inside a batch or an import)."""
-
-TRANSACTION_REFUSED = (
-    "To execute a transaction, please use the state.storage.transaction() or "
-    "state.storage.transactionSync() APIs instead of the SQL BEGIN TRANSACTION or SAVEPOINT "
-    "statements. The JavaScript API is safer because it will automatically roll back on "
-    "exceptions, and because its interactions with output gates are less confusing."
+_TRANSACTION_HINT = (
+    "Remove BEGIN/COMMIT/SAVEPOINT lines: each migration already runs as one atomic batch, "
+    "and D1 refuses SQL transaction control."
 )
-"""The Durable Objects SQLite engine's refusal of SQL transaction control (D1 adds SQLITE_AUTH)."""
-
-VIRTUAL_TABLE_REFUSED = "D1 Export error: cannot export databases with Virtual Tables (fts5)"
-
-# D1's documented limits (reference §5) map one to one onto sqlite3_limit() categories;
-# setting them makes local runs fail where D1 would. SQL length is checked by hand, because
-# Python's sqlite3 reports it as its own DataError instead of SQLite's SQLITE_TOOBIG.
-_D1_LIMITS = {
-    sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER: 100,
-    sqlite3.SQLITE_LIMIT_LENGTH: 2_000_000,
-    sqlite3.SQLITE_LIMIT_COLUMN: 100,
-    sqlite3.SQLITE_LIMIT_FUNCTION_ARG: 32,
-    sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: 50,
+_HINTS = {
+    d1sqlite.TRANSACTION_REFUSED: _TRANSACTION_HINT,
+    d1sqlite.IMPORT_BEGIN_REFUSED: _TRANSACTION_HINT,
+    d1sqlite.STATEMENT_TOO_LONG: "Split it into smaller statements: D1 limits each statement "
+    f"to {d1sqlite.MAX_STATEMENT_BYTES:,} bytes.",
 }
-
-_ERROR_CLASS = re.compile(r"SQLITE_[A-Z]+")
 _BOOKMARK = re.compile(r"([0-9a-f]{8})-([0-9a-f]{8})-([0-9a-f]{8})-([0-9a-f]{32})")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PROGRESS_EVERY = 1000
@@ -123,12 +106,9 @@ class LocalBackend:
             ) from exc
         conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(self._path, isolation_level=None)
-            for category, limit in _D1_LIMITS.items():
-                conn.setlimit(category, limit)
-            # Set outside any transaction: inside one SQLite ignores it, which is also why
-            # user SQL (always run inside our transactions) cannot switch it off.
-            conn.execute("PRAGMA foreign_keys = ON")
+            # No statement cache: a statement SQLite compiles anew says where its error is.
+            conn = sqlite3.connect(self._path, isolation_level=None, cached_statements=0)
+            d1sqlite.prepare(conn)
             if not durable:
                 conn.execute("PRAGMA synchronous = OFF")
                 conn.execute("PRAGMA journal_mode = MEMORY")
@@ -196,25 +176,24 @@ class LocalBackend:
         results: list[QueryResult] = []
         self._internal("PRAGMA query_only = ON")
         try:
-            with d1sqlite.authorizer(self._conn, policy):
-                for index, stmt in enumerate(statements):
-                    try:
-                        results.append(self._execute(stmt, index))
-                    except SqlError as exc:
-                        if not denied and exc.sqlite_code != "SQLITE_READONLY":
-                            raise
-                        what = denied[0].describe() if denied else exc.message
-                        sql = " ".join(stmt.sql.split()).rstrip(";")
-                        raise ReadWrote(
-                            f"`{sql[:200]}` was sent as a read but writes ({what}): SQLite"
-                            " refused it and nothing changed",
-                            changed=False,
-                            index=index,
-                            hint="a read must not write: run it as a change, or as a check"
-                            " probe (a statement that writes in a check file)",
-                            file=stmt.file,
-                            line=stmt.line,
-                        ) from exc
+            for index, stmt in enumerate(statements):
+                try:
+                    results.append(self._execute(stmt, index, also=policy))
+                except SqlError as exc:
+                    if not denied and exc.sqlite_code != "SQLITE_READONLY":
+                        raise
+                    what = denied[0].describe() if denied else exc.message
+                    sql = " ".join(stmt.sql.split()).rstrip(";")
+                    raise ReadWrote(
+                        f"`{sql[:200]}` was sent as a read but writes ({what}): SQLite"
+                        " refused it and nothing changed",
+                        changed=False,
+                        index=index,
+                        hint="a read must not write: run it as a change, or as a check"
+                        " probe (a statement that writes in a check file)",
+                        file=stmt.file,
+                        line=stmt.line,
+                    ) from exc
         finally:
             self._internal("PRAGMA query_only = OFF")
         return results
@@ -233,7 +212,7 @@ class LocalBackend:
         rows_written = 0
         with self._transaction(write=True):
             for index, stmt in enumerate(statements):
-                rows_written += self._execute(stmt, index).rows_written
+                rows_written += self._execute(stmt, index, importing=True).rows_written
                 if on_message is not None and (index + 1) % _PROGRESS_EVERY == 0:
                     on_message(f"Executed {index + 1} queries")
         if on_message is not None:
@@ -262,44 +241,40 @@ class LocalBackend:
         try:
             self._conn.execute(sql)
         except sqlite3.Error as exc:
-            raise _translate(exc, None, None) from exc
+            raise _translate(exc, self._conn, None, None) from exc
 
-    def _execute(self, stmt: Statement, index: int) -> QueryResult:
-        if sqlsplit.is_transaction_control(stmt.sql):
-            raise SqlError(
-                f"{TRANSACTION_REFUSED}: SQLITE_AUTH",
-                sqlite_code="SQLITE_AUTH",
-                index=index,
-                hint="Remove BEGIN/COMMIT/SAVEPOINT lines: each migration already runs as "
-                "one atomic batch, and D1 refuses SQL transaction control.",
-                file=stmt.file,
-                line=stmt.line,
-            )
-        if len(stmt.sql.encode()) > MAX_STATEMENT_BYTES:
-            raise SqlError(
-                "statement too long: SQLITE_TOOBIG",
-                sqlite_code="SQLITE_TOOBIG",
-                index=index,
-                hint=f"Split it into smaller statements: D1 limits each statement to "
-                f"{MAX_STATEMENT_BYTES:,} bytes.",
-                file=stmt.file,
-                line=stmt.line,
-            )
+    def _execute(
+        self,
+        stmt: Statement,
+        index: int,
+        *,
+        also: d1sqlite.Policy | None = None,
+        importing: bool = False,
+    ) -> QueryResult:
         before = self._conn.total_changes
         started = time.perf_counter()
         try:
-            cursor = self._conn.execute(stmt.sql, stmt.params)
-            rows = tuple(cursor.fetchall())
+            ran = d1sqlite.run(self._conn, stmt.sql, stmt.params, also=also, importing=importing)
+        except d1sqlite.D1Error as exc:
+            raise SqlError(
+                exc.message,
+                sqlite_code=exc.code,
+                index=index,
+                hint=_HINTS.get(exc.message),
+                file=stmt.file,
+                line=stmt.line,
+            ) from exc
         except sqlite3.Error as exc:
-            raise _translate(exc, index, stmt) from exc
-        written = self._conn.total_changes - before
+            raise _translate(exc, self._conn, index, stmt) from exc
+        # D1 answers JSON objects: its numbers, one value per column name.
+        columns, rows = d1sqlite.json_objects(ran.columns, ran.rows)
         return QueryResult(
-            columns=tuple(col[0] for col in cursor.description or ()),
+            columns=columns,
             rows=rows,
-            changes=max(cursor.rowcount, 0),
-            rows_written=written,
+            changes=ran.rowcount,
+            rows_written=self._conn.total_changes - before,
             duration_ms=(time.perf_counter() - started) * 1000,
-            last_row_id=cursor.lastrowid,
+            last_row_id=ran.last_row_id,
         )
 
     # -- Time Travel ----------------------------------------------------------------
@@ -355,7 +330,7 @@ class LocalBackend:
         try:
             source.backup(self._conn)
         except sqlite3.Error as exc:
-            raise _translate(exc, None, None) from exc
+            raise _translate(exc, self._conn, None, None) from exc
         finally:
             source.close()
         return RestoreResult(
@@ -395,7 +370,7 @@ class LocalBackend:
         :raises NotFound: `options.tables` names something the database does not have.
         :raises SqlError: the dump would include a virtual table (D1 cannot export those).
         """
-        _exported_tables(self._conn, options)
+        _dump(self._conn, options)  # D1's refusals, before a snapshot is taken
         bookmark = self.bookmark()
         filename = f"{self._name}-{bookmark}.sql"
         if on_message is not None:
@@ -422,13 +397,12 @@ class LocalBackend:
 
 
 def _translate(
-    exc: sqlite3.Error, index: int | None, stmt: Statement | None
+    exc: sqlite3.Error, conn: sqlite3.Connection, index: int | None, stmt: Statement | None
 ) -> InputError | SqlError:
-    """A sqlite3 error as D1 would report it: `<message>: SQLITE_<CLASS>`."""
+    """A sqlite3 error as D1 would report it (`d1sqlite.error_text`)."""
     file = stmt.file if stmt else None
     line = stmt.line if stmt else None
-    name: str | None = getattr(exc, "sqlite_errorname", None)
-    if name is None:
+    if getattr(exc, "sqlite_errorname", None) is None:
         # Raised by Python's sqlite3 module before SQLite ran anything: bad input.
         text = str(exc)
         if "one statement at a time" in text:
@@ -439,10 +413,8 @@ def _translate(
             file=file,
             line=line,
         )
-    match = _ERROR_CLASS.match(name)
-    code = match.group(0) if match else name
-    extended = f" (extended: {name})" if name != code else ""
-    return SqlError(f"{exc}: {code}{extended}", sqlite_code=code, index=index, file=file, line=line)
+    message, code = d1sqlite.error_text(exc, conn)
+    return SqlError(message, sqlite_code=code, index=index, file=file, line=line)
 
 
 def _create_private_file(path: Path) -> None:
@@ -461,20 +433,15 @@ def _bookmark_time(bookmark: str) -> datetime:
     return _EPOCH + timedelta(seconds=secs, microseconds=micros)
 
 
-# -- dump (D1's exporter: workers-sdk miniflare/src/workers/d1/dumpSql.ts) -----------
-
-_TABLES_SQL = (
-    "SELECT name, sql FROM sqlite_schema WHERE type == 'table' AND sql NOT NULL "
-    "ORDER BY tbl_name = 'sqlite_sequence', rowid"
-)
-_REST_OF_SCHEMA_SQL = (
-    "SELECT name, sql FROM sqlite_schema WHERE sql NOT NULL "
-    "AND type IN ('index', 'trigger', 'view') ORDER BY type COLLATE NOCASE, rowid"
-)
+# -- dump -----------------------------------------------------------------------------
 
 
-def _exported_tables(conn: sqlite3.Connection, options: ExportOptions) -> list[tuple[str, str]]:
-    """The (name, sql) of the tables the dump walks, in D1's order, after D1's refusals."""
+def _dump(conn: sqlite3.Connection, options: ExportOptions) -> Iterator[str]:
+    """D1's dump of `conn` (`dumpsql`, every value exact), after D1's refusals.
+
+    :raises NotFound: `options.tables` names something the database does not have.
+    :raises SqlError: the dump would include a virtual table (D1 cannot export those).
+    """
     wanted = set(options.tables)
     if wanted:
         known = {name for (name,) in conn.execute("SELECT name FROM sqlite_schema")}
@@ -488,53 +455,17 @@ def _exported_tables(conn: sqlite3.Connection, options: ExportOptions) -> list[t
                 )
                 + "`.",
             )
-    tables = [
-        (str(name), str(sql))
-        for name, sql in conn.execute(_TABLES_SQL)
-        if not wanted or name in wanted
-    ]
-    virtual = [name for name, sql in tables if sql.startswith("CREATE VIRTUAL TABLE")]
-    if virtual:
-        raise SqlError(
-            VIRTUAL_TABLE_REFUSED,
-            hint=f"Virtual table(s) {', '.join(virtual)} cannot be exported, as on D1: export "
-            "the other tables with --table, or drop the virtual table and recreate it "
-            "after restoring.",
+    try:
+        return dumpsql.dump(
+            conn, no_data=options.no_data, no_schema=options.no_schema, tables=options.tables
         )
-    return tables
-
-
-def _dump(conn: sqlite3.Connection, options: ExportOptions) -> Iterator[str]:
-    """The dump's statements, one per line, streamed row by row."""
-    yield "PRAGMA defer_foreign_keys=TRUE;"
-    wanted = set(options.tables)
-    for name, sql in _exported_tables(conn, options):
-        if name == "sqlite_sequence":
-            if not options.no_schema:
-                yield "DELETE FROM sqlite_sequence;"
-        elif re.match(r"sqlite_stat.", name):
-            if not options.no_schema:
-                yield "ANALYZE sqlite_schema;"
-        elif name.startswith(("_cf_", "sqlite_")):
-            continue
-        elif not options.no_schema:
-            # SQLite's shell (and so D1) injects IF NOT EXISTS when the name was quoted.
-            if re.search("CREATE TABLE ['\"]", sql):
-                yield f"CREATE TABLE IF NOT EXISTS {sql[13:]};"
-            else:
-                yield f"{sql};"
-        if options.no_data:
-            continue
-        columns = [str(row[1]) for row in conn.execute(f"PRAGMA table_info={_quote_id(name)}")]
-        column_list = ",".join(map(_quote_id, columns))
-        select = f"SELECT {', '.join(map(_quote_id, columns))} FROM {_quote_id(name)}"
-        for row in conn.execute(select):
-            values = ",".join(_literal(conn, value) for value in row)
-            yield f"INSERT INTO {_quote_id(name)} ({column_list}) VALUES({values});"
-    if not options.no_schema:
-        for name, sql in conn.execute(_REST_OF_SCHEMA_SQL):
-            if not wanted or name in wanted:
-                yield f"{sql};"
+    except dumpsql.DumpRefused as exc:
+        raise SqlError(
+            str(exc),
+            hint=f"Virtual table(s) {', '.join(exc.tables)} cannot be exported, as on D1: "
+            "export the other tables with --table, or drop the virtual table and recreate "
+            "it after restoring.",
+        ) from None
 
 
 def _chunked(lines: Iterable[str]) -> Iterator[bytes]:
@@ -549,69 +480,3 @@ def _chunked(lines: Iterable[str]) -> Iterator[bytes]:
             buffer, size = [], 0
     if buffer:
         yield b"".join(buffer)
-
-
-def _quote_id(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(conn: sqlite3.Connection, value: SqlValue) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bytes):
-        return f"X'{value.hex()}'"
-    if isinstance(value, str):
-        return _quote_text(value)
-    if isinstance(value, float):
-        return _real(conn, value)
-    return str(value)
-
-
-def _quote_text(value: str) -> str:
-    """SQLite shell's `output_quoted_escaped_string`, as D1 ports it."""
-    if "\n" not in value and "\r" not in value:
-        return "'" + value.replace("'", "''") + "'"
-    newline = _unused(value, "\\n", "\\012")
-    carriage = _unused(value, "\\r", "\\015")
-    escaped = value.replace("'", "''").replace("\n", newline).replace("\r", carriage)
-    text = f"'{escaped}'"
-    if "\r" in value:
-        text = f"replace({text},'{carriage}',char(13))"
-    if "\n" in value:
-        text = f"replace({text},'{newline}',char(10))"
-    return text
-
-
-def _unused(value: str, primary: str, secondary: str) -> str:
-    if primary not in value:
-        return primary
-    if secondary not in value:
-        return secondary
-    suffix = 0
-    while (candidate := f"({primary}{suffix})") in value:
-        suffix += 1
-    return candidate
-
-
-def _real(conn: sqlite3.Connection, value: float) -> str:
-    """A literal SQLite reads back as exactly `value`.
-
-    D1 writes the shortest decimal (JavaScript's, the same as `repr`). Older SQLite
-    libraries misround a few of those on reading, so each one is checked with this
-    library's own parser and replaced by an exact power-of-two product when it fails.
-    """
-    if math.isinf(value):
-        return "1e999" if value > 0 else "-1e999"
-    text = repr(value)
-    (parsed,) = conn.execute("SELECT CAST(? AS REAL)", (text,)).fetchone()
-    if parsed == value:
-        return text
-    mantissa, exponent = math.frexp(value)
-    factors = [f"CAST({int(mantissa * 2**53)} AS REAL)"]
-    power = exponent - 53
-    while abs(power) >= 62:
-        factors.append(str(2**62))
-        power -= 62 if power > 0 else -62
-    if power:
-        factors.append(str(2 ** abs(power)))
-    return "(" + ("*" if exponent > 53 else "/").join(factors) + ")"

@@ -252,6 +252,7 @@ def prepare(
     planned: list[PlannedMigration] = []
     # `live` stays as the database is now; only later migrations' prechecks consult it.
     today = model_of(state) if len(todo) > 1 else nullcontext(None)
+    tables_now = set(state.user_tables())
     with model_of(state) as model, today as live:
         for m in todo:
             prechecks = _read_checks(m.precheck_path, model)
@@ -264,6 +265,7 @@ def prepare(
             watched, dropped, findings = predict(
                 model, statements, state.table, guard_tables, undoing=False
             )
+            prechecks += _empty_table_checks(findings, tables_now)
             planned.append(
                 PlannedMigration(
                     name=m.name,
@@ -319,6 +321,26 @@ def lint_project(
             else:
                 findings += lint.lint_files([path], schema=model)
     return findings, len(ordered)
+
+
+def _empty_table_checks(findings: Sequence[lint.Finding], tables: set[str]) -> list[checks.Check]:
+    """A precheck per `ADD COLUMN ... NOT NULL` without a default: SQLite refuses it on a
+    table with rows (D1 accepts it on an empty one), so the table must have none. Counted
+    in the prechecks' read; only for tables that exist before the deploy (the only rows a
+    read can count before anything runs)."""
+    return [
+        checks.Check(
+            label=f"{f.table} must be empty: the migration adds a NOT NULL column without a"
+            " default, which SQLite refuses on a table with rows",
+            file=f.file or "",
+            line=f.line or 0,
+            sql=f"SELECT count(*) AS rows FROM {guard.quote_ident(f.table)}",
+            expect=checks.Expectation("value", value=0),
+            writes=False,
+        )
+        for f in findings
+        if f.code == "not-null-without-default" and f.table in tables
+    ]
 
 
 def _read_checks(path: Path | None, schema: lint.SchemaModel) -> list[checks.Check]:

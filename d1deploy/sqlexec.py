@@ -88,7 +88,7 @@ def execute(
 
     _refuse_what_d1_refuses(statements)
     if file is not None and _needs_import(text, statements):
-        return _import(backend, text, notify)
+        return _import(backend, text, file, notify)
 
     try:
         results = backend.run(statements)
@@ -118,7 +118,9 @@ def _needs_import(text: str, statements: list[Statement]) -> bool:
     return len(text.encode()) > BATCH_MAX_BYTES or len(statements) > BATCH_MAX_STATEMENTS
 
 
-def _import(backend: Backend, text: str, notify: Callable[[str], None] | None) -> ExecReport:
+def _import(
+    backend: Backend, text: str, file: Path, notify: Callable[[str], None] | None
+) -> ExecReport:
     if notify and backend.is_remote:
         notify(
             "Large file: running it through D1's import flow. The database will not serve "
@@ -128,7 +130,20 @@ def _import(backend: Backend, text: str, notify: Callable[[str], None] | None) -
     with tempfile.TemporaryDirectory(prefix="d1deploy-exec-") as tmp:
         path = Path(tmp) / "import.sql"
         path.write_text(sqlsplit.normalize_line_endings(text), encoding="utf-8")
-        imported = backend.import_file(path, on_message=notify)
+        try:
+            imported = backend.import_file(path, on_message=notify)
+        except SqlError as err:
+            # Name the user's file, never the temporary copy; its lines are the same.
+            raise SqlError(
+                err.message.replace(str(path), str(file)).replace(
+                    f" {path.name} ", f" {file.name} "
+                ),
+                sqlite_code=err.sqlite_code,
+                index=err.index,
+                hint=err.hint,
+                file=str(file),
+                line=err.line,
+            ) from None
     return ExecReport(database=backend.info.name, mode="import", imported=imported)
 
 

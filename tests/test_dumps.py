@@ -19,7 +19,7 @@ REBUILT_PARENT = [
     # The row-loss guard's advice: rebuild the parent without losing the children.
     "CREATE TABLE parent_new (id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT '')",
     "INSERT INTO parent_new SELECT id, name FROM parent",
-    "CREATE TEMP TABLE keep AS SELECT * FROM child",
+    "CREATE TABLE keep AS SELECT * FROM child",  # D1 refuses TEMP tables
     "DROP TABLE parent",
     "ALTER TABLE parent_new RENAME TO parent",
     "INSERT INTO child SELECT * FROM keep",

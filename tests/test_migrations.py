@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from d1deploy import errors, ledger, lock, migrations, sqlsplit
+from d1deploy import errors, ledger, lock, migrations, planning, sqlsplit
 from d1deploy.backend import Backend, DatabaseInfo, SqlValue, Statement
 from d1deploy.client import D1Client
 from d1deploy.local import LocalBackend
@@ -369,6 +369,32 @@ def test_prechecks_refuse_before_anything_changes(db: Db, seed: Path) -> None:
         "UPDATE deposit_transactions SET depositor_name = 'ABC'",
     )
     assert deploy(db, seed).ok
+
+
+def test_not_null_column_without_default_is_refused_only_on_a_table_with_rows(
+    db: Db, mdir: Path
+) -> None:
+    write(mdir, "001_users.sql", "CREATE TABLE users (id INTEGER PRIMARY KEY);\n")
+    write(mdir, "002_email.sql", "-- required\nALTER TABLE users ADD COLUMN email TEXT NOT NULL;\n")
+    deploy(db, mdir, to="001_users.sql")
+    db.exec("INSERT INTO users (id) VALUES (1), (2)")
+
+    # The count is one more precheck: read with the others, before anything changes.
+    planned = planning.plan(db.backend, mdir)
+    (failed,) = planned.precheck_failures
+    assert failed.check.label.startswith("users must be empty")
+    assert (failed.check.file, failed.check.line) == (str(mdir / "002_email.sql"), 2)
+    assert failed.outcome == "value 2"
+    with pytest.raises(migrations.PrechecksFailed) as info:
+        deploy(db, mdir)
+    assert info.value.exit_code == 5
+    assert "users must be empty" in info.value.message
+    assert db.ledger() == ["001_users.sql"]
+
+    db.exec("DELETE FROM users")
+    assert planning.plan(db.backend, mdir).ok
+    assert deploy(db, mdir).ok
+    assert db.ledger() == ["001_users.sql", "002_email.sql"]
 
 
 def test_to_stops_after_the_named_migration(db: Db, mdir: Path) -> None:

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from d1deploy import dumpsql
+
 from . import schemas
-from .dump import DumpError, write_dump
 from .engine import D1SqlError, Database, StatementResult, split_statements
 from .faults import Fault, Faults
 
@@ -531,17 +532,20 @@ class D1Emulator:
         target = self.root / "exports" / filename
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with target.open("w", encoding="utf-8", newline="\n", buffering=1 << 20) as out:
-                write_dump(
-                    db.connection(),
-                    out,
-                    no_data=bool(options.get("no_data")),
-                    no_schema=bool(options.get("no_schema")),
-                    tables=options.get("tables") or (),
-                )
-        except DumpError as exc:
-            target.unlink()
+            # D1's exporter prints numbers as JavaScript does (dumpsql's `javascript`).
+            statements = dumpsql.dump(
+                db.connection(),
+                no_data=bool(options.get("no_data")),
+                no_schema=bool(options.get("no_schema")),
+                tables=options.get("tables") or (),
+                numbers="javascript",
+            )
+        except dumpsql.DumpRefused as exc:
             return str(exc)
+        with target.open("w", encoding="utf-8", newline="\n", buffering=1 << 20) as out:
+            for statement in statements:
+                out.write(statement)
+                out.write("\n")
         return None
 
     def _export_status(self, job: _ExportJob) -> Response:

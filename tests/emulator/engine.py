@@ -1,10 +1,10 @@
 """One emulated D1 database: a SQLite file made to behave like D1's engine.
 
-Owns the connection and D1's rules on it (foreign keys always on, transaction statements
-refused with workerd's text, the PRAGMA allowlist, `_cf_*` tables off limits, D1's
-limits), splitting SQL text into statements the way D1's server does, the per-statement
-result and `meta` shapes, D1's error texts (`<sqlite message>: SQLITE_<CLASS>`), and Time
-Travel bookmarks backed by snapshot copies.
+Owns the connection, on which every user statement runs by D1's rules as the package
+states them (`d1deploy.d1sqlite.run`: the authorizer, limits, error texts and JSON
+values, the same code `--local` runs), splitting SQL text into statements the way D1's
+server does, the per-statement result and `meta` shapes, and Time Travel bookmarks backed
+by snapshot copies.
 """
 
 from __future__ import annotations
@@ -19,67 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TX_REFUSAL = (
-    "To execute a transaction, please use the state.storage.transaction() or "
-    "state.storage.transactionSync() APIs instead of the SQL BEGIN TRANSACTION or SAVEPOINT "
-    "statements. The JavaScript API is safer because it will automatically roll back on "
-    "exceptions, and because it interacts correctly with Durable Objects' automatic atomic "
-    "write coalescing."
-)
-STATEMENT_LIMIT = 100_000
-PARAM_LIMIT = 100
-JS_SAFE_INT = 2**53
+from d1deploy import d1sqlite
 
-# D1's documented limits, enforced by SQLite itself so its own error texts come out.
-_LIMITS = {
-    sqlite3.SQLITE_LIMIT_LENGTH: 2_000_000,
-    sqlite3.SQLITE_LIMIT_SQL_LENGTH: STATEMENT_LIMIT,
-    sqlite3.SQLITE_LIMIT_COLUMN: 100,
-    sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER: PARAM_LIMIT,
-    sqlite3.SQLITE_LIMIT_FUNCTION_ARG: 32,
-    sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: 50,
-}
-# workerd's ALLOWED_PRAGMAS plus the introspection pragmas D1's docs list as supported.
-ALLOWED_PRAGMAS = frozenset(
-    (
-        "data_version",
-        "case_sensitive_like",
-        "foreign_keys",
-        "defer_foreign_keys",
-        "ignore_check_constraints",
-        "legacy_alter_table",
-        "recursive_triggers",
-        "reverse_unordered_selects",
-        "foreign_key_check",
-        "foreign_key_list",
-        "index_info",
-        "index_list",
-        "index_xinfo",
-        "quick_check",
-        "optimize",
-        "table_info",
-        "table_xinfo",
-        "table_list",
-    )
-)
-_SCHEMA_ACTIONS = frozenset(
-    getattr(sqlite3, name)
-    for name in dir(sqlite3)
-    if name.startswith(("SQLITE_CREATE_", "SQLITE_DROP_"))
-    or name in ("SQLITE_ALTER_TABLE", "SQLITE_REINDEX", "SQLITE_ANALYZE")
-)
-_TABLE_ACTIONS = frozenset(
-    (
-        sqlite3.SQLITE_READ,
-        sqlite3.SQLITE_INSERT,
-        sqlite3.SQLITE_UPDATE,
-        sqlite3.SQLITE_DELETE,
-        sqlite3.SQLITE_CREATE_TABLE,
-        sqlite3.SQLITE_DROP_TABLE,
-        sqlite3.SQLITE_ALTER_TABLE,
-        sqlite3.SQLITE_CREATE_INDEX,
-    )
-)
 _CF_KV = "CREATE TABLE _cf_KV (\n  key TEXT PRIMARY KEY,\n  value BLOB\n) WITHOUT ROWID"
 # Quoted names and comments, so a statement made only of comments can be told apart.
 _TOKENS = re.compile(
@@ -123,20 +64,9 @@ def split_statements(lines: Iterable[str]) -> Iterator[str]:
 
 
 def to_json(value: Any) -> Any:
-    """A SQLite value as D1's JavaScript layer serialises it.
-
-    BLOBs become arrays of byte values; numbers are JS doubles, so integral REALs lose
-    their `.0`, integers beyond 2**53 lose precision, and non-finite values become null.
-    """
-    if isinstance(value, bytes):
-        return list(value)
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            return None
-        return int(value) if value.is_integer() and abs(value) < JS_SAFE_INT else value
-    if isinstance(value, int) and abs(value) > JS_SAFE_INT:
-        return int(float(value))
-    return value
+    """A value of `d1sqlite.run`'s rows as it goes on the wire: BLOBs as arrays of byte
+    values (numbers are already JavaScript's, `d1sqlite.json_value`)."""
+    return list(value) if isinstance(value, bytes) else value
 
 
 def _bind(value: Any) -> Any:
@@ -193,24 +123,17 @@ class Database:
         self._bookmarks: list[Bookmark] = []
         self._dirty = False
         self._snap_version = -1
-        # Authorizer state: only user SQL is policed; the emulator's own SQL is not.
-        self._user = False
         self._import = False
-        self._denied: str | None = None
-        self._schema_changed = False
+        # No statement cache: a statement SQLite compiles anew says where its error is.
         self._conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, cached_statements=0
         )
         fresh = not self._internal("SELECT count(*) FROM sqlite_schema")[0][0]
-        self._conn.execute("PRAGMA foreign_keys=ON")
+        d1sqlite.prepare(self._conn)
         # A test double needs no crash safety; fsync per commit would cap a fleet at ~100/s.
         self._conn.execute("PRAGMA synchronous=OFF")
         if fresh:
             self._conn.execute(_CF_KV)
-        for limit, value in _LIMITS.items():
-            self._conn.setlimit(limit, value)
-        # cached_statements=0 above: a cached statement would skip the authorizer.
-        self._conn.set_authorizer(self._authorize)
         self._snapshot()
 
     # -- SQL -----------------------------------------------------------------------------
@@ -255,24 +178,19 @@ class Database:
                     self._changed()
 
     def _statement(self, sql: str, params: Sequence[Any]) -> StatementResult:
-        if len(sql.encode()) > STATEMENT_LIMIT:
-            raise D1SqlError("statement too long: SQLITE_TOOBIG")
-        if len(params) > PARAM_LIMIT:
-            raise D1SqlError("too many SQL variables: SQLITE_ERROR")
         bound = [_bind(p) for p in params]
         before = self._conn.total_changes
-        self._schema_changed, self._denied, self._user = False, None, True
         started = time.perf_counter()
         try:
-            cursor = self._conn.execute(sql, bound)
-            rows = cursor.fetchall()
+            ran = d1sqlite.run(self._conn, sql, bound, importing=self._import)
+        except d1sqlite.D1Error as exc:
+            raise D1SqlError(exc.message) from exc
         except (sqlite3.Error, OverflowError) as exc:
-            raise D1SqlError(self._message(exc)) from exc
-        finally:
-            self._user = False
+            # Raised by Python's binding layer (wrong number of parameters...).
+            code = "SQLITE_RANGE" if isinstance(exc, sqlite3.ProgrammingError) else "SQLITE_ERROR"
+            raise D1SqlError(f"{exc}: {code}") from exc
         duration = round((time.perf_counter() - started) * 1000, 4)
         changes = self._conn.total_changes - before
-        columns = tuple(d[0] for d in cursor.description or ())
         meta = {
             "served_by": "d1-emulator",
             "served_by_region": "WEUR",
@@ -280,55 +198,23 @@ class Database:
             "timings": {"sql_duration_ms": duration},
             "duration": duration,
             "changes": changes,
-            "last_row_id": cursor.lastrowid or 0,
-            "changed_db": changes > 0 or self._schema_changed,
+            "last_row_id": ran.last_row_id or 0,
+            "changed_db": changes > 0 or ran.changed_schema,
             "size_after": 0 if self._import else self._size(),
             # D1 counts scanned rows including index rows; this is an approximation.
-            "rows_read": len(rows) + changes,
+            "rows_read": len(ran.rows) + changes,
             "rows_written": changes,
             "total_attempts": 1,
         }
-        json_rows = tuple(tuple(to_json(v) for v in row) for row in rows)
-        return StatementResult(columns, json_rows, meta)
+        json_rows = tuple(tuple(to_json(v) for v in row) for row in ran.rows)
+        return StatementResult(ran.columns, json_rows, meta)
 
     def _sql(self, sql: str) -> None:
         """The emulator's own transaction control; a failing COMMIT is the batch's error."""
         try:
             self._conn.execute(sql)
         except sqlite3.Error as exc:
-            raise D1SqlError(self._message(exc)) from exc
-
-    def _message(self, exc: Exception) -> str:
-        if self._denied:
-            return self._denied
-        if isinstance(exc, sqlite3.DataError) and "too large" in str(exc):
-            return "statement too long: SQLITE_TOOBIG"
-        name = getattr(exc, "sqlite_errorname", None)
-        if name:  # SQLITE_CONSTRAINT_UNIQUE -> SQLITE_CONSTRAINT, as D1 reports it
-            return f"{exc}: {'_'.join(name.split('_')[:2])}"
-        # Errors raised by Python's binding layer itself (wrong number of parameters...).
-        binding = isinstance(exc, sqlite3.ProgrammingError)
-        return f"{exc}: {'SQLITE_RANGE' if binding else 'SQLITE_ERROR'}"
-
-    def _authorize(self, action: int, arg1: str | None, arg2: str | None, *_: str | None) -> int:
-        if not self._user:
-            return sqlite3.SQLITE_OK
-        if action in (sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT):
-            if self._import and action == sqlite3.SQLITE_TRANSACTION and arg1 == "BEGIN":
-                # What D1's docs say a leftover BEGIN in an imported dump produces.
-                self._denied = "cannot start a transaction within a transaction: SQLITE_ERROR"
-            else:
-                self._denied = f"{TX_REFUSAL}: SQLITE_AUTH"
-            return sqlite3.SQLITE_DENY
-        if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() not in ALLOWED_PRAGMAS:
-            return sqlite3.SQLITE_DENY
-        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
-            return sqlite3.SQLITE_DENY
-        if action in _TABLE_ACTIONS and (arg1 or "").startswith("_cf_"):
-            return sqlite3.SQLITE_DENY
-        if action in _SCHEMA_ACTIONS:
-            self._schema_changed = True
-        return sqlite3.SQLITE_OK
+            raise D1SqlError(d1sqlite.error_text(exc, self._conn)[0]) from exc
 
     def _internal(self, sql: str) -> list[Any]:
         return self._conn.execute(sql).fetchall()
