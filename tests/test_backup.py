@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +32,7 @@ from d1deploy.client import D1Client
 from d1deploy.local import LocalBackend
 from d1deploy.remote import RemoteBackend
 from tests.emulator.api import SIGNED_PREFIX, D1Emulator, RecordedRequest
+from tests.emulator.dump import write_dump
 
 Row = tuple[SqlValue, ...]
 NOW = datetime(2024, 5, 1, 12, 30, 45, tzinfo=UTC)
@@ -104,21 +107,40 @@ def mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
 
 
+SEED = "CREATE TABLE t (x);\n" + "".join(f"INSERT INTO t VALUES ({i});\n" for i in range(50))
+
+
+def d1_dump(db: sqlite3.Connection, options: ExportOptions | None = None) -> bytes:
+    """The dump D1 would write of `db` (the emulator's port of D1's exporter)."""
+    out = io.StringIO()
+    options = options or ExportOptions()
+    write_dump(db, out, no_data=options.no_data, no_schema=options.no_schema, tables=options.tables)
+    return out.getvalue().encode()
+
+
 @dataclass
 class FakeBackend:
-    """Serves a fixed dump; `cut` attempts end short (by error, or silently when
-    `silent_cut` and the size is announced); `tables` are what the target holds."""
+    """A database in memory that answers SQL for real (it `holds` that script, and runs
+    what is imported into it) and exports in D1's format; `body` replaces the dump it
+    serves. `cut` attempts end short (by error, or silently when `silent_cut` and the
+    size is announced)."""
 
-    dump: bytes = b"PRAGMA defer_foreign_keys=TRUE;\nCREATE TABLE t (x);\n" * 50
+    holds: str = SEED
+    body: bytes | None = None
     cut: int = 0
     silent_cut: bool = False
     remote: bool = False
-    tables: tuple[str, ...] = ()
     export_error: errors.D1DeployError | None = None
     download_error: BaseException | None = None
     downloads: int = 0
+    dump: bytes = b""
     imported: list[bytes] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.db = sqlite3.connect(":memory:", isolation_level=None)
+        self.db.executescript(self.holds)
+        self.dump = d1_dump(self.db)
 
     @property
     def info(self) -> DatabaseInfo:
@@ -130,11 +152,12 @@ class FakeBackend:
 
     def run(self, statements: Sequence[Statement], *, read_only: bool = False) -> list[QueryResult]:
         assert read_only
-        (stmt,) = statements
-        assert "sqlite_master" in stmt.sql
-        if "count(*)" in stmt.sql:  # the history table lookup: the fake has none
-            return [QueryResult(columns=("n",), rows=((0,),))]
-        return [QueryResult(columns=("name",), rows=tuple((t,) for t in self.tables))]
+        results = []
+        for stmt in statements:
+            cursor = self.db.execute(stmt.sql, stmt.params)
+            columns = tuple(c[0] for c in cursor.description or ())
+            results.append(QueryResult(columns=columns, rows=tuple(cursor.fetchall())))
+        return results
 
     def bookmark(self, at: datetime | None = None) -> str:
         return "bm-at" if at else "bm-now"
@@ -150,6 +173,7 @@ class FakeBackend:
             on_message("Generating prod-db.sql")
         if self.export_error:
             raise self.export_error
+        self.dump = d1_dump(self.db, options) if self.body is None else self.body
         return ExportHandle(
             bookmark="bm-export",
             filename="prod-db.sql",
@@ -171,10 +195,11 @@ class FakeBackend:
 
     def import_file(self, path: Path, on_message: MessageCallback | None = None) -> ImportResult:
         self.imported.append(path.read_bytes())
+        self.db.executescript(path.read_text(encoding="utf-8"))
         return ImportResult(num_queries=3, rows_written=2, final_bookmark="bm-final")
 
     def close(self) -> None:
-        pass
+        self.db.close()
 
 
 def run_backup(
@@ -221,12 +246,21 @@ def test_backup_writes_dump_and_sidecar_private_and_consistent(tmp_path: Path) -
         "bytes": len(db.dump),
         "sha256": hashlib.sha256(db.dump).hexdigest(),
         "options": {"no_data": False, "no_schema": False, "tables": [], "gzip": False},
+        "dump": {
+            "bytes": len(db.dump),
+            "statements": 52,
+            "objects": [{"type": "table", "name": "t"}],
+            "rows": {"t": 50},
+        },
+        "database_rows": {"before_export": {"t": 50}, "after_export": {"t": 50}},
     }
     assert result.sha256 == side["sha256"] and result.bytes == side["bytes"]
     assert result.attempts == 1 and result.bookmark == "bm-export"
 
     parsed = backup.verify_backup(result.path)
     assert parsed.sha256 == result.sha256
+    assert parsed.contents == result.contents
+    assert parsed.rows_before == parsed.rows_after == {"t": 50}
     assert parsed.created_at == NOW
     assert (parsed.database_name, parsed.database_uuid) == ("prod-db", "0000-uuid")
 
@@ -237,15 +271,18 @@ def test_remote_backup_warns_first_that_queries_are_blocked(tmp_path: Path) -> N
 
 
 def test_gzip_backup_is_hashed_as_written_and_records_options(tmp_path: Path) -> None:
-    db = FakeBackend()
+    db = FakeBackend(holds=SEED + "CREATE TABLE u (y); CREATE INDEX u_y ON u(y);")
     opts = ExportOptions(no_data=True, tables=("t", "u"))
     result, _ = run_backup(db, tmp_path, gzip=True, options=opts)
+    # D1 writes the index only when it is named too: the tables asked for are the dump.
+    assert result.contents.objects == {"t": "table", "u": "table"}
+    assert result.contents.rows == {} and result.rows_before == {}
 
     assert result.path.name == "prod-db-20240501T123045Z.sql.gz"
     on_disk = result.path.read_bytes()
     assert gzip.decompress(on_disk) == db.dump
     assert result.sha256 == hashlib.sha256(on_disk).hexdigest()
-    assert result.bytes == len(on_disk) < len(db.dump)
+    assert result.bytes == len(on_disk)
     side = backup.verify_backup(result.path)
     assert side.gzip and side.options == opts
 
@@ -357,8 +394,9 @@ def test_sidecar_write_failure_removes_the_dump(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(backup, "_write_json_atomically", boom)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(errors.DiskFull, match=r"sidecar .* the disk is full") as caught:
         run_backup(FakeBackend(), tmp_path)
+    assert caught.value.exit_code == 4
     assert files_in(tmp_path / "backups") == []
 
 
@@ -423,8 +461,15 @@ def test_malformed_sidecar_is_refused(
 # --- restore from a backup ------------------------------------------------------------
 
 
+LEDGER = """
+CREATE TABLE d1_migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE,
+    applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL);
+INSERT INTO d1_migrations (name) VALUES ('0001_users.sql');
+"""
+
+
 def test_restore_refuses_a_non_empty_target_unless_forced(made: backup.BackupResult) -> None:
-    target = FakeBackend(tables=("d1_migrations", "users"))
+    target = FakeBackend(holds=LEDGER + "CREATE TABLE users (x);")
     with pytest.raises(errors.Refused, match="2 tables") as caught:
         backup.restore_from_backup(target, made.path)
     assert caught.value.exit_code == 5
@@ -438,12 +483,13 @@ def test_restore_refuses_a_non_empty_target_unless_forced(made: backup.BackupRes
     assert result.bookmark_before == "bm-now"
     assert any("restore --bookmark bm-now" in line for line in said)
     assert (result.num_queries, result.rows_written, result.final_bookmark) == (3, 2, "bm-final")
+    assert result.rows == (backup.TableRows("t", 50, 0, 50),) and result.verified
 
 
 def test_data_only_backup_into_existing_tables_says_force_is_expected(tmp_path: Path) -> None:
     made, _ = run_backup(FakeBackend(), tmp_path, options=ExportOptions(no_schema=True))
     with pytest.raises(errors.Refused, match="1 table ") as caught:
-        backup.restore_from_backup(FakeBackend(tables=("t",)), made.path)
+        backup.restore_from_backup(FakeBackend(holds="CREATE TABLE t (x);"), made.path)
     assert caught.value.hint and "data only" in caught.value.hint
 
 
@@ -451,7 +497,7 @@ def test_restore_refuses_a_tampered_backup_before_touching_the_target(
     made: backup.BackupResult,
 ) -> None:
     made.path.write_bytes(made.path.read_bytes() + b"DROP TABLE t;\n")
-    target = FakeBackend()
+    target = FakeBackend(holds="")
     with pytest.raises(errors.InputError, match="damaged"):
         backup.restore_from_backup(target, made.path)
     assert target.imported == []
@@ -470,11 +516,11 @@ def test_restore_gunzips_into_a_temporary_file_it_removes(tmp_path: Path) -> Non
             assert mode(path) == 0o600
             return super().import_file(path, on_message)
 
-    target = Target()
+    target = Target(holds="")
     result = backup.restore_from_backup(target, made.path)
     assert target.imported == [source.dump]
-    assert result.source.gzip and result.tables_before == ()
-    assert not seen[0].exists()
+    assert result.source and result.source.gzip and result.tables_before == ()
+    assert seen[0].name == made.path.name and not seen[0].exists()
 
 
 def test_restore_reports_a_gzip_backup_that_is_not_gzip(tmp_path: Path) -> None:
@@ -482,8 +528,12 @@ def test_restore_reports_a_gzip_backup_that_is_not_gzip(tmp_path: Path) -> None:
     side = json.loads(made.sidecar.read_text())
     side["options"]["gzip"] = True
     made.sidecar.write_text(json.dumps(side))
+    made.path.write_bytes(gzip.compress(b"PRAGMA defer_foreign_keys=TRUE;\n")[:-4])
+    side["bytes"] = made.path.stat().st_size
+    side["sha256"] = hashlib.sha256(made.path.read_bytes()).hexdigest()
+    made.sidecar.write_text(json.dumps(side))
     with pytest.raises(errors.InputError, match="not valid gzip"):
-        backup.restore_from_backup(FakeBackend(), made.path)
+        backup.restore_from_backup(FakeBackend(holds=""), made.path)
 
 
 # --- round trips through the local backend ---------------------------------------------

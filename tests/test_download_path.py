@@ -30,7 +30,18 @@ EXPORT = f"{BASE}/accounts/{ACCOUNT}/d1/database/{DB}/export"
 
 
 def dump_bytes(size: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(size)
+    """A D1 dump of about `size` bytes: one table, rows of random hex of random length."""
+    rng = random.Random(seed)
+    lines = [b"PRAGMA defer_foreign_keys=TRUE;\n", b"CREATE TABLE t (id INTEGER, b BLOB);\n"]
+    total = sum(map(len, lines))
+    while total < size:
+        line = b'INSERT INTO "t" ("id","b") VALUES(%d,X\'%s\');\n' % (
+            len(lines),
+            rng.randbytes(rng.randrange(1, 3000)).hex().encode(),
+        )
+        lines.append(line)
+        total += len(line)
+    return b"".join(lines)
 
 
 def irregular(data: bytes, seed: int = 2) -> Iterator[bytes]:
@@ -57,19 +68,25 @@ def hashing_threads() -> list[threading.Thread]:
 def test_many_chunks_are_written_and_hashed_in_order(tmp_path: Path) -> None:
     data = dump_bytes(5_300_000)  # several hash batches
     part = tmp_path / "b.sql.part"
-    size, digest = backup._download(handle(lambda: irregular(data)), part, gz=False, on_bytes=None)
+    size, digest, contents = backup._download(
+        handle(lambda: irregular(data)), part, gz=False, on_bytes=None
+    )
     assert part.read_bytes() == data
     assert (size, digest) == (len(data), hashlib.sha256(data).hexdigest())
+    assert contents.rows == {"t": data.count(b"\n") - 2} and contents.bytes == len(data)
     assert part.stat().st_mode & 0o777 == 0o600
     assert hashing_threads() == []
 
 
 def test_gzip_output_is_hashed_as_written(tmp_path: Path) -> None:
-    data = b"INSERT INTO t VALUES ('x');\n" * 200_000 + dump_bytes(2_000_000)
+    data = dump_bytes(2_000_000) + b'INSERT INTO "t" ("id","b") VALUES(0,NULL);\n' * 200_000
     part = tmp_path / "b.sql.gz.part"
-    size, digest = backup._download(handle(lambda: irregular(data)), part, gz=True, on_bytes=None)
+    size, digest, contents = backup._download(
+        handle(lambda: irregular(data)), part, gz=True, on_bytes=None
+    )
     on_disk = part.read_bytes()
     assert gzip.decompress(on_disk) == data
+    assert contents.rows == {"t": data.count(b"\n") - 2}
     assert (size, digest) == (len(on_disk), hashlib.sha256(on_disk).hexdigest())
 
 

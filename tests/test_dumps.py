@@ -53,21 +53,24 @@ def test_a_dump_taken_after_a_parent_rebuild_imports_once_made_importable(tmp_pa
         assert rows(target, query) == rows(source, query)
 
 
-def test_statements_are_streamed_whole_across_lines(tmp_path: Path) -> None:
-    path = tmp_path / "x.sql"
-    path.write_text(
-        "PRAGMA defer_foreign_keys=TRUE;\n"
-        "CREATE TABLE t (\n  a TEXT DEFAULT ';'\n);\n"
-        "INSERT INTO t VALUES('x;y');\n"
-        "CREATE INDEX i ON t (a);",
-        encoding="utf-8",
+def test_statements_are_read_whole_across_lines_and_chunks(tmp_path: Path) -> None:
+    text = (
+        b"PRAGMA defer_foreign_keys=TRUE;\n"
+        b"CREATE TABLE t (\n  a TEXT DEFAULT ';'\n);\n"
+        b"INSERT INTO t VALUES('x;y');\n"
+        b"CREATE INDEX i ON t (a);"
     )
-    assert list(dumps.statements(path)) == [
-        "PRAGMA defer_foreign_keys=TRUE;\n",
-        "CREATE TABLE t (\n  a TEXT DEFAULT ';'\n);\n",
-        "INSERT INTO t VALUES('x;y');\n",
-        "CREATE INDEX i ON t (a);",
-    ]
+    for size in (1, 7, len(text)):
+        seen: list[tuple[str, str | None, bytes]] = []
+        blocks = [text[at : at + size] for at in range(0, len(text), size)]
+        contents = dumps.scan(blocks, lambda *statement, seen=seen: seen.append(statement))
+        assert seen == [
+            ("pragma", None, b"PRAGMA defer_foreign_keys=TRUE;\n"),
+            ("table", "t", b"CREATE TABLE t (\n  a TEXT DEFAULT ';'\n);\n"),
+            ("insert", "t", b"INSERT INTO t VALUES('x;y');\n"),
+            ("index", "i", b"CREATE INDEX i ON t (a);"),
+        ]
+        assert contents == dumps.DumpContents({"t": "table", "i": "index"}, {"t": 1}, 4, len(text))
 
 
 def test_importable_keeps_everything_and_only_moves_tables_first(tmp_path: Path) -> None:
