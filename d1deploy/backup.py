@@ -510,7 +510,12 @@ def backup(
         # Without its sidecar the dump cannot be verified: leave no half backup.
         path.unlink(missing_ok=True)
         if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
-            raise _disk_full(err, f"the backup sidecar {result.sidecar}", path.parent) from err
+            raise _disk_full(
+                err,
+                f"the backup sidecar {result.sidecar}",
+                path.parent,
+                elsewhere=_ELSEWHERE_BACKUP,
+            ) from err
         raise
     return result
 
@@ -674,40 +679,57 @@ def _download(
         part.unlink(missing_ok=True)
         if isinstance(err, dumps.NotADump):
             raise errors.InvalidDump(
-                f"the download {err}",
-                hint="The signed URL answered with something else than the dump; run the "
-                "backup again.",
+                f"the download is not a complete D1 dump: {err}",
+                hint="A transfer cut short, or an error page from the storage behind the "
+                "signed URL, looks like this. Run the backup again.",
             ) from None
         if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
             needed = max(filter(None, (handle.size, estimate, received)), default=received)
-            raise _disk_full(err, f"the backup {part}", part.parent, received, needed) from None
+            dest = part.with_name(part.name.removesuffix(".part"))
+            raise _disk_full(
+                err,
+                f"the backup {dest}",
+                part.parent,
+                elsewhere=_ELSEWHERE_BACKUP,
+                written=received,
+                needed=needed,
+            ) from None
         raise
     finally:
         os.close(fd)
     return sink.bytes, digest, contents
 
 
+_ELSEWHERE_BACKUP = "choose another folder with --backup-dir DIR or another file with -o FILE"
+_ELSEWHERE_RESTORE = "point TMPDIR at a folder with more room"
+
+
 def _disk_full(
-    err: OSError, what: str, folder: Path, written: int | None = None, needed: int | None = None
+    err: OSError,
+    what: str,
+    folder: Path,
+    *,
+    elsewhere: str,
+    written: int | None = None,
+    needed: int | None = None,
 ) -> errors.DiskFull:
     """A clear error for a write into `folder` that ran out of room: what, where, how much."""
-    free = shutil.disk_usage(folder).free if folder.exists() else 0
-    done = f" after {_size(written)}" if written else ""
     if err.errno == errno.EFBIG:
-        why = "the file would exceed this process's file size limit"
         limit = _file_size_limit()
-        if limit is not None:
-            why += f" ({_size(limit)}, `ulimit -f`)"
-        hint = "Raise the limit (`ulimit -f unlimited`) or run it where the limit allows"
+        why = "it would exceed this process's file size limit" + (
+            f" ({_size(limit)}, `ulimit -f`)" if limit is not None else " (`ulimit -f`)"
+        )
+        fix = "Raise the limit (`ulimit -f unlimited`), or"
     else:
+        free = shutil.disk_usage(folder).free if folder.exists() else 0
         reason = os.strerror(err.errno or errno.ENOSPC)
-        why = f"the disk is full ({reason}); {folder} has {_size(free)} free"
-        hint = "Free space there or choose another folder"
+        why = f"the disk is full ({reason}): {folder} has {_size(free)} free"
+        fix = "Free space there, or"
+    done = f" after {_size(written)}" if written else ""
     need = f"; it needs about {_size(needed)}" if needed else ""
     return errors.DiskFull(
         f"writing {what} failed{done}: {why}{need}",
-        hint=f"{hint} (for backups: --backup-dir DIR or -o FILE; for restores: TMPDIR). "
-        "Nothing was left behind.",
+        hint=f"{fix} {elsewhere}. Nothing was left behind.",
     )
 
 
@@ -928,13 +950,7 @@ def inspect_dump(path: Path) -> DumpFile:
         gz = dumps.is_gzip(path)
         recorded = side.contents.bytes if side and side.contents else None
         limit = recorded if recorded is not None else _room(_tmp_root())
-        schema: list[tuple[str, str | None, bytes]] = []
-
-        def keep(kind: str, name: str | None, text: bytes) -> None:
-            if kind in ("pragma", "table"):
-                schema.append((kind, name, text))
-
-        contents = dumps.scan(dumps.chunks(path, limit=limit if gz else None), keep)
+        contents, schema = dumps.schema_statements(dumps.chunks(path, limit=limit if gz else None))
     except dumps.NotADump as err:
         raise errors.InputError(
             f"{path} is not a complete D1 dump: {err}",
@@ -951,7 +967,7 @@ def inspect_dump(path: Path) -> DumpFile:
             ) from None
         raise errors.DiskFull(
             f"{path} {err}: more than the {_size(limit)} a restore could write to {_tmp_root()}",
-            hint="Free space there, or set TMPDIR to a folder with more room.",
+            hint=f"Free space there, or {_ELSEWHERE_RESTORE}.",
             file=str(path),
         ) from None
     except dumps.GZIP_ERRORS as err:
@@ -974,8 +990,9 @@ def inspect_dump(path: Path) -> DumpFile:
 
 
 def _room(folder: Path) -> int:
-    """Bytes a file in `folder` may grow to: the free space, within the file size limit."""
-    free = shutil.disk_usage(folder).free
+    """Bytes a file in `folder` may grow to: the free space (less a little, for everyone
+    else), within the file size limit."""
+    free = max(0, shutil.disk_usage(folder).free - _SPARE_BYTES)
     limit = _file_size_limit()
     return free if limit is None else min(free, limit)
 
@@ -1098,6 +1115,9 @@ def restore_from_backup(
             return False
         if _working_table(name) or name in kept:
             return True
+        if name == "sqlite_sequence":
+            # The source's AUTOINCREMENT counters would clear the target's own.
+            return bool(content)
         return kind == "table" and name in records  # the target's empty table stays
 
     if backend.is_remote:
@@ -1116,7 +1136,11 @@ def restore_from_backup(
         except OSError as err:
             if err.errno in _DISK_ERRNOS:
                 raise _disk_full(
-                    err, f"the import copy of {dump.path}", _tmp_root(), None, dump.contents.bytes
+                    err,
+                    f"the import copy of {dump.path}",
+                    _tmp_root(),
+                    elsewhere=_ELSEWHERE_RESTORE,
+                    needed=dump.contents.bytes,
                 ) from None
             raise errors.InputError(
                 f"Cannot read {dump.path}: {err}", file=str(dump.path)
@@ -1180,17 +1204,18 @@ def _shown(names: Sequence[str]) -> str:
 
 def _check_room(path: Path, size: int) -> None:
     """Refuse before writing `size` bytes to `path` where they cannot fit."""
-    if size + _SPARE_BYTES <= _room(path.parent):
+    if size <= _room(path.parent):
         return
     limit = _file_size_limit()
     why = (
         f"the file size limit is {_size(limit)} (`ulimit -f`)"
-        if limit is not None and limit < size + _SPARE_BYTES
-        else f"{_tmp_root()} has {_size(shutil.disk_usage(path.parent).free)} free"
+        if limit is not None and limit < size
+        else f"{_tmp_root()} has {_size(shutil.disk_usage(path.parent).free)} free, of which "
+        f"{_size(_SPARE_BYTES)} is left for others"
     )
     raise errors.DiskFull(
         f"restoring needs {_size(size)} for the import copy of the dump, but {why}",
-        hint="Free space there, or set TMPDIR to a folder with more room. Nothing was changed.",
+        hint=f"Free space there, or {_ELSEWHERE_RESTORE}. Nothing was changed.",
     )
 
 

@@ -53,13 +53,14 @@ _CREATE = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _INSERT = re.compile(_LEAD + rb"INSERT\s+INTO\s+" + _QUALIFIED, re.IGNORECASE | re.DOTALL)
+_DELETE = re.compile(_LEAD + rb"DELETE\s+FROM\s+" + _QUALIFIED, re.IGNORECASE | re.DOTALL)
 _PRAGMA = re.compile(_LEAD + rb"PRAGMA\b", re.IGNORECASE | re.DOTALL)
 # The exact head D1 writes before each row's values: the same for every row of a table.
 _D1_ROW_HEAD = re.compile(rb'INSERT INTO "(?:[^"]|"")*" \((?:"(?:[^"]|"")*",?)*\) VALUES\(')
 
 OnStatement = Callable[[str, "str | None", bytes], None]
 """`(kind, name, text)` for each statement, in order; `kind` is `pragma`, `table`,
-`index`, `trigger`, `view`, `insert` or `other`. A run of one table's rows may come as
+`index`, `trigger`, `view`, `insert`, `delete` or `other`. A run of one table's rows may come as
 one call of kind `rows` whose text holds them all."""
 
 
@@ -159,7 +160,7 @@ class DumpScanner:
     def finish(self) -> DumpContents:
         if not self._started:
             if self._head != START:
-                raise NotADump(f"it is not a D1 dump: {describe(self._head)}", 1)
+                raise NotADump(describe(self._head), 1)
             self._started = True
             self._add_partial(self._head)
         if self._partial:
@@ -168,8 +169,9 @@ class DumpScanner:
             self._take_line(line)
         if self._statement:
             raise NotADump(
-                f"it ends inside a statement (the one starting at line {self._statement_line}"
-                f"{_quote_start(b''.join(self._statement))}): the end is missing",
+                f"it ends inside the statement at line {self._statement_line}"
+                f" ({_quote_start(b''.join(self._statement)).removeprefix(', ')}): the rest "
+                "is missing",
                 self._statement_line,
             )
         return DumpContents(dict(self._objects), dict(self._rows), self._count, self._bytes)
@@ -177,7 +179,7 @@ class DumpScanner:
     # -- internals ---------------------------------------------------------------------
     def _check_start(self, data: bytes) -> None:
         if not (data.startswith(START) and data[len(START) : len(START) + 1] in b"\r\n"):
-            raise NotADump(f"it is not a D1 dump: {describe(data)}", 1)
+            raise NotADump(describe(data), 1)
         self._started = True
         self._head = b""
 
@@ -191,7 +193,7 @@ class DumpScanner:
         first = self._statement_line if self._statement else self._lines + 1
         raise NotADump(
             f"the statement at line {first} runs past {MAX_STATEMENT_BYTES >> 20} MB "
-            "without ending: this is not a D1 dump, or it is damaged",
+            "without ending",
             first,
         )
 
@@ -257,6 +259,8 @@ class DumpScanner:
         elif match := _CREATE.match(text):
             kind, name = match[1].decode().lower(), _identifier(match[2], line)
             self._objects[name] = kind
+        elif match := _DELETE.match(text):  # D1 writes `DELETE FROM sqlite_sequence;`
+            kind, name = "delete", _identifier(match[1], line)
         elif _PRAGMA.match(text):
             kind = "pragma"
         if self._on_statement is not None:
@@ -401,16 +405,14 @@ def write_importable(
 
 def schema_statements(
     blocks: Iterable[bytes],
-    *,
-    skip: Callable[[str, str | None], bool] = lambda _kind, _name: False,
-) -> tuple[DumpContents, list[bytes]]:
+) -> tuple[DumpContents, list[tuple[str, str | None, bytes]]]:
     """One pass over a dump: what it holds, and its PRAGMA and CREATE TABLE statements
-    (those `skip` does not drop) for `write_importable`."""
-    schema: list[bytes] = []
+    as (kind, name, text), the head of `write_importable`."""
+    schema: list[tuple[str, str | None, bytes]] = []
 
     def keep(kind: str, name: str | None, text: bytes) -> None:
-        if kind in ("pragma", "table") and not skip(kind, name):
-            schema.append(text)
+        if kind in ("pragma", "table"):
+            schema.append((kind, name, text))
 
     return scan(blocks, keep), schema
 
@@ -419,5 +421,5 @@ def importable(source: Path, dest: Path) -> Path:
     """Write the dump at `source` to `dest` with its PRAGMA and CREATE TABLE statements
     first (two passes over `source`, which may be gzip)."""
     _, schema = schema_statements(chunks(source))
-    write_importable(chunks(source), dest, schema)
+    write_importable(chunks(source), dest, [text for _, _, text in schema])
     return dest

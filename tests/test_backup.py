@@ -3,10 +3,13 @@ and Time Travel restore points, against a fake backend, the local backend and th
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
 import json
+import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from d1deploy import __version__, backup, errors, ledger
+from d1deploy import __version__, backup, dumps, errors, ledger
 from d1deploy.backend import (
     Backend,
     DatabaseInfo,
@@ -400,6 +403,98 @@ def test_sidecar_write_failure_removes_the_dump(
     assert files_in(tmp_path / "backups") == []
 
 
+# --- proof against the database ------------------------------------------------------
+
+
+def rows_of_t(dump: bytes, keep: int) -> bytes:
+    """`dump` with only the first `keep` rows of table t."""
+    lines = dump.splitlines(keepends=True)
+    rows = [ln for ln in lines if ln.startswith(b'INSERT INTO "t"')]
+    return b"".join(ln for ln in lines if ln not in rows[keep:])
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"<html><body>Service temporarily unavailable</body></html>", "it is an HTML page"),
+        (b'{"success":false,"errors":[{"code":10000}]}', "it is a JSON document"),
+        (None, "it holds 40 rows of t, which had 50 right before the export and 50 right after"),
+    ],
+    ids=["html", "json", "cut-at-a-statement"],
+)
+def test_a_download_that_is_not_the_database_is_a_failed_backup(
+    tmp_path: Path, body: bytes | None, says: str
+) -> None:
+    db = FakeBackend()
+    db.body = body if body is not None else rows_of_t(db.dump, 40)
+    with pytest.raises(errors.InvalidDump, match=re.escape(says)) as caught:
+        run_backup(db, tmp_path, attempts=2)
+    assert caught.value.exit_code == 4 and db.downloads == 2
+    assert caught.value.hint and caught.value.hint.startswith("Nothing was saved.")
+    assert files_in(tmp_path / "backups") == []
+
+
+def test_rows_written_during_the_export_stay_within_the_two_counts(tmp_path: Path) -> None:
+    class Busy(FakeBackend):
+        def export(
+            self, options: ExportOptions, on_message: MessageCallback | None = None
+        ) -> ExportHandle:
+            handle = super().export(options, on_message)
+            self.db.execute("INSERT INTO t VALUES (50), (51)")  # after the snapshot
+            return handle
+
+    result, _ = run_backup(Busy(), tmp_path)
+    assert result.contents.rows == {"t": 50}
+    assert (result.rows_before, result.rows_after) == ({"t": 50}, {"t": 52})
+    side = json.loads(result.sidecar.read_text())
+    assert side["database_rows"] == {"before_export": {"t": 50}, "after_export": {"t": 52}}
+
+
+def test_a_dump_without_an_object_or_with_one_not_asked_for_is_refused(tmp_path: Path) -> None:
+    indexed = FakeBackend(holds=SEED + "CREATE INDEX t_x ON t (x);")
+    indexed.body = indexed.dump.replace(b"CREATE INDEX t_x ON t (x);\n", b"")
+    with pytest.raises(errors.InvalidDump, match="it lacks index t_x"):
+        run_backup(indexed, tmp_path, attempts=1)
+
+    other = FakeBackend()
+    other.body = other.dump + b"CREATE TABLE stranger (y);\n"
+    with pytest.raises(errors.InvalidDump, match="creates table stranger, which prod-db does not"):
+        run_backup(other, tmp_path, attempts=1)
+
+    data_only = FakeBackend()
+    data_only.body = data_only.dump  # with its CREATE TABLE, though data only is asked
+    with pytest.raises(errors.InvalidDump, match="creates table t though only data was asked"):
+        run_backup(data_only, tmp_path, attempts=1, options=ExportOptions(no_schema=True))
+
+    schema_only = FakeBackend()
+    schema_only.body = schema_only.dump
+    with pytest.raises(errors.InvalidDump, match=r"holds rows \(50 in t\) though only the schema"):
+        run_backup(schema_only, tmp_path, attempts=1, options=ExportOptions(no_data=True))
+    assert files_in(tmp_path / "backups") == []
+
+
+def test_a_schema_change_during_the_export_fails_the_backup(tmp_path: Path) -> None:
+    class Migrating(FakeBackend):
+        def export(
+            self, options: ExportOptions, on_message: MessageCallback | None = None
+        ) -> ExportHandle:
+            handle = super().export(options, on_message)
+            self.db.execute("CREATE TABLE late (y)")
+            return handle
+
+    db = Migrating()
+    with pytest.raises(errors.InvalidDump, match="changed while it was exported") as caught:
+        run_backup(db, tmp_path)
+    assert "table late" in str(caught.value) and db.downloads == 0
+    assert files_in(tmp_path / "backups") == []
+
+
+def test_a_table_that_does_not_exist_is_refused_before_exporting(tmp_path: Path) -> None:
+    db = FakeBackend(export_error=errors.ServerError("export must not run"))
+    with pytest.raises(errors.NotFound, match="prod-db has no table named ghost"):
+        run_backup(db, tmp_path, options=ExportOptions(tables=("t", "ghost")))
+
+
 # --- reading and verifying ------------------------------------------------------------
 
 
@@ -534,6 +629,153 @@ def test_restore_reports_a_gzip_backup_that_is_not_gzip(tmp_path: Path) -> None:
     made.sidecar.write_text(json.dumps(side))
     with pytest.raises(errors.InputError, match="not valid gzip"):
         backup.restore_from_backup(FakeBackend(holds=""), made.path)
+
+
+def test_a_dump_without_a_sidecar_is_checked_and_restored_as_unverified(
+    made: backup.BackupResult,
+) -> None:
+    made.sidecar.unlink()
+    target = FakeBackend(holds="")
+    said: list[str] = []
+    result = backup.restore_from_backup(target, made.path, notify=said.append)
+    assert not result.verified and result.source is None
+    assert any("no sidecar" in line and "(unverified)" in line for line in said)
+    assert result.rows == (backup.TableRows("t", 50, 0, 50),)
+
+    made.path.write_bytes(rows_of_t(made.path.read_bytes(), 10)[:-3])  # cut mid-statement
+    with pytest.raises(errors.InputError, match="is not a complete D1 dump: it ends inside"):
+        backup.restore_from_backup(FakeBackend(holds=""), made.path)
+
+
+def test_a_gzip_dump_never_inflates_past_the_room_to_write_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made, _ = run_backup(FakeBackend(), tmp_path, gzip=True)
+    plain = gzip.decompress(made.path.read_bytes())
+    monkeypatch.setattr(backup, "_room", lambda _folder: len(plain))
+    target = FakeBackend(holds="")
+    backup.restore_from_backup(target, made.path)  # exactly the room it needs
+    assert target.imported == [plain]
+
+    made.sidecar.unlink()
+    monkeypatch.setattr(backup, "_room", lambda _folder: len(plain) - 1)
+    with pytest.raises(errors.DiskFull, match=f"inflates to more than {len(plain) - 1:,} bytes"):
+        backup.restore_from_backup(FakeBackend(holds=""), made.path)
+
+
+def test_no_room_for_the_import_copy_is_said_before_anything_changes(
+    made: backup.BackupResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backup, "_room", lambda _folder: 100)
+    target = FakeBackend(holds="")
+    with pytest.raises(errors.DiskFull, match=r"needs 1.7 kB .* for the import copy") as caught:
+        backup.restore_from_backup(target, made.path)
+    assert "TMPDIR" in (caught.value.hint or "") and target.imported == []
+
+
+def test_a_disk_filling_up_under_the_import_copy_leaves_nothing(
+    made: backup.BackupResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Path] = []
+
+    def full(blocks: object, dest: Path, *args: object, **kwargs: object) -> None:
+        seen.append(dest)
+        dest.write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(dumps, "write_importable", full)
+    target = FakeBackend(holds="")
+    with pytest.raises(errors.DiskFull, match=r"writing the import copy of .* the disk is full"):
+        backup.restore_from_backup(target, made.path)
+    assert target.imported == [] and not seen[0].exists() and not seen[0].parent.exists()
+
+
+def test_a_failed_import_names_the_users_file_not_the_copy(made: backup.BackupResult) -> None:
+    class Failing(FakeBackend):
+        def import_file(
+            self, path: Path, on_message: MessageCallback | None = None
+        ) -> ImportResult:
+            raise errors.SqlError(
+                f"import of {path.name} failed at {path}: no such table", file=str(path), line=7
+            )
+
+    with pytest.raises(errors.SqlError) as caught:
+        backup.restore_from_backup(Failing(holds=""), made.path)
+    assert caught.value.file == str(made.path) and caught.value.line is None
+    assert str(made.path) in caught.value.message and "d1deploy-restore-" not in str(caught.value)
+
+
+def test_rows_that_do_not_arrive_fail_the_restore_with_the_numbers(
+    made: backup.BackupResult,
+) -> None:
+    class Lossy(FakeBackend):
+        def import_file(
+            self, path: Path, on_message: MessageCallback | None = None
+        ) -> ImportResult:
+            result = super().import_file(path, on_message)
+            self.db.execute("DELETE FROM t WHERE x < 3")
+            return result
+
+    with pytest.raises(errors.ChangeFailed, match=r"t holds 47 rows where 50 were expected"):
+        backup.restore_from_backup(Lossy(holds=""), made.path)
+
+
+USED = (
+    f"{ledger.create_ledger_sql('d1_migrations')};\n{ledger.CREATE_HISTORY};\n"
+    "CREATE TABLE _d1deploy_lock (id INTEGER PRIMARY KEY, holder TEXT);\n"
+    "CREATE TABLE _d1deploy_meta (key TEXT PRIMARY KEY, value TEXT);\n"
+)
+
+
+def test_d1deploys_own_tables_never_block_or_come_with_a_restore(tmp_path: Path) -> None:
+    source = local_db(tmp_path / "src.sqlite", SOURCE_SQL + USED)
+    source.run(
+        [
+            Statement("INSERT INTO d1_migrations (name) VALUES ('0001_x.sql')"),
+            Statement("INSERT INTO _d1deploy_history (name, event) VALUES ('0001_x.sql', 'apply')"),
+            Statement(
+                "INSERT INTO _d1deploy_lock (id, holder) VALUES (1, 'the run that backs up')"
+            ),
+            Statement("INSERT INTO _d1deploy_meta VALUES ('proof', 'source')"),
+        ]
+    )
+    made, _ = run_backup(source, tmp_path)
+
+    # A database d1deploy used but that holds nothing is empty: no --force needed.
+    used = local_db(tmp_path / "used.sqlite", USED)
+    used.run([Statement("INSERT INTO _d1deploy_meta VALUES ('proof', 'target')")])
+    result = backup.restore_from_backup(used, made.path)
+    assert snapshot(used)[1]["d1_migrations"] == snapshot(source)[1]["d1_migrations"]
+    assert snapshot(used)[1]["_d1deploy_lock"] == []  # a lease is not data
+    assert snapshot(used)[1]["_d1deploy_meta"] == [("proof", "target")]
+    assert {r.table for r in result.rows} >= {"d1_migrations", "_d1deploy_history", "user_deposits"}
+
+    # Data only into a database with its own ledger: that ledger stays.
+    data, _ = run_backup(source, tmp_path, options=ExportOptions(no_schema=True))
+    staged = local_db(tmp_path / "staged.sqlite", SOURCE_SQL + USED)
+    staged.run(
+        [
+            Statement("DROP TRIGGER audit_insert"),  # else it adds rows the backup has
+            Statement('DELETE FROM "audit log"'),
+            Statement("DELETE FROM user_deposits"),
+            Statement("INSERT INTO d1_migrations (name) VALUES ('0001_x.sql')"),
+        ]
+    )
+    said: list[str] = []
+    result = backup.restore_from_backup(staged, data.path, force=True, notify=said.append)
+    assert result.kept == ("d1_migrations",)
+    assert "Keeping staged's own d1_migrations (1 rows)" in "\n".join(said)
+    assert snapshot(staged)[1]["user_deposits"] == snapshot(source)[1]["user_deposits"]
+    assert len(snapshot(staged)[1]["d1_migrations"]) == 1
+
+
+def test_a_forced_restore_of_tables_the_target_has_is_refused_before_importing(
+    made: backup.BackupResult,
+) -> None:
+    target = FakeBackend(holds="CREATE TABLE t (x); CREATE TABLE mine (y);")
+    with pytest.raises(errors.Refused, match="creates t, which prod-db already has"):
+        backup.restore_from_backup(target, made.path, force=True)
+    assert target.imported == []
 
 
 # --- round trips through the local backend ---------------------------------------------
