@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import gzip
 import hashlib
 import json
@@ -26,6 +27,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -439,46 +441,35 @@ def backup(
         if err.hint is None and ("virtual table" in text or "fts5" in text):
             err.hint = _FTS5_HINT
         raise
-    try:
-        after = census(backend, options, before.tables)
-    except errors.SqlError as err:
-        raise _schema_changed(info.name, err.message) from err
-    if after.objects != before.objects:
-        changed = sorted(set(after.objects.items()) ^ set(before.objects.items()))
-        raise _schema_changed(
-            info.name,
-            ", ".join(f"{kind} {name}" for name, kind in changed[:8])
-            + (" and more" if len(changed) > 8 else ""),
-        )
-
-    part = path.with_name(path.name + ".part")
-    for attempt in range(1, attempts + 1):
-        try:
-            size, digest, contents = _download(
-                handle, part, gz=gzip, on_bytes=on_bytes, estimate=info.file_size
-            )
+    # Counted right after the export: remotely while the dump downloads (from storage, not
+    # from D1), so the proof adds no wait. A schema change is nothing a retry can mend.
+    with ThreadPoolExecutor(1, thread_name_prefix="d1deploy-census") as pool:
+        read_after = functools.partial(_after_export, backend, options, before)
+        after_export = pool.submit(read_after).result if backend.is_remote else read_after
+        part = path.with_name(path.name + ".part")
+        after: Census | None = None
+        for attempt in range(1, attempts + 1):
             try:
+                size, digest, contents = _download(
+                    handle, part, gz=gzip, on_bytes=on_bytes, estimate=info.file_size
+                )
+            except errors.DownloadError as err:
+                _try_again(err, attempt, attempts, info.name, say)
+                continue
+            try:
+                after = after or after_export()
                 _prove(contents, before, after, options, info.name)
-            except errors.InvalidDump:
+            except errors.InvalidDump as err:
+                part.unlink(missing_ok=True)
+                if after is None:  # the schema changed: no download can mend that
+                    raise
+                _try_again(err, attempt, attempts, info.name, say)
+                continue
+            except BaseException:
                 part.unlink(missing_ok=True)
                 raise
             break
-        except errors.DownloadError as err:
-            if attempt == attempts:
-                invalid = isinstance(err, errors.InvalidDump)
-                raise (errors.InvalidDump if invalid else errors.DownloadError)(
-                    f"Downloading the export of {info.name} failed {attempts} times; "
-                    f"the last attempt: {err.message}",
-                    hint="Nothing was saved. "
-                    + (err.hint if invalid and err.hint else _CONNECTION_HINT),
-                ) from err
-            what = (
-                "was not the whole dump" if isinstance(err, errors.InvalidDump) else "was cut short"
-            )
-            say(
-                f"The download {what} ({err.message}); starting it again "
-                f"(attempt {attempt + 1} of {attempts})."
-            )
+    assert after is not None  # the loop ends with a proven download or raises
     try:
         # Checked again: the dump may have taken long enough for someone to create `path`.
         _refuse_existing(path)
@@ -518,6 +509,39 @@ def backup(
             ) from err
         raise
     return result
+
+
+def _after_export(backend: Backend, options: ExportOptions, before: Census) -> Census:
+    """The census again, of the tables counted before; the same objects or an error."""
+    try:
+        after = census(backend, options, before.tables)
+    except errors.SqlError as err:
+        raise _schema_changed(backend.info.name, err.message) from err
+    if after.objects != before.objects:
+        changed = sorted(set(after.objects.items()) ^ set(before.objects.items()))
+        raise _schema_changed(
+            backend.info.name,
+            ", ".join(f"{kind} {name}" for name, kind in changed[:8])
+            + (" and more" if len(changed) > 8 else ""),
+        )
+    return after
+
+
+def _try_again(
+    err: errors.DownloadError, attempt: int, attempts: int, database: str, say: Notify
+) -> None:
+    """Say that the download starts again, or raise when that was the last attempt."""
+    invalid = isinstance(err, errors.InvalidDump)
+    if attempt == attempts:
+        raise (errors.InvalidDump if invalid else errors.DownloadError)(
+            f"Downloading the export of {database} failed {attempts} times; "
+            f"the last attempt: {err.message}",
+            hint="Nothing was saved. " + (err.hint if invalid and err.hint else _CONNECTION_HINT),
+        ) from err
+    say(
+        f"The download {'was not the whole dump' if invalid else 'was cut short'} "
+        f"({err.message}); starting it again (attempt {attempt + 1} of {attempts})."
+    )
 
 
 def _schema_changed(database: str, what: str) -> errors.InvalidDump:

@@ -21,6 +21,7 @@ everything else in order, so a d1deploy backup always restores.
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import gzip
 import importlib
@@ -325,6 +326,8 @@ def describe(head: bytes) -> str:
         return "it is gzip-compressed"
     if head.startswith(b"SQLite format 3\x00"):
         return "it is a SQLite database file, not SQL text"
+    if head.startswith(codecs.BOM_UTF8 + START):
+        return "it starts with a byte-order mark (BOM) before PRAGMA, which D1 dumps never have"
     shown = _quote_start(head).removeprefix(", ")
     return f"it starts with {shown or 'bytes that are not text'}, not with {START.decode()}"
 

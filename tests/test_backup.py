@@ -141,7 +141,7 @@ class FakeBackend:
     restored: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.db = sqlite3.connect(":memory:", isolation_level=None)
+        self.db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         self.db.executescript(self.holds)
         self.dump = d1_dump(self.db)
 
@@ -473,7 +473,8 @@ def test_a_dump_without_an_object_or_with_one_not_asked_for_is_refused(tmp_path:
     assert files_in(tmp_path / "backups") == []
 
 
-def test_a_schema_change_during_the_export_fails_the_backup(tmp_path: Path) -> None:
+@pytest.mark.parametrize("remote", [False, True])  # remotely, counted during the download
+def test_a_schema_change_during_the_export_fails_the_backup(tmp_path: Path, remote: bool) -> None:
     class Migrating(FakeBackend):
         def export(
             self, options: ExportOptions, on_message: MessageCallback | None = None
@@ -482,10 +483,10 @@ def test_a_schema_change_during_the_export_fails_the_backup(tmp_path: Path) -> N
             self.db.execute("CREATE TABLE late (y)")
             return handle
 
-    db = Migrating()
+    db = Migrating(remote=remote)
     with pytest.raises(errors.InvalidDump, match="changed while it was exported") as caught:
         run_backup(db, tmp_path)
-    assert "table late" in str(caught.value) and db.downloads == 0
+    assert "table late" in str(caught.value) and db.downloads == 1  # not retried
     assert files_in(tmp_path / "backups") == []
 
 

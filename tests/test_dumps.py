@@ -180,6 +180,7 @@ def test_the_last_statement_may_lack_its_newline(dump: bytes) -> None:
         (b"SQLite format 3\x00" + b"\x00" * 40, "a SQLite database file"),
         (b"CREATE TABLE t (x);\nINSERT INTO t VALUES (1);\n", "it starts with 'CREATE TABLE"),
         (b"PRAGMA defer_foreign_keys=TRUE", "it starts with 'PRAGMA"),
+        (b"\xef\xbb\xbfPRAGMA defer_foreign_keys=TRUE;\n", "a byte-order mark (BOM)"),
     ],
 )
 def test_what_is_not_a_dump_says_what_it_is(body: bytes, says: str) -> None:
