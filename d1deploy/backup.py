@@ -1129,9 +1129,10 @@ def restore_from_backup(
             f"({_shown(content)}); to undo: d1deploy restore --bookmark {bookmark_before}"
         )
     for name in kept:
+        n = rows_before[name]
         say(
-            f"Keeping {info.name}'s own {name} ({rows_before[name]} rows): it describes the "
-            "schema there; the backup's was not imported."
+            f"Keeping {info.name}'s own {name} ({n} row{'s' if n != 1 else ''}): it describes "
+            "the schema there; the backup's was not imported."
         )
 
     def skip(kind: str, name: str | None) -> bool:
@@ -1181,8 +1182,8 @@ def restore_from_backup(
     proved = [
         t
         for t in dict.fromkeys([*created, *dump.contents.rows])
-        if not _is_sqlite_or_d1(t) and not skip("table", t) and t not in records
-    ] + [t for t in records if t not in kept and t in dump.contents.rows]
+        if not _is_sqlite_or_d1(t) and not _working_table(t) and t not in kept
+    ]
     after = _count(backend, proved)
     rows = tuple(
         TableRows(t, dump.contents.rows.get(t, 0), rows_before.get(t, 0), after[t]) for t in proved
@@ -1198,7 +1199,8 @@ def restore_from_backup(
             ),
             hint=f"Undo it with `d1deploy restore --bookmark {bookmark_before}`"
             if bookmark_before
-            else "Triggers on the target may have added rows; look at those tables.",
+            else "Something else wrote to those tables during the import, or triggers fired "
+            "on the imported rows; check them before the database is used.",
         )
     return RestoreFromBackupResult(
         path=dump.path,

@@ -765,7 +765,7 @@ def test_d1deploys_own_tables_never_block_or_come_with_a_restore(tmp_path: Path)
     said: list[str] = []
     result = backup.restore_from_backup(staged, data.path, force=True, notify=said.append)
     assert result.kept == ("d1_migrations",)
-    assert "Keeping staged's own d1_migrations (1 rows)" in "\n".join(said)
+    assert "Keeping staged's own d1_migrations (1 row)" in "\n".join(said)
     assert snapshot(staged)[1]["user_deposits"] == snapshot(source)[1]["user_deposits"]
     assert len(snapshot(staged)[1]["d1_migrations"]) == 1
 

@@ -343,7 +343,7 @@ def test_restores_into_databases_d1deploy_has_used(project: Project) -> None:
     )
 
     assert forced.code == 0, forced
-    assert "Keeping staging's own d1_migrations (1 rows)" in forced.stderr, forced
+    assert "Keeping staging's own d1_migrations (1 row)" in forced.stderr, forced
     assert contents(project.emulator.db_path("staging")) == prod
     with sqlite3.connect(project.emulator.db_path("staging")) as con:
         assert con.execute("SELECT name FROM d1_migrations").fetchall() == [(M000,)]
