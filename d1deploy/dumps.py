@@ -212,9 +212,8 @@ class DumpScanner:
                 and not self._statement
                 and data.startswith(head[1:], pos)
             ):
-                stop = _run_end(data, pos, end, head)
+                stop, lines = _run(data, pos, end, head)
                 if complete(data[pos:stop]):
-                    lines = data.count(b"\n", pos, stop)
                     self._rows[self._table] += lines
                     self._count += lines
                     self._lines += lines
@@ -268,31 +267,32 @@ class DumpScanner:
             self._on_statement(kind, name, text)
 
 
-def _run_end(data: bytes, start: int, end: int, head: bytes) -> int:
+def _run(data: bytes, start: int, end: int, head: bytes) -> tuple[int, int]:
     """Where the lines from `start` (which starts with `head` minus its newline) stop all
-    starting with it, within the whole lines `data[start:end]`.
+    starting with it, within the whole lines `data[start:end]`, and how many they are.
 
     D1 writes a table's rows together, so the run normally ends with the last line that
     starts with `head`: one check. Otherwise a binary search over line ends finds it,
     each step one `bytes.count` pair (counting is monotone: a prefix of a run is a run).
     """
 
-    def is_run(stop: int) -> bool:
-        return data.count(b"\n", start, stop) == 1 + data.count(head, start, stop)
+    def lines_if_run(stop: int) -> int:
+        lines = data.count(b"\n", start, stop)
+        return lines if lines == 1 + data.count(head, start, stop) else 0
 
     last = data.rfind(head, start, end)
     high = data.index(b"\n", start if last < 0 else last + 1, end) + 1
-    if is_run(high):
-        return high
-    low = data.index(b"\n", start, end) + 1  # the first line is one
+    if lines := lines_if_run(high):
+        return high, lines
+    low, low_lines = data.index(b"\n", start, end) + 1, 1  # the first line is one
     while True:
         middle = data.find(b"\n", (low + high) // 2, high - 1)
         if middle < 0:
             middle = data.rfind(b"\n", low, high - 1)
         if middle < low:
-            return low
-        if is_run(middle + 1):
-            low = middle + 1
+            return low, low_lines
+        if lines := lines_if_run(middle + 1):
+            low, low_lines = middle + 1, lines
         else:
             high = middle + 1
 
