@@ -61,8 +61,8 @@ _D1_ROW_HEAD = re.compile(rb'INSERT INTO "(?:[^"]|"")*" \((?:"(?:[^"]|"")*",?)*\
 
 OnStatement = Callable[[str, "str | None", bytes], None]
 """`(kind, name, text)` for each statement, in order; `kind` is `pragma`, `table`,
-`index`, `trigger`, `view`, `insert`, `delete` or `other`. A run of one table's rows may come as
-one call of kind `rows` whose text holds them all."""
+`index`, `trigger`, `view`, `insert`, `delete` or `other`. A run of one table's rows
+may come as one call of kind `rows` whose text holds them all."""
 
 
 class NotADump(ValueError):
