@@ -170,8 +170,8 @@ def _rows(
     if alone:
         alone_s = median([s for s, _ in alone])
         baselines.append(
-            f"curl alone {dump_mb / alone_s:.0f} MB/s ({seconds_text(alone_s)}, {runs}):"
-            f" {alone_s / ours_s:.2f}x"
+            f"curl alone {dump_mb / alone_s:.0f} MB/s ({seconds_text(alone_s)}, {runs}),"
+            f" d1deploy {alone_s / ours_s:.2f}x of it"
         )
         commands.append(display(curl_argv))
     rss_baseline = f"curl {max(r for _, r in alone):.0f} MB" if alone else "curl not available"
