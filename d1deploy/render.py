@@ -476,7 +476,7 @@ def proven(result: BackupResult) -> str:
     rows = sum(c.rows.get(t, 0) for t in result.rows_after)
     return (
         f"{objects}{' and ' if objects else ''}{rows} rows in {len(result.rows_after)} tables, "
-        f"{c.statements} complete statements; each table's rows match its count in the "
+        f"{c.statements} complete statements; each table's rows within its counts in the "
         "database right before and after the export"
     )
 
