@@ -1,15 +1,23 @@
-"""Backups and restores: export to a verified file, re-import it, and Time Travel.
+"""Backups and restores: export to a proven file, re-import it, and Time Travel.
 
 This module owns the backup file format: a D1 SQL dump (optionally gzipped) written
-through `<dest>.part` (mode 0600, sha256 computed while streaming, fsync, rename), and
-the JSON sidecar `<dest>.json` that describes it. A backup either exists complete with
-its sidecar or not at all. It also owns restoring such a file into an empty database
-through the import flow, and describing and performing Time Travel restores.
+through `<dest>.part` (mode 0600, sha256 computed and the dump checked while streaming,
+fsync, rename), and the JSON sidecar `<dest>.json` that describes it. A backup is proven
+against the database itself: its schema objects and each table's rows are read right
+before the export and right after it, and the dump must create every object and hold,
+per table, a row count within those two. A backup either exists complete with its
+sidecar or not at all.
+
+It also owns restoring a dump (a d1deploy backup, or a dump without a sidecar such as
+`wrangler d1 export` writes) through the import flow, proving the rows afterwards, and
+describing and performing Time Travel restores.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import gzip
 import hashlib
 import json
@@ -18,9 +26,9 @@ import queue
 import shutil
 import tempfile
 import threading
-import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,7 +41,7 @@ from d1deploy.backend import (
     RestoreResult,
     Statement,
 )
-from d1deploy.ledger import HISTORY_TABLE
+from d1deploy.ledger import DEFAULT_TABLE, HISTORY_TABLE
 
 FORMAT = "d1-sql-dump"
 """The sidecar's `format` value: a D1-format SQL dump (as D1's export produces)."""
@@ -43,24 +51,37 @@ _HASH_BATCH = 1 << 20  # bytes handed to the hashing thread at once: fewer hand-
 _HASH_QUEUE = 4  # batches waiting at most, so memory stays flat when hashing lags
 _GZIP_LEVEL = 6  # level 9 costs several times the CPU for a few percent on SQL text
 _TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+_CENSUS_ROUNDS = 3  # schema reads before giving up on a schema that keeps changing
+_SPARE_BYTES = 16 << 20  # left free on a disk the import copy is written to
+_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
-_FTS5_HINT = (
-    "D1 cannot export a database that contains virtual tables (FTS5). Use Time Travel "
-    "instead: `d1deploy bookmark` records a restore point and `d1deploy restore "
-    "--bookmark B` returns to it."
-)
-_NOT_A_BACKUP_HINT = (
-    "Pass a dump written by `d1deploy backup`, with its `.json` sidecar beside it, or "
-    "take a new backup with `d1deploy backup`."
-)
-_DAMAGED_HINT = "Use another backup, or take a new one with `d1deploy backup`."
 
-# Objects D1 or SQLite create for themselves; everything else (including the ledger and
-# d1deploy's own tables) counts as content of the target database.
-_USER_TABLES_SQL = (
-    "SELECT name FROM sqlite_master WHERE type = 'table'"
-    " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\'"
-    " ORDER BY name"
+def _fts5_hint() -> str:
+    return (
+        "D1 cannot export a database that contains virtual tables (FTS5). Use Time Travel "
+        f"instead: `{suggest.command('bookmark')}` records a restore point that "
+        "`d1deploy restore --bookmark` returns to."
+    )
+
+
+def _not_a_backup_hint() -> str:
+    return (
+        f"Pass a dump written by `d1deploy backup` (with its `.json` sidecar beside it) or "
+        f"by `wrangler d1 export`, or take a new backup with `{suggest.command('backup')}`."
+    )
+
+
+def _damaged_hint() -> str:
+    return f"Use another backup, or take a new one with `{suggest.command('backup')}`."
+
+
+_CONNECTION_HINT = "Check the connection and run the backup again."
+
+# Every schema object with SQL of its own (automatic indexes have none, and D1's
+# exporter writes only objects that have SQL).
+_SCHEMA_SQL = (
+    "SELECT type, name, tbl_name FROM sqlite_master WHERE sql IS NOT NULL"
+    " AND type IN ('table', 'index', 'trigger', 'view') ORDER BY rowid"
 )
 
 _EVERYTHING = ExportOptions()
@@ -71,6 +92,28 @@ OnBytes = Callable[[int, int | None], None]
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _is_sqlite_or_d1(name: str) -> bool:
+    """Objects SQLite and D1 keep for themselves: never exported, never user content."""
+    return name.startswith(("sqlite_", "_cf_"))
+
+
+@dataclass(frozen=True)
+class Census:
+    """What an export must hold, read from the database: every object it covers (name
+    -> type) and the rows of each covered table (none counted for a schema-only export)."""
+
+    objects: dict[str, str]
+    rows: dict[str, int]
+
+    @property
+    def tables(self) -> list[str]:
+        return [name for name, kind in self.objects.items() if kind == "table"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +131,12 @@ class Sidecar:
     options: ExportOptions
     gzip: bool
     tool: str
+    contents: dumps.DumpContents | None = None
+    """What the dump holds (None in sidecars older than this field)."""
+    rows_before: dict[str, int] = field(default_factory=dict)
+    """Rows per table counted right before the export (empty in older sidecars)."""
+    rows_after: dict[str, int] = field(default_factory=dict)
+    """...and right after it."""
 
 
 @dataclass(frozen=True)
@@ -106,18 +155,58 @@ class BackupResult:
     gzip: bool
     attempts: int
     """Download attempts it took (1 unless a transfer was cut short and retried)."""
+    contents: dumps.DumpContents
+    """What the dump holds: every object it creates and its rows per table."""
+    rows_before: dict[str, int]
+    """Rows per table the database held right before the export..."""
+    rows_after: dict[str, int]
+    """...and right after it: the dump holds a count within the two for each table."""
+
+
+@dataclass(frozen=True)
+class DumpFile:
+    """A dump on disk, read through once and checked: what `restore` imports."""
+
+    path: Path
+    sidecar: Sidecar | None
+    """None for a dump without one (for example from `wrangler d1 export`): it was
+    checked to be a complete D1 dump, but nothing vouches it is a whole database."""
+    gzip: bool
+    contents: dumps.DumpContents
+    schema: tuple[tuple[str, str | None, bytes], ...] = field(repr=False)
+    """Its PRAGMA and CREATE TABLE statements (kind, name, text), written first."""
+
+    @property
+    def verified(self) -> bool:
+        return self.sidecar is not None
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """One table of a restore: rows in the backup, in the target before and after."""
+
+    table: str
+    in_backup: int
+    before: int
+    after: int
+
+    @property
+    def proved(self) -> bool:
+        return self.after == self.before + self.in_backup
 
 
 @dataclass(frozen=True)
 class RestoreFromBackupResult:
-    """A backup re-imported into a database."""
+    """A backup re-imported into a database, and the rows counted after the import."""
 
     path: Path
-    source: Sidecar
+    source: Sidecar | None
+    """The backup's sidecar; None for a dump without one (unverified)."""
+    verified: bool
     database_name: str
     database_uuid: str
     tables_before: tuple[str, ...]
-    """User tables the target held before the import (empty unless `force`)."""
+    """Tables the target held before the import (d1deploy's own working tables aside)."""
     bookmark_before: str | None
     """The target's bookmark before a forced import over existing tables: the undo."""
     num_queries: int
@@ -125,6 +214,10 @@ class RestoreFromBackupResult:
     rows_written: int
     final_bookmark: str | None
     duration_ms: float
+    rows: tuple[TableRows, ...] = ()
+    """Each table the backup fills, counted after the import."""
+    kept: tuple[str, ...] = ()
+    """The target's own ledger/history tables kept instead of the backup's."""
 
 
 @dataclass(frozen=True)
@@ -162,12 +255,15 @@ class _HashingWriter:
 
     sha256 costs about as much CPU as receiving and writing the dump, and hashlib
     releases the GIL on large buffers, so a second thread overlaps it with the
-    transfer. Each write reaches the file in full before its bytes are queued, in order.
-    Leaving the `with` block stops the thread; `hexdigest()` waits for it.
+    transfer. The same thread hands each batch to `check` (the dump scanner, whose
+    SQLite calls release the GIL too). Each write reaches the file in full before its
+    bytes are queued, in order. An error of the thread stops the next write; leaving
+    the `with` block stops the thread; `hexdigest()` waits for it.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, check: Callable[[bytes], None] | None = None) -> None:
         self._fd = fd
+        self._check = check
         self.bytes = 0
         self._sha256 = hashlib.sha256()
         self._batch: list[bytes] = []
@@ -188,6 +284,8 @@ class _HashingWriter:
         if self._closed:
             # A gzip writer finalised late must not reach an fd number reused meanwhile.
             raise ValueError("write to a closed backup file")
+        if self._error is not None:
+            raise self._error
         data = bytes(data)  # hashed later, so it must not change meanwhile (no copy of bytes)
         view = memoryview(data)
         while view:
@@ -224,8 +322,11 @@ class _HashingWriter:
     def _hash(self) -> None:
         try:
             while (batch := self._queue.get()) is not None:
-                self._sha256.update(b"".join(batch))
-        except BaseException as exc:  # re-raised by hexdigest()
+                data = b"".join(batch)
+                self._sha256.update(data)
+                if self._check is not None:
+                    self._check(data)
+        except BaseException as exc:  # re-raised by write() and hexdigest()
             self._error = exc
             while self._queue.get() is not None:  # keep write() from blocking on a full queue
                 pass
@@ -244,6 +345,69 @@ def default_backup_path(
     return backup_dir / f"{database_name}-{stamp}.sql{'.gz' if gz else ''}"
 
 
+# -- census: what the database holds --------------------------------------------------------
+
+
+def _covered(listing: Sequence[Sequence[Any]], options: ExportOptions) -> dict[str, str]:
+    """The objects D1's exporter writes for `options` (workers-sdk `dumpSql.ts`): every
+    table but SQLite's and D1's own, then indexes, triggers and views; with tables named,
+    only the objects so named (D1 filters indexes, triggers and views by their own name)."""
+    wanted = set(options.tables)
+    return {
+        str(name): str(kind)
+        for kind, name, table in listing
+        if not _is_sqlite_or_d1(str(name))
+        and not _is_sqlite_or_d1(str(table))
+        and (not wanted or name in wanted)
+    }
+
+
+def census(backend: Backend, options: ExportOptions, tables: Sequence[str] | None = None) -> Census:
+    """The objects an export with `options` covers and each covered table's rows: one
+    request when `tables` (the ones to count) are given, else one to list them first.
+
+    :raises NotFound: `options.tables` names something the database does not have.
+    :raises SqlError: a table in `tables` no longer exists.
+    """
+    listing = Statement(_SCHEMA_SQL)
+    for _ in range(_CENSUS_ROUNDS):
+        if tables is None:
+            (schema,) = backend.run([listing], read_only=True)
+            known = _covered(schema.rows, options)
+            missing = sorted(set(options.tables) - set(known))
+            if missing:
+                raise errors.NotFound(
+                    f"{backend.info.name} has no table named {', '.join(missing)}",
+                    hint="List its tables with `"
+                    + suggest.command(
+                        "exec", "--command", "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    )
+                    + "`.",
+                )
+            if options.no_data:
+                return Census(known, {})
+            counted = Census(known, {}).tables
+        else:
+            counted = [] if options.no_data else list(tables)
+        counts = [Statement(f"SELECT count(*) FROM {_quote(t)}") for t in counted]
+        schema, *results = backend.run([listing, *counts], read_only=True)
+        found = Census(
+            _covered(schema.rows, options),
+            {t: int(r.first_value() or 0) for t, r in zip(counted, results, strict=True)},
+        )
+        if tables is not None or set(counted) == set(found.tables):
+            return found
+        # A table came or went between the two reads: read both again.
+    raise errors.ServerError(
+        f"the schema of {backend.info.name} changed at every read ({_CENSUS_ROUNDS} times): "
+        "a backup cannot be proven while it changes",
+        hint="Run the backup again when no schema change is running.",
+    )
+
+
+# -- backup ---------------------------------------------------------------------------------
+
+
 def backup(
     backend: Backend,
     *,
@@ -258,11 +422,15 @@ def backup(
 ) -> BackupResult:
     """Export the database to `dest` (default: a timestamped file in `backup_dir`).
 
-    The dump is streamed to `<dest>.part` (0600), hashed as it arrives, fsynced and
-    renamed; the sidecar is written only after that. A failed or short download is
-    retried from the start up to `attempts` times in all; when every attempt fails,
-    nothing is left behind and `DownloadError` propagates. `now` must return an aware
-    datetime (a naive one is taken as UTC).
+    The schema and each table's rows are read right before the export and right after
+    it. The dump is streamed to `<dest>.part` (0600), hashed and checked as it arrives
+    (a D1 dump, every statement complete), fsynced, proven against those reads (every
+    object created, each table's rows within its two counts) and renamed; the sidecar
+    is written only after that. A download that fails, ends short or is not the whole
+    dump is retried from the start up to `attempts` times in all; when every attempt
+    fails, nothing is left behind and `DownloadError` (`InvalidDump` when the bytes were
+    not the database) propagates. `now` must return an aware datetime (a naive one is
+    taken as UTC).
     """
     if attempts < 1:
         raise errors.UsageError(f"attempts must be at least 1, not {attempts}.")
@@ -273,6 +441,7 @@ def backup(
     _check_destination(path, gzip)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
+    before = census(backend, options)
     if backend.is_remote:
         say(
             f"Warning: D1 blocks every query to {info.name} while the export runs; "
@@ -283,25 +452,37 @@ def backup(
     except errors.D1DeployError as err:
         text = err.message.lower()
         if err.hint is None and ("virtual table" in text or "fts5" in text):
-            err.hint = _FTS5_HINT
+            err.hint = _fts5_hint()
         raise
-
-    part = path.with_name(path.name + ".part")
-    for attempt in range(1, attempts + 1):
-        try:
-            size, digest = _download(handle, part, gz=gzip, on_bytes=on_bytes)
+    # Counted right after the export: remotely while the dump downloads (from storage, not
+    # from D1), so the proof adds no wait. A schema change is nothing a retry can mend.
+    with ThreadPoolExecutor(1, thread_name_prefix="d1deploy-census") as pool:
+        read_after = functools.partial(_after_export, backend, options, before)
+        after_export = pool.submit(read_after).result if backend.is_remote else read_after
+        part = path.with_name(path.name + ".part")
+        after: Census | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                size, digest, contents = _download(
+                    handle, part, gz=gzip, on_bytes=on_bytes, estimate=info.file_size
+                )
+            except errors.DownloadError as err:
+                _try_again(err, attempt, attempts, info.name, say)
+                continue
+            try:
+                after = after or after_export()
+                _prove(contents, before, after, options, info.name)
+            except errors.InvalidDump as err:
+                part.unlink(missing_ok=True)
+                if after is None:  # the schema changed: no download can mend that
+                    raise
+                _try_again(err, attempt, attempts, info.name, say)
+                continue
+            except BaseException:
+                part.unlink(missing_ok=True)
+                raise
             break
-        except errors.DownloadError as err:
-            if attempt == attempts:
-                raise errors.DownloadError(
-                    f"Downloading the export of {info.name} failed {attempts} times; "
-                    f"the last attempt: {err.message}",
-                    hint="Nothing was saved. Check the connection and run the backup again.",
-                ) from err
-            say(
-                f"The download was cut short ({err.message}); starting it again "
-                f"(attempt {attempt + 1} of {attempts})."
-            )
+    assert after is not None  # the loop ends with a proven download or raises
     try:
         # Checked again: the dump may have taken long enough for someone to create `path`.
         _refuse_existing(path)
@@ -323,14 +504,121 @@ def backup(
         options=options,
         gzip=gzip,
         attempts=attempt,
+        contents=contents,
+        rows_before=before.rows,
+        rows_after=after.rows,
     )
     try:
         _write_json_atomically(result.sidecar, _sidecar_json(result))
-    except BaseException:
+    except BaseException as err:
         # Without its sidecar the dump cannot be verified: leave no half backup.
         path.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
+            raise _disk_full(
+                err,
+                f"the backup sidecar {result.sidecar}",
+                path.parent,
+                elsewhere=_ELSEWHERE_BACKUP,
+            ) from err
         raise
     return result
+
+
+def _after_export(backend: Backend, options: ExportOptions, before: Census) -> Census:
+    """The census again, of the tables counted before; the same objects or an error."""
+    try:
+        after = census(backend, options, before.tables)
+    except errors.SqlError as err:
+        raise _schema_changed(backend.info.name, err.message) from err
+    if after.objects != before.objects:
+        changed = sorted(set(after.objects.items()) ^ set(before.objects.items()))
+        raise _schema_changed(
+            backend.info.name,
+            ", ".join(f"{kind} {name}" for name, kind in changed[:8])
+            + (" and more" if len(changed) > 8 else ""),
+        )
+    return after
+
+
+def _try_again(
+    err: errors.DownloadError, attempt: int, attempts: int, database: str, say: Notify
+) -> None:
+    """Say that the download starts again, or raise when that was the last attempt."""
+    invalid = isinstance(err, errors.InvalidDump)
+    if attempt == attempts:
+        raise (errors.InvalidDump if invalid else errors.DownloadError)(
+            f"Downloading the export of {database} failed {attempts} times; "
+            f"the last attempt: {err.message}",
+            hint="Nothing was saved. " + (err.hint if invalid and err.hint else _CONNECTION_HINT),
+        ) from err
+    say(
+        f"The download {'was not the whole dump' if invalid else 'was cut short'} "
+        f"({err.message}); starting it again (attempt {attempt + 1} of {attempts})."
+    )
+
+
+def _schema_changed(database: str, what: str) -> errors.InvalidDump:
+    return errors.InvalidDump(
+        f"the schema of {database} changed while it was exported ({what} came or went): "
+        "the dump cannot be proven to hold the database",
+        hint="Nothing was saved. Run the backup again when no schema change is running.",
+    )
+
+
+def _prove(
+    contents: dumps.DumpContents,
+    before: Census,
+    after: Census,
+    options: ExportOptions,
+    database: str,
+) -> None:
+    """The dump holds what was asked of `database`: every object it covers (unless data
+    only) and nothing else, and per table a row count within the counts read before and
+    after the export (no rows when schema only).
+
+    :raises InvalidDump: naming each table or object that does not agree, with numbers.
+    """
+    problems: list[str] = []
+    unasked = "which were not asked for" if options.tables else f"which {database} does not have"
+    if options.no_schema:
+        if contents.objects:
+            problems.append(f"it creates {_names(contents.objects)} though only data was asked for")
+    else:
+        missing = [n for n, kind in before.objects.items() if contents.objects.get(n) != kind]
+        if missing:
+            problems.append(f"it lacks {_names({n: before.objects[n] for n in missing})}")
+        extra = {n: k for n, k in contents.objects.items() if n not in before.objects}
+        if extra:
+            problems.append(f"it creates {_names(extra)}, {unasked}")
+    rows = {t: n for t, n in contents.rows.items() if not _is_sqlite_or_d1(t)}
+    if options.no_data:
+        if rows:
+            problems.append(f"it holds rows ({_rows(rows)}) though only the schema was asked for")
+    else:
+        for table, first in before.rows.items():
+            held, last = rows.pop(table, 0), after.rows[table]
+            if not min(first, last) <= held <= max(first, last):
+                problems.append(
+                    f"it holds {held} rows of {table}, which had {first} right before the "
+                    f"export and {last} right after it"
+                )
+        if rows:
+            problems.append(f"it holds rows of {', '.join(rows)}, {unasked}")
+    if problems:
+        raise errors.InvalidDump(
+            f"the dump is not the whole of what was exported: {'; '.join(problems)}",
+            hint="A transfer that ends early at a statement boundary looks like this; so "
+            "does a database written to during the export. Run the backup again.",
+        )
+
+
+def _names(objects: Mapping[str, str]) -> str:
+    shown = [f"{kind} {name}" for name, kind in list(objects.items())[:8]]
+    return ", ".join(shown) + (f" and {len(objects) - 8} more" if len(objects) > 8 else "")
+
+
+def _rows(rows: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} in {t}" for t, n in rows.items())
 
 
 def _unused_default_path(
@@ -378,20 +666,30 @@ def _part_exists(part: Path) -> errors.UsageError:
 
 
 def _download(
-    handle: ExportHandle, part: Path, *, gz: bool, on_bytes: OnBytes | None
-) -> tuple[int, str]:
-    """One attempt: stream the dump into `part`; returns (bytes on disk, sha256).
+    handle: ExportHandle,
+    part: Path,
+    *,
+    gz: bool,
+    on_bytes: OnBytes | None,
+    estimate: int | None = None,
+) -> tuple[int, str, dumps.DumpContents]:
+    """One attempt: stream the dump into `part`, checking it as it comes; returns (bytes
+    on disk, sha256, what the dump holds).
 
-    `part` is removed when the attempt fails, whatever the reason.
+    `part` is removed when the attempt fails, whatever the reason. `estimate` (the
+    database's size, when known) helps say how much space a full disk lacked.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(part, flags, _FILE_MODE)
     except FileExistsError:
         raise _part_exists(part) from None
+    scanner = dumps.DumpScanner()
+    received = 0
     try:
         os.fchmod(fd, _FILE_MODE)  # exactly 0600 whatever the umask
-        with _HashingWriter(fd) as sink:
+        # Plain, the dump is checked beside the hashing; gzipped, before it is compressed.
+        with _HashingWriter(fd, check=None if gz else scanner.feed) as sink:
             out: _Sink = sink
             compressor = None
             if gz:
@@ -400,8 +698,9 @@ def _download(
                     filename="", mode="wb", fileobj=sink, compresslevel=_GZIP_LEVEL, mtime=0
                 )
                 out = compressor
-            received = 0
             for chunk in handle.download():
+                if compressor is not None:
+                    scanner.feed(chunk)
                 out.write(chunk)
                 received += len(chunk)
                 if on_bytes is not None:
@@ -409,17 +708,85 @@ def _download(
             if compressor is not None:
                 compressor.close()
             if handle.size is not None and received != handle.size:
-                raise errors.DownloadError(
-                    f"received {received} of {handle.size} bytes",
-                )
+                raise errors.DownloadError(f"received {received} of {handle.size} bytes")
             digest = sink.hexdigest()
+        contents = scanner.finish()
         os.fsync(fd)
-    except BaseException:
+    except BaseException as err:
         part.unlink(missing_ok=True)
+        if isinstance(err, dumps.NotADump):
+            raise errors.InvalidDump(
+                f"the download is not a complete D1 dump: {err}",
+                hint="A transfer cut short, or an error page from the storage behind the "
+                "signed URL, looks like this. Run the backup again.",
+            ) from None
+        if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
+            needed = max(filter(None, (handle.size, estimate, received)), default=received)
+            dest = part.with_name(part.name.removesuffix(".part"))
+            raise _disk_full(
+                err,
+                f"the backup {dest}",
+                part.parent,
+                elsewhere=_ELSEWHERE_BACKUP,
+                written=received,
+                needed=needed,
+            ) from None
         raise
     finally:
         os.close(fd)
-    return sink.bytes, digest
+    return sink.bytes, digest, contents
+
+
+_ELSEWHERE_BACKUP = "choose another folder with --backup-dir DIR or another file with -o FILE"
+_ELSEWHERE_RESTORE = "point TMPDIR at a folder with more room"
+
+
+def _disk_full(
+    err: OSError,
+    what: str,
+    folder: Path,
+    *,
+    elsewhere: str,
+    written: int | None = None,
+    needed: int | None = None,
+) -> errors.DiskFull:
+    """A clear error for a write into `folder` that ran out of room: what, where, how much."""
+    if err.errno == errno.EFBIG:
+        limit = _file_size_limit()
+        why = "it would exceed this process's file size limit" + (
+            f" ({_size(limit)}, `ulimit -f`)" if limit is not None else " (`ulimit -f`)"
+        )
+        fix = "Raise the limit (`ulimit -f unlimited`), or"
+    else:
+        free = shutil.disk_usage(folder).free if folder.exists() else 0
+        reason = os.strerror(err.errno or errno.ENOSPC)
+        why = f"the disk is full ({reason}): {folder} has {_size(free)} free"
+        fix = "Free space there, or"
+    done = f" after {_size(written)}" if written else ""
+    need = f"; it needs about {_size(needed)}" if needed else ""
+    return errors.DiskFull(
+        f"writing {what} failed{done}: {why}{need}",
+        hint=f"{fix} {elsewhere}. Nothing was left behind.",
+    )
+
+
+def _file_size_limit() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _size(n: int) -> str:
+    if n < 1000:
+        return f"{n} bytes"
+    for unit in ("kB", "MB", "GB", "TB"):
+        n_units = n / 1000 ** ("kMGT".index(unit[0]) + 1)
+        if n_units < 1000 or unit == "TB":
+            return f"{n_units:.1f} {unit} ({n:,} bytes)"
+    raise AssertionError("unreachable")
 
 
 def _sidecar_json(result: BackupResult) -> dict[str, Any]:
@@ -437,6 +804,13 @@ def _sidecar_json(result: BackupResult) -> dict[str, Any]:
             "tables": list(result.options.tables),
             "gzip": result.gzip,
         },
+        "dump": {
+            "bytes": result.contents.bytes,
+            "statements": result.contents.statements,
+            "objects": [{"type": k, "name": n} for n, k in result.contents.objects.items()],
+            "rows": result.contents.rows,
+        },
+        "database_rows": {"before_export": result.rows_before, "after_export": result.rows_after},
     }
 
 
@@ -477,7 +851,7 @@ def read_sidecar(path: Path) -> Sidecar:
     try:
         raw = side.read_text(encoding="utf-8")
     except FileNotFoundError:
-        hint = _NOT_A_BACKUP_HINT
+        hint = _not_a_backup_hint()
         if path.name.endswith(".json"):
             hint = f"Pass the dump itself ({path.name[: -len('.json')]}), not its sidecar."
         raise errors.InputError(
@@ -487,7 +861,7 @@ def read_sidecar(path: Path) -> Sidecar:
         ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise errors.InputError(
-            f"Cannot read the backup sidecar {side}: {err}.", hint=_NOT_A_BACKUP_HINT
+            f"Cannot read the backup sidecar {side}: {err}.", hint=_not_a_backup_hint()
         ) from err
     try:
         return _parse_sidecar(path, side, json.loads(raw))
@@ -495,7 +869,7 @@ def read_sidecar(path: Path) -> Sidecar:
         why = f"it has no {err} field" if isinstance(err, KeyError) else str(err)
         raise errors.InputError(
             f"{side} is not a d1deploy backup sidecar ({why}).",
-            hint=_NOT_A_BACKUP_HINT,
+            hint=_not_a_backup_hint(),
             file=str(side),
         ) from None
 
@@ -509,6 +883,12 @@ def _parse_sidecar(path: Path, side: Path, data: Any) -> Sidecar:
             raise TypeError(f"{name} has the wrong type")
         return value
 
+    def counts(value: Any, name: str) -> dict[str, int]:
+        return {
+            typed(k, str, f"{name} key"): typed(n, int, f"{name}.{k}")
+            for k, n in typed(value, dict, name).items()
+        }
+
     typed(data, dict, "the document")
     if data.get("format") != FORMAT:
         raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
@@ -519,6 +899,22 @@ def _parse_sidecar(path: Path, side: Path, data: Any) -> Sidecar:
     digest = typed(data["sha256"], str, "sha256").lower()
     if size < 0 or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise ValueError("bytes or sha256 is not valid")
+    contents = None
+    if "dump" in data:  # written since backups are proven; older sidecars lack it
+        dump = typed(data["dump"], dict, "dump")
+        objects = typed(dump["objects"], list, "dump.objects")
+        contents = dumps.DumpContents(
+            objects={
+                typed(typed(o, dict, "dump.objects[]")["name"], str, "name"): typed(
+                    o["type"], str, "type"
+                )
+                for o in objects
+            },
+            rows=counts(dump["rows"], "dump.rows"),
+            statements=typed(dump["statements"], int, "dump.statements"),
+            bytes=typed(dump["bytes"], int, "dump.bytes"),
+        )
+    live = typed(data.get("database_rows", {}), dict, "database_rows")
     return Sidecar(
         path=path,
         sidecar=side,
@@ -535,6 +931,9 @@ def _parse_sidecar(path: Path, side: Path, data: Any) -> Sidecar:
         ),
         gzip=typed(opts.get("gzip", False), bool, "options.gzip"),
         tool=typed(data.get("tool", ""), str, "tool"),
+        contents=contents,
+        rows_before=counts(live.get("before_export", {}), "database_rows.before_export"),
+        rows_after=counts(live.get("after_export", {}), "database_rows.after_export"),
     )
 
 
@@ -548,7 +947,7 @@ def verify_backup(path: Path) -> Sidecar:
     except FileNotFoundError:
         raise errors.InputError(
             f"The backup {path} is missing; only its sidecar {side.sidecar.name} exists.",
-            hint=_DAMAGED_HINT,
+            hint=_damaged_hint(),
         ) from None
     except OSError as err:
         raise errors.InputError(f"Cannot read the backup {path}: {err}.") from err
@@ -556,57 +955,270 @@ def verify_backup(path: Path) -> Sidecar:
         raise errors.InputError(
             f"The backup {path} is damaged: it has {size} bytes with sha256 {digest}, but "
             f"its sidecar records {side.bytes} bytes with sha256 {side.sha256}.",
-            hint=_DAMAGED_HINT,
+            hint=_damaged_hint(),
             file=str(path),
         )
     return side
 
 
+def inspect_dump(path: Path) -> DumpFile:
+    """Check the dump at `path` before anything is restored from it, in one streamed pass.
+
+    With a sidecar beside it (a d1deploy backup) its sha256 must match and it must hold
+    what the sidecar records; without one (`wrangler d1 export`, say) it is accepted as
+    unverified when it is a complete D1 dump. Gzip is inflated on the fly (by its
+    bytes, whatever its name), never to disk, and never past what it may hold: the size
+    the sidecar records, else the free space a restore would need for it.
+
+    :raises InputError: not a complete D1 dump, damaged, or not readable.
+    :raises DiskFull: a gzip dump without a sidecar inflates to more than fits.
+    """
+    if not path.is_file():
+        hint = None if path.exists() else "Check the path; `ls backups/` lists the backups."
+        raise errors.InputError(f"{path} is not a file", hint=hint, file=str(path))
+    side = verify_backup(path) if sidecar_path(path).exists() else None
+    if side is None and path.name.endswith(".json") and path.with_suffix("").is_file():
+        raise errors.InputError(
+            f"{path} looks like a backup sidecar, not a dump",
+            hint=f"Pass the dump itself ({path.with_suffix('').name}).",
+            file=str(path),
+        )
+    try:
+        gz = dumps.is_gzip(path)
+        recorded = side.contents.bytes if side and side.contents else None
+        limit = recorded if recorded is not None else _room(_tmp_root())
+        contents, schema = dumps.schema_statements(dumps.chunks(path, limit=limit if gz else None))
+    except dumps.NotADump as err:
+        raise errors.InputError(
+            f"{path} is not a complete D1 dump: {err}",
+            hint=_damaged_hint() if side else _not_a_backup_hint(),
+            file=str(path),
+            line=err.line,
+        ) from None
+    except dumps.TooLarge as err:
+        if side is not None:
+            raise errors.InputError(
+                f"The backup {path} is damaged: {err}, more than its sidecar records",
+                hint=_damaged_hint(),
+                file=str(path),
+            ) from None
+        raise errors.DiskFull(
+            f"{path} {err}: more than the {_size(limit)} a restore could write to {_tmp_root()}",
+            hint=f"Free space there, or {_ELSEWHERE_RESTORE}.",
+            file=str(path),
+        ) from None
+    except dumps.GZIP_ERRORS as err:
+        raise errors.InputError(
+            f"Cannot read {path}: {'it is not valid gzip: ' if gz else ''}{err}",
+            hint=_damaged_hint(),
+            file=str(path),
+        ) from None
+    if (
+        side is not None
+        and side.contents is not None
+        and ((side.contents.objects, side.contents.rows) != (contents.objects, contents.rows))
+    ):
+        raise errors.InputError(
+            f"The backup {path} holds other objects or rows than its sidecar records",
+            hint=_damaged_hint(),
+            file=str(path),
+        )
+    return DumpFile(path=path, sidecar=side, gzip=gz, contents=contents, schema=tuple(schema))
+
+
+def _room(folder: Path) -> int:
+    """Bytes a file in `folder` may grow to: the free space (less a little, for everyone
+    else), within the file size limit."""
+    free = max(0, shutil.disk_usage(folder).free - _SPARE_BYTES)
+    limit = _file_size_limit()
+    return free if limit is None else min(free, limit)
+
+
+# -- restore --------------------------------------------------------------------------------
+
+
+def _working_table(name: str) -> bool:
+    """d1deploy's working tables (lock lease, guard counts, proofs): facts about the run
+    or database they were written in, never restored from a dump."""
+    return name.startswith("_d1deploy_") and name != HISTORY_TABLE
+
+
 def user_tables(backend: Backend) -> tuple[str, ...]:
-    """The database's tables other than SQLite's and D1's own (ledgers count)."""
-    (result,) = backend.run([Statement(_USER_TABLES_SQL)], read_only=True)
-    return tuple(str(row[0]) for row in result.rows)
+    """The database's tables other than SQLite's, D1's and d1deploy's working tables
+    (ledgers count)."""
+    (result,) = backend.run([Statement(_SCHEMA_SQL)], read_only=True)
+    return tuple(
+        sorted(
+            str(name)
+            for kind, name, _ in result.rows
+            if kind == "table" and not _is_sqlite_or_d1(str(name)) and not _working_table(str(name))
+        )
+    )
+
+
+def _count(backend: Backend, tables: Sequence[str]) -> dict[str, int]:
+    if not tables:
+        return {}
+    results = backend.run(
+        [Statement(f"SELECT count(*) FROM {_quote(t)}") for t in tables], read_only=True
+    )
+    return {t: int(r.first_value() or 0) for t, r in zip(tables, results, strict=True)}
 
 
 def restore_from_backup(
-    backend: Backend, path: Path, *, force: bool = False, notify: Notify | None = None
+    backend: Backend,
+    source: Path | DumpFile,
+    *,
+    force: bool = False,
+    table: str = DEFAULT_TABLE,
+    notify: Notify | None = None,
 ) -> RestoreFromBackupResult:
-    """Verify the backup at `path`, then re-import it into `backend` through the import
-    flow. The target must hold no tables unless `force`."""
+    """Re-import a dump (checked first by `inspect_dump`) into `backend` through the
+    import flow, then count each table it fills and compare with the dump.
+
+    The target must hold nothing unless `force`: d1deploy's working tables never count
+    and are never taken from a dump; the ledger (`table`) and history come from the
+    dump unless the target's own hold rows, which are then kept. With `force`, the dump
+    may not create anything the target already has (the import would fail).
+
+    :raises Refused: the target is not empty (without `force`), or holds what the dump creates.
+    :raises ChangeFailed: the import succeeded but a table does not hold the rows it should.
+    """
     say = notify or (lambda _line: None)
-    source = verify_backup(path)
+    dump = source if isinstance(source, DumpFile) else inspect_dump(source)
     info = backend.info
-    tables = user_tables(backend)
+    if not dump.verified:
+        say(
+            f"Warning: {dump.path} has no sidecar, so nothing vouches it is a whole database "
+            f"(unverified); it is a complete D1 dump of {len(dump.contents.objects)} objects "
+            f"and {sum(dump.contents.rows.values())} rows."
+        )
+    (listing,) = backend.run([Statement(_SCHEMA_SQL)], read_only=True)
+    present = {
+        str(name): str(kind) for kind, name, _ in listing.rows if not _is_sqlite_or_d1(str(name))
+    }
+    records = [t for t in (table, HISTORY_TABLE) if present.get(t) == "table"]
+    filled = [t for t in dump.contents.rows if present.get(t) == "table" and not _working_table(t)]
+    rows_before = _count(backend, list(dict.fromkeys([*records, *filled])))
+    kept = tuple(
+        t
+        for t in records
+        if rows_before[t] and (t in dump.contents.objects or t in dump.contents.rows)
+    )
+    tables = tuple(sorted(t for t, k in present.items() if k == "table" and not _working_table(t)))
+    content = [t for t in tables if t not in records or rows_before[t]]
+    clashes = [
+        n
+        for n in dump.contents.objects
+        if n in present and not _working_table(n) and n not in records
+    ]
+    if content and not force:
+        hint = (
+            "Restore into a new database, or pass --force to import on top of these "
+            "tables (conflicting statements make the import fail)."
+        )
+        if not dump.contents.objects:
+            hint = "This backup holds data only, so it needs its tables to exist: " + (
+                "pass --force to import it into them."
+            )
+        raise errors.Refused(
+            f"{info.name} is not empty: it has {len(content)} "
+            f"table{'s' if len(content) != 1 else ''} ({_shown(content)}); a backup is "
+            "restored only into an empty database.",
+            hint=hint,
+        )
+    if clashes:
+        raise errors.Refused(
+            f"{dump.path} creates {_shown(clashes)}, which {info.name} already has: the "
+            "import would fail.",
+            hint="Restore into a new database, or return this one to an earlier point "
+            "with `d1deploy restore --timestamp T` (Time Travel).",
+        )
     bookmark_before = None
-    if tables:
-        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
-        if not force:
-            hint = (
-                "Restore into a new database, or pass --force to import on top of these "
-                "tables (conflicting statements make the import fail)."
-            )
-            if source.options.no_schema:
-                hint = "This backup holds data only, so it needs its tables to exist: " + (
-                    "pass --force to import it into them."
-                )
-            raise errors.Refused(
-                f"{info.name} is not empty: it has {len(tables)} "
-                f"table{'s' if len(tables) != 1 else ''} ({shown}); a backup is restored "
-                "only into an empty database.",
-                hint=hint,
-            )
+    if content:
         bookmark_before = backend.bookmark()
         say(
-            f"Warning: importing into {info.name}, which has {len(tables)} tables ({shown}); "
-            f"to undo: {suggest.restore(bookmark_before)}"
+            f"Warning: importing into {info.name}, which has {len(content)} tables "
+            f"({_shown(content)}); to undo: {suggest.restore(bookmark_before)}"
         )
+    for name in kept:
+        n = rows_before[name]
+        say(
+            f"Keeping {info.name}'s own {name} ({n} row{'s' if n != 1 else ''}): it describes "
+            "the schema there; the backup's was not imported."
+        )
+
+    def skip(kind: str, name: str | None) -> bool:
+        if name is None or kind in ("index", "trigger", "view"):
+            return False
+        if _working_table(name) or name in kept:
+            return True
+        if name == "sqlite_sequence":
+            # The source's AUTOINCREMENT counters would clear the target's own.
+            return bool(content)
+        return kind == "table" and name in records  # the target's empty table stays
+
     if backend.is_remote:
         say(f"Warning: D1 blocks every query to {info.name} while the import runs.")
-    with _importable_sql(source) as sql_path:
-        imported = backend.import_file(sql_path, on_message=say)
+    with tempfile.TemporaryDirectory(prefix="d1deploy-restore-") as tmp:
+        # Named as the user's file: D1's import messages name the file they ran.
+        copy = Path(tmp) / dump.path.name
+        _check_room(copy, dump.contents.bytes)
+        try:
+            again = dumps.write_importable(
+                dumps.chunks(dump.path, limit=dump.contents.bytes),
+                copy,
+                [text for kind, name, text in dump.schema if not skip(kind, name)],
+                skip=skip,
+            )
+        except OSError as err:
+            if err.errno in _DISK_ERRNOS:
+                raise _disk_full(
+                    err,
+                    f"the import copy of {dump.path}",
+                    _tmp_root(),
+                    elsewhere=_ELSEWHERE_RESTORE,
+                    needed=dump.contents.bytes,
+                ) from None
+            raise errors.InputError(
+                f"Cannot read {dump.path}: {err}", file=str(dump.path)
+            ) from None
+        except (dumps.NotADump, dumps.TooLarge, *dumps.GZIP_ERRORS) as err:
+            raise _changed(dump.path, str(err)) from None
+        if again != dump.contents:
+            raise _changed(dump.path, "it holds something else than when it was checked")
+        try:
+            imported = backend.import_file(copy, on_message=say)
+        except errors.D1DeployError as err:
+            raise _about(err, copy, dump.path) from None
+    created = [t for t, kind in dump.contents.objects.items() if kind == "table"]
+    proved = [
+        t
+        for t in dict.fromkeys([*created, *dump.contents.rows])
+        if not _is_sqlite_or_d1(t) and not _working_table(t) and t not in kept
+    ]
+    after = _count(backend, proved)
+    rows = tuple(
+        TableRows(t, dump.contents.rows.get(t, 0), rows_before.get(t, 0), after[t]) for t in proved
+    )
+    wrong = [r for r in rows if not r.proved]
+    if wrong:
+        raise errors.ChangeFailed(
+            f"the import into {info.name} reported success, but "
+            + "; ".join(
+                f"{r.table} holds {r.after} rows where {r.before + r.in_backup} were expected "
+                f"({r.before} before and {r.in_backup} in the backup)"
+                for r in wrong
+            ),
+            hint=f"Undo it with `{suggest.restore(bookmark_before)}`"
+            if bookmark_before
+            else "Something else wrote to those tables during the import, or triggers fired "
+            "on the imported rows; check them before the database is used.",
+        )
     return RestoreFromBackupResult(
-        path=path,
-        source=source,
+        path=dump.path,
+        source=dump.sidecar,
+        verified=dump.verified,
         database_name=info.name,
         database_uuid=info.uuid,
         tables_before=tables,
@@ -616,30 +1228,52 @@ def restore_from_backup(
         rows_written=imported.rows_written,
         final_bookmark=imported.final_bookmark,
         duration_ms=imported.duration_ms,
+        rows=rows,
+        kept=kept,
     )
 
 
-@contextlib.contextmanager
-def _importable_sql(source: Sidecar) -> Iterator[Path]:
-    """The backup as a file the import flow can run: gunzipped when needed, with its
-    CREATE TABLEs first (`dumps.importable`), in a private temporary directory."""
-    with tempfile.TemporaryDirectory(prefix="d1deploy-restore-") as tmp:
-        plain = source.path
-        if source.gzip:
-            plain = Path(tmp) / "plain.sql"
-            try:
-                with (
-                    open(dumps.private_file(plain), "wb") as out,
-                    gzip.open(source.path, "rb") as dump,
-                ):
-                    shutil.copyfileobj(dump, out, 1 << 20)
-            except (OSError, EOFError, zlib.error) as err:
-                raise errors.InputError(
-                    f"The backup {source.path} is not valid gzip: {err}.",
-                    hint=_DAMAGED_HINT,
-                    file=str(source.path),
-                ) from err
-        yield dumps.importable(plain, Path(tmp) / "import.sql")
+def _tmp_root() -> Path:
+    return Path(tempfile.gettempdir())
+
+
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _check_room(path: Path, size: int) -> None:
+    """Refuse before writing `size` bytes to `path` where they cannot fit."""
+    if size <= _room(path.parent):
+        return
+    limit = _file_size_limit()
+    why = (
+        f"the file size limit is {_size(limit)} (`ulimit -f`)"
+        if limit is not None and limit < size
+        else f"{_tmp_root()} has {_size(shutil.disk_usage(path.parent).free)} free, of which "
+        f"{_size(_SPARE_BYTES)} is left for others"
+    )
+    raise errors.DiskFull(
+        f"restoring needs {_size(size)} for the import copy of the dump, but {why}",
+        hint=f"Free space there, or {_ELSEWHERE_RESTORE}. Nothing was changed.",
+    )
+
+
+def _changed(path: Path, why: str) -> errors.InputError:
+    return errors.InputError(
+        f"{path} changed while it was being restored: {why}",
+        hint="Leave the file alone while it is restored, and run the restore again.",
+        file=str(path),
+    )
+
+
+def _about(err: errors.D1DeployError, copy: Path, user_file: Path) -> errors.D1DeployError:
+    """`err` about the user's file instead of the temporary import copy (named as the
+    file, but whose lines are not the file's: its CREATE TABLEs come first)."""
+    err.message = err.message.replace(str(copy), str(user_file))
+    err.args = (err.message,)
+    if err.file is not None and Path(err.file) == copy:
+        err.file, err.line = str(user_file), None
+    return err
 
 
 def describe_restore_point(

@@ -333,8 +333,10 @@ class Run:
             self.out.detail(f"Using local database {cfg.local_path}")
             try:
                 yield local
-            finally:
-                local.close()
+            except BaseException:
+                local.discard_if_created_empty()
+                raise
+            local.close()
             return
         database = cfg.require_database()
         from d1deploy.remote import RemoteBackend
@@ -412,7 +414,7 @@ class Run:
         """The backup `migrate`/`rollback` take before their first change."""
         if self.common.get("no_backup"):
             return None
-        from d1deploy import backup
+        from d1deploy import backup, render
 
         def take() -> object:
             with self.download_progress(backend) as on_bytes:
@@ -424,6 +426,7 @@ class Run:
                     on_bytes=on_bytes,
                 )
             self.out.info(f"Backup written: {result.path} ({result.bytes} bytes)")
+            self.out.info(f"Proven: {render.proven(result)}")
             return result
 
         return take
@@ -963,7 +966,8 @@ def restore(
         str | None, typer.Option("--timestamp", help="Return to this time (ISO 8601).")
     ] = None,
     from_backup: Annotated[
-        Path | None, typer.Option("--from-backup", help="Re-import a d1deploy backup file.")
+        Path | None,
+        typer.Option("--from-backup", help="Re-import a backup or a D1 dump (.sql, .sql.gz)."),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Import a backup into a database that has tables.")
@@ -975,21 +979,29 @@ def restore(
 
     if sum(x is not None for x in (bookmark, timestamp, from_backup)) != 1:
         raise UsageError("give exactly one of --bookmark, --timestamp or --from-backup")
-    # A backup may go into a new local file; a bookmark needs the database it came from.
-    with run.backend(create=from_backup is not None) as backend:
-        if from_backup is not None:
-            source = backup_mod.verify_backup(from_backup)
-            run.confirm(
-                f"Import {from_backup} ({source.database_name}, {source.created_at:%Y-%m-%d %H:%M}"
-                f" UTC) into {backend.info.name}?"
+    if from_backup is not None:
+        # Checked before the target is opened, so a bad file creates and changes nothing.
+        dump = backup_mod.inspect_dump(from_backup)
+        with run.backend(create=True) as backend:
+            source = dump.sidecar
+            origin = (
+                f"{source.database_name}, {source.created_at:%Y-%m-%d %H:%M} UTC"
+                if source
+                else "no sidecar: unverified"
             )
+            run.confirm(f"Import {from_backup} ({origin}) into {backend.info.name}?")
             render.restored_backup(
                 run.out,
                 backup_mod.restore_from_backup(
-                    backend, from_backup, force=force, notify=run.out.info
+                    backend,
+                    dump,
+                    force=force,
+                    table=run.settings.migrations_table,
+                    notify=run.out.info,
                 ),
             )
-            return
+        return
+    with run.backend() as backend:
         point = backup_mod.describe_restore_point(
             backend, bookmark=bookmark, timestamp=parse_timestamp(timestamp) if timestamp else None
         )

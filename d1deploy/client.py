@@ -699,6 +699,15 @@ class D1Client:
                         f"download of the {what} from {shown} failed: HTTP {response.status_code}",
                         hint="the signed link is valid for one hour; run the backup again",
                     )
+                media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                if media == "text/html" or media == "application/json" or media.endswith("+json"):
+                    # An error page or an API answer under the dump's name: refused before
+                    # a byte of it is written.
+                    raise errors.InvalidDump(
+                        f"download of the {what} from {shown} answered {media}, not a SQL dump",
+                        hint="the storage behind the signed link may be unavailable; run the "
+                        "backup again",
+                    )
                 got = 0
                 # As the transport hands them over (64 KiB reads from a socket):
                 # re-chunking to a fixed size would copy every byte through a buffer.

@@ -25,7 +25,9 @@ only `output.py` prints them.
     │   ├── ServerError
     │   ├── NetworkError
     │   ├── PollTimeout
-    │   └── DownloadError                     a truncated or failed signed-URL download
+    │   ├── DownloadError                     a truncated or failed signed-URL download
+    │   │   └── InvalidDump                   a download that is not the whole database
+    │   └── DiskFull                          a local file could not be written: no room
     └── Refused                       exit 5  refused before changing anything
         ├── LockHeld
         ├── DriftDetected
@@ -224,6 +226,16 @@ class DownloadError(Unavailable):
     pass
 
 
+class InvalidDump(DownloadError):
+    """A download that is not a complete dump of the database: not a dump at all (an
+    HTML page, a JSON error), cut short, or without objects or rows the database holds."""
+
+
+class DiskFull(Unavailable):
+    """A backup or the import copy of a restore could not be written: the disk is full
+    or the file size limit (`ulimit -f`) was reached. Nothing is left behind."""
+
+
 class Refused(D1DeployError):
     exit_code = 5
 
@@ -245,7 +257,7 @@ EXIT_CODES: dict[int, str] = {
     1: "failed while changing (the report says what was rolled back)",
     2: "bad usage or bad input files",
     3: "authentication, permission, not found, or missing configuration",
-    4: "the API stayed unavailable after retries",
+    4: "the API stayed unavailable after retries, or a backup could not be completed",
     5: "refused before changing anything (lock held, drift, failed precheck)",
     130: "interrupted by Ctrl-C or SIGTERM (the report says what was finished and undone)",
 }

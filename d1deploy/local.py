@@ -95,6 +95,8 @@ class LocalBackend:
         self._name = name or self._path.stem
         self._clock = clock
         self._snapshots_dir = self._path.with_name(self._path.name + ".bookmarks")
+        self.created = not self._path.exists()
+        """Whether opening created the file (so a failed command can take it back)."""
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             _create_private_file(self._path)
@@ -394,6 +396,16 @@ class LocalBackend:
 
     def close(self) -> None:
         self._conn.close()
+
+    def discard_if_created_empty(self) -> bool:
+        """After a failure: close, and delete the file when this backend created it and
+        it still holds no schema (no command leaves an empty database behind)."""
+        empty = self.created and not self._conn.execute("SELECT 1 FROM sqlite_schema").fetchone()
+        self.close()
+        if empty:
+            for leftover in ("", "-journal", "-wal", "-shm"):
+                self._path.with_name(self._path.name + leftover).unlink(missing_ok=True)
+        return empty
 
 
 def _translate(

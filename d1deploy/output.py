@@ -288,8 +288,7 @@ class Output:
             ).endswith(SUMMARY_CUT):
                 return
             text = SUMMARY_CUT
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write(text)
+        self._append(path, text, "step summary")
 
     def outputs(self, values: Mapping[str, Any]) -> None:
         """Step outputs: strings as they are, None as "", anything else as JSON."""
@@ -304,8 +303,16 @@ class Output:
             else:
                 text = json.dumps(to_jsonable(value), ensure_ascii=False)
             entries.append(GitHub.output_entry(name, self.scrub(text)))
-        with open(self.github.output_path, "a", encoding="utf-8") as fh:
-            fh.write("".join(entries))
+        self._append(Path(self.github.output_path), "".join(entries), "step outputs")
+
+    def _append(self, path: Path, text: str, what: str) -> None:
+        """Append to a GitHub file; a full disk or the file size limit there must not
+        hide the error being reported, so it is said and the run goes on."""
+        try:
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as err:
+            self._err(f"Warning: could not write the GitHub {what} {path}: {err.strerror}")
 
 
 def error_payload(err: D1DeployError, held: Any) -> dict[str, Any]:

@@ -594,8 +594,23 @@ def backup(out: Output, result: BackupResult) -> None:
         return
     out.print(str(result.path))
     out.info(f"{result.bytes} bytes, sha256 {result.sha256}; sidecar {result.sidecar}")
+    out.info(f"Proven: {proven(result)}")
     if result.bookmark:
         out.info(f"The dump is the database at bookmark {result.bookmark}")
+
+
+def proven(result: BackupResult) -> str:
+    """What a backup was proven to hold, in one line."""
+    c = result.contents
+    objects = f"{len(c.objects)} schema objects" if not result.options.no_schema else ""
+    if result.options.no_data:
+        return f"{objects} (schema only), {c.statements} complete statements"
+    rows = sum(c.rows.get(t, 0) for t in result.rows_after)
+    return (
+        f"{objects}{' and ' if objects else ''}{rows} rows in {len(result.rows_after)} tables, "
+        f"{c.statements} complete statements; each table's rows within its counts in the "
+        "database right before and after the export"
+    )
 
 
 def restore_point(out: Output, point: RestorePoint) -> None:
@@ -635,9 +650,15 @@ def restored_backup(out: Output, result: RestoreFromBackupResult) -> None:
         out.json({"ok": True, **_fields(result)})
         return
     out.info(
-        f"Imported {result.path} into {result.database_name}: {result.num_queries} queries, "
-        f"{result.rows_written} rows written."
+        f"Imported {result.path} into {result.database_name}"
+        f"{'' if result.verified else ' (unverified: no sidecar)'}: {result.num_queries} "
+        f"queries, {result.rows_written} rows written."
     )
+    if result.rows:
+        out.info(f"Rows counted in {result.database_name} after the import (backup -> now):")
+        for r in result.rows:
+            before = f", {r.before} there before" if r.before else ""
+            out.info(f"  {r.table}: {r.in_backup} -> {r.after}{before}")
     if result.bookmark_before:
         out.info(f"To undo: {suggest.restore(result.bookmark_before)}")
 

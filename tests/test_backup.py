@@ -3,9 +3,13 @@ and Time Travel restore points, against a fake backend, the local backend and th
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
+import os
+import re
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -13,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from d1deploy import __version__, backup, errors, ledger
+from d1deploy import __version__, backup, dumps, dumpsql, errors, ledger
 from d1deploy.backend import (
     Backend,
     DatabaseInfo,
@@ -104,21 +108,45 @@ def mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
 
 
+SEED = "CREATE TABLE t (x);\n" + "".join(f"INSERT INTO t VALUES ({i});\n" for i in range(50))
+
+
+def d1_dump(db: sqlite3.Connection, options: ExportOptions | None = None) -> bytes:
+    """The dump D1 would write of `db` (D1's exporter, as the emulator runs it)."""
+    options = options or ExportOptions()
+    statements = dumpsql.dump(
+        db,
+        no_data=options.no_data,
+        no_schema=options.no_schema,
+        tables=options.tables,
+        numbers="javascript",
+    )
+    return "".join(f"{statement}\n" for statement in statements).encode()
+
+
 @dataclass
 class FakeBackend:
-    """Serves a fixed dump; `cut` attempts end short (by error, or silently when
-    `silent_cut` and the size is announced); `tables` are what the target holds."""
+    """A database in memory that answers SQL for real (it `holds` that script, and runs
+    what is imported into it) and exports in D1's format; `body` replaces the dump it
+    serves. `cut` attempts end short (by error, or silently when `silent_cut` and the
+    size is announced)."""
 
-    dump: bytes = b"PRAGMA defer_foreign_keys=TRUE;\nCREATE TABLE t (x);\n" * 50
+    holds: str = SEED
+    body: bytes | None = None
     cut: int = 0
     silent_cut: bool = False
     remote: bool = False
-    tables: tuple[str, ...] = ()
     export_error: errors.D1DeployError | None = None
     download_error: BaseException | None = None
     downloads: int = 0
+    dump: bytes = b""
     imported: list[bytes] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self.db.executescript(self.holds)
+        self.dump = d1_dump(self.db)
 
     @property
     def info(self) -> DatabaseInfo:
@@ -130,11 +158,12 @@ class FakeBackend:
 
     def run(self, statements: Sequence[Statement], *, read_only: bool = False) -> list[QueryResult]:
         assert read_only
-        (stmt,) = statements
-        assert "sqlite_master" in stmt.sql
-        if "count(*)" in stmt.sql:  # the history table lookup: the fake has none
-            return [QueryResult(columns=("n",), rows=((0,),))]
-        return [QueryResult(columns=("name",), rows=tuple((t,) for t in self.tables))]
+        results = []
+        for stmt in statements:
+            cursor = self.db.execute(stmt.sql, stmt.params)
+            columns = tuple(c[0] for c in cursor.description or ())
+            results.append(QueryResult(columns=columns, rows=tuple(cursor.fetchall())))
+        return results
 
     def bookmark(self, at: datetime | None = None) -> str:
         return "bm-at" if at else "bm-now"
@@ -150,6 +179,7 @@ class FakeBackend:
             on_message("Generating prod-db.sql")
         if self.export_error:
             raise self.export_error
+        self.dump = d1_dump(self.db, options) if self.body is None else self.body
         return ExportHandle(
             bookmark="bm-export",
             filename="prod-db.sql",
@@ -171,10 +201,11 @@ class FakeBackend:
 
     def import_file(self, path: Path, on_message: MessageCallback | None = None) -> ImportResult:
         self.imported.append(path.read_bytes())
+        self.db.executescript(path.read_text(encoding="utf-8"))
         return ImportResult(num_queries=3, rows_written=2, final_bookmark="bm-final")
 
     def close(self) -> None:
-        pass
+        self.db.close()
 
 
 def run_backup(
@@ -221,12 +252,21 @@ def test_backup_writes_dump_and_sidecar_private_and_consistent(tmp_path: Path) -
         "bytes": len(db.dump),
         "sha256": hashlib.sha256(db.dump).hexdigest(),
         "options": {"no_data": False, "no_schema": False, "tables": [], "gzip": False},
+        "dump": {
+            "bytes": len(db.dump),
+            "statements": 52,
+            "objects": [{"type": "table", "name": "t"}],
+            "rows": {"t": 50},
+        },
+        "database_rows": {"before_export": {"t": 50}, "after_export": {"t": 50}},
     }
     assert result.sha256 == side["sha256"] and result.bytes == side["bytes"]
     assert result.attempts == 1 and result.bookmark == "bm-export"
 
     parsed = backup.verify_backup(result.path)
     assert parsed.sha256 == result.sha256
+    assert parsed.contents == result.contents
+    assert parsed.rows_before == parsed.rows_after == {"t": 50}
     assert parsed.created_at == NOW
     assert (parsed.database_name, parsed.database_uuid) == ("prod-db", "0000-uuid")
 
@@ -237,15 +277,18 @@ def test_remote_backup_warns_first_that_queries_are_blocked(tmp_path: Path) -> N
 
 
 def test_gzip_backup_is_hashed_as_written_and_records_options(tmp_path: Path) -> None:
-    db = FakeBackend()
+    db = FakeBackend(holds=SEED + "CREATE TABLE u (y); CREATE INDEX u_y ON u(y);")
     opts = ExportOptions(no_data=True, tables=("t", "u"))
     result, _ = run_backup(db, tmp_path, gzip=True, options=opts)
+    # D1 writes the index only when it is named too: the tables asked for are the dump.
+    assert result.contents.objects == {"t": "table", "u": "table"}
+    assert result.contents.rows == {} and result.rows_before == {}
 
     assert result.path.name == "prod-db-20240501T123045Z.sql.gz"
     on_disk = result.path.read_bytes()
     assert gzip.decompress(on_disk) == db.dump
     assert result.sha256 == hashlib.sha256(on_disk).hexdigest()
-    assert result.bytes == len(on_disk) < len(db.dump)
+    assert result.bytes == len(on_disk)
     side = backup.verify_backup(result.path)
     assert side.gzip and side.options == opts
 
@@ -357,9 +400,103 @@ def test_sidecar_write_failure_removes_the_dump(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(backup, "_write_json_atomically", boom)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(errors.DiskFull, match=r"sidecar .* the disk is full") as caught:
         run_backup(FakeBackend(), tmp_path)
+    assert caught.value.exit_code == 4
     assert files_in(tmp_path / "backups") == []
+
+
+# --- proof against the database ------------------------------------------------------
+
+
+def rows_of_t(dump: bytes, keep: int) -> bytes:
+    """`dump` with only the first `keep` rows of table t."""
+    lines = dump.splitlines(keepends=True)
+    rows = [ln for ln in lines if ln.startswith(b'INSERT INTO "t"')]
+    return b"".join(ln for ln in lines if ln not in rows[keep:])
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"<html><body>Service temporarily unavailable</body></html>", "it is an HTML page"),
+        (b'{"success":false,"errors":[{"code":10000}]}', "it is a JSON document"),
+        (None, "it holds 40 rows of t, which had 50 right before the export and 50 right after"),
+    ],
+    ids=["html", "json", "cut-at-a-statement"],
+)
+def test_a_download_that_is_not_the_database_is_a_failed_backup(
+    tmp_path: Path, body: bytes | None, says: str
+) -> None:
+    db = FakeBackend()
+    db.body = body if body is not None else rows_of_t(db.dump, 40)
+    with pytest.raises(errors.InvalidDump, match=re.escape(says)) as caught:
+        run_backup(db, tmp_path, attempts=2)
+    assert caught.value.exit_code == 4 and db.downloads == 2
+    assert caught.value.hint and caught.value.hint.startswith("Nothing was saved.")
+    assert files_in(tmp_path / "backups") == []
+
+
+def test_rows_written_during_the_export_stay_within_the_two_counts(tmp_path: Path) -> None:
+    class Busy(FakeBackend):
+        def export(
+            self, options: ExportOptions, on_message: MessageCallback | None = None
+        ) -> ExportHandle:
+            handle = super().export(options, on_message)
+            self.db.execute("INSERT INTO t VALUES (50), (51)")  # after the snapshot
+            return handle
+
+    result, _ = run_backup(Busy(), tmp_path)
+    assert result.contents.rows == {"t": 50}
+    assert (result.rows_before, result.rows_after) == ({"t": 50}, {"t": 52})
+    side = json.loads(result.sidecar.read_text())
+    assert side["database_rows"] == {"before_export": {"t": 50}, "after_export": {"t": 52}}
+
+
+def test_a_dump_without_an_object_or_with_one_not_asked_for_is_refused(tmp_path: Path) -> None:
+    indexed = FakeBackend(holds=SEED + "CREATE INDEX t_x ON t (x);")
+    indexed.body = indexed.dump.replace(b"CREATE INDEX t_x ON t (x);\n", b"")
+    with pytest.raises(errors.InvalidDump, match="it lacks index t_x"):
+        run_backup(indexed, tmp_path, attempts=1)
+
+    other = FakeBackend()
+    other.body = other.dump + b"CREATE TABLE stranger (y);\n"
+    with pytest.raises(errors.InvalidDump, match="creates table stranger, which prod-db does not"):
+        run_backup(other, tmp_path, attempts=1)
+
+    data_only = FakeBackend()
+    data_only.body = data_only.dump  # with its CREATE TABLE, though data only is asked
+    with pytest.raises(errors.InvalidDump, match="creates table t though only data was asked"):
+        run_backup(data_only, tmp_path, attempts=1, options=ExportOptions(no_schema=True))
+
+    schema_only = FakeBackend()
+    schema_only.body = schema_only.dump
+    with pytest.raises(errors.InvalidDump, match=r"holds rows \(50 in t\) though only the schema"):
+        run_backup(schema_only, tmp_path, attempts=1, options=ExportOptions(no_data=True))
+    assert files_in(tmp_path / "backups") == []
+
+
+@pytest.mark.parametrize("remote", [False, True])  # remotely, counted during the download
+def test_a_schema_change_during_the_export_fails_the_backup(tmp_path: Path, remote: bool) -> None:
+    class Migrating(FakeBackend):
+        def export(
+            self, options: ExportOptions, on_message: MessageCallback | None = None
+        ) -> ExportHandle:
+            handle = super().export(options, on_message)
+            self.db.execute("CREATE TABLE late (y)")
+            return handle
+
+    db = Migrating(remote=remote)
+    with pytest.raises(errors.InvalidDump, match="changed while it was exported") as caught:
+        run_backup(db, tmp_path)
+    assert "table late" in str(caught.value) and db.downloads == 1  # not retried
+    assert files_in(tmp_path / "backups") == []
+
+
+def test_a_table_that_does_not_exist_is_refused_before_exporting(tmp_path: Path) -> None:
+    db = FakeBackend(export_error=errors.ServerError("export must not run"))
+    with pytest.raises(errors.NotFound, match="prod-db has no table named ghost"):
+        run_backup(db, tmp_path, options=ExportOptions(tables=("t", "ghost")))
 
 
 # --- reading and verifying ------------------------------------------------------------
@@ -423,8 +560,15 @@ def test_malformed_sidecar_is_refused(
 # --- restore from a backup ------------------------------------------------------------
 
 
+LEDGER = """
+CREATE TABLE d1_migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE,
+    applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL);
+INSERT INTO d1_migrations (name) VALUES ('0001_users.sql');
+"""
+
+
 def test_restore_refuses_a_non_empty_target_unless_forced(made: backup.BackupResult) -> None:
-    target = FakeBackend(tables=("d1_migrations", "users"))
+    target = FakeBackend(holds=LEDGER + "CREATE TABLE users (x);")
     with pytest.raises(errors.Refused, match="2 tables") as caught:
         backup.restore_from_backup(target, made.path)
     assert caught.value.exit_code == 5
@@ -438,12 +582,13 @@ def test_restore_refuses_a_non_empty_target_unless_forced(made: backup.BackupRes
     assert result.bookmark_before == "bm-now"
     assert any("restore --bookmark bm-now" in line for line in said)
     assert (result.num_queries, result.rows_written, result.final_bookmark) == (3, 2, "bm-final")
+    assert result.rows == (backup.TableRows("t", 50, 0, 50),) and result.verified
 
 
 def test_data_only_backup_into_existing_tables_says_force_is_expected(tmp_path: Path) -> None:
     made, _ = run_backup(FakeBackend(), tmp_path, options=ExportOptions(no_schema=True))
     with pytest.raises(errors.Refused, match="1 table ") as caught:
-        backup.restore_from_backup(FakeBackend(tables=("t",)), made.path)
+        backup.restore_from_backup(FakeBackend(holds="CREATE TABLE t (x);"), made.path)
     assert caught.value.hint and "data only" in caught.value.hint
 
 
@@ -451,7 +596,7 @@ def test_restore_refuses_a_tampered_backup_before_touching_the_target(
     made: backup.BackupResult,
 ) -> None:
     made.path.write_bytes(made.path.read_bytes() + b"DROP TABLE t;\n")
-    target = FakeBackend()
+    target = FakeBackend(holds="")
     with pytest.raises(errors.InputError, match="damaged"):
         backup.restore_from_backup(target, made.path)
     assert target.imported == []
@@ -470,11 +615,11 @@ def test_restore_gunzips_into_a_temporary_file_it_removes(tmp_path: Path) -> Non
             assert mode(path) == 0o600
             return super().import_file(path, on_message)
 
-    target = Target()
+    target = Target(holds="")
     result = backup.restore_from_backup(target, made.path)
     assert target.imported == [source.dump]
-    assert result.source.gzip and result.tables_before == ()
-    assert not seen[0].exists()
+    assert result.source and result.source.gzip and result.tables_before == ()
+    assert seen[0].name == made.path.name and not seen[0].exists()
 
 
 def test_restore_reports_a_gzip_backup_that_is_not_gzip(tmp_path: Path) -> None:
@@ -482,8 +627,159 @@ def test_restore_reports_a_gzip_backup_that_is_not_gzip(tmp_path: Path) -> None:
     side = json.loads(made.sidecar.read_text())
     side["options"]["gzip"] = True
     made.sidecar.write_text(json.dumps(side))
+    made.path.write_bytes(gzip.compress(b"PRAGMA defer_foreign_keys=TRUE;\n")[:-4])
+    side["bytes"] = made.path.stat().st_size
+    side["sha256"] = hashlib.sha256(made.path.read_bytes()).hexdigest()
+    made.sidecar.write_text(json.dumps(side))
     with pytest.raises(errors.InputError, match="not valid gzip"):
-        backup.restore_from_backup(FakeBackend(), made.path)
+        backup.restore_from_backup(FakeBackend(holds=""), made.path)
+
+
+def test_a_dump_without_a_sidecar_is_checked_and_restored_as_unverified(
+    made: backup.BackupResult,
+) -> None:
+    made.sidecar.unlink()
+    target = FakeBackend(holds="")
+    said: list[str] = []
+    result = backup.restore_from_backup(target, made.path, notify=said.append)
+    assert not result.verified and result.source is None
+    assert any("no sidecar" in line and "(unverified)" in line for line in said)
+    assert result.rows == (backup.TableRows("t", 50, 0, 50),)
+
+    made.path.write_bytes(rows_of_t(made.path.read_bytes(), 10)[:-3])  # cut mid-statement
+    with pytest.raises(errors.InputError, match="is not a complete D1 dump: it ends inside"):
+        backup.restore_from_backup(FakeBackend(holds=""), made.path)
+
+
+def test_a_gzip_dump_never_inflates_past_the_room_to_write_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made, _ = run_backup(FakeBackend(), tmp_path, gzip=True)
+    plain = gzip.decompress(made.path.read_bytes())
+    monkeypatch.setattr(backup, "_room", lambda _folder: len(plain))
+    target = FakeBackend(holds="")
+    backup.restore_from_backup(target, made.path)  # exactly the room it needs
+    assert target.imported == [plain]
+
+    made.sidecar.unlink()
+    monkeypatch.setattr(backup, "_room", lambda _folder: len(plain) - 1)
+    with pytest.raises(errors.DiskFull, match=f"inflates to more than {len(plain) - 1:,} bytes"):
+        backup.restore_from_backup(FakeBackend(holds=""), made.path)
+
+
+def test_no_room_for_the_import_copy_is_said_before_anything_changes(
+    made: backup.BackupResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backup, "_room", lambda _folder: 100)
+    target = FakeBackend(holds="")
+    with pytest.raises(errors.DiskFull, match=r"needs 1.7 kB .* for the import copy") as caught:
+        backup.restore_from_backup(target, made.path)
+    assert "TMPDIR" in (caught.value.hint or "") and target.imported == []
+
+
+def test_a_disk_filling_up_under_the_import_copy_leaves_nothing(
+    made: backup.BackupResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Path] = []
+
+    def full(blocks: object, dest: Path, *args: object, **kwargs: object) -> None:
+        seen.append(dest)
+        dest.write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(dumps, "write_importable", full)
+    target = FakeBackend(holds="")
+    with pytest.raises(errors.DiskFull, match=r"writing the import copy of .* the disk is full"):
+        backup.restore_from_backup(target, made.path)
+    assert target.imported == [] and not seen[0].exists() and not seen[0].parent.exists()
+
+
+def test_a_failed_import_names_the_users_file_not_the_copy(made: backup.BackupResult) -> None:
+    class Failing(FakeBackend):
+        def import_file(
+            self, path: Path, on_message: MessageCallback | None = None
+        ) -> ImportResult:
+            raise errors.SqlError(
+                f"import of {path.name} failed at {path}: no such table", file=str(path), line=7
+            )
+
+    with pytest.raises(errors.SqlError) as caught:
+        backup.restore_from_backup(Failing(holds=""), made.path)
+    assert caught.value.file == str(made.path) and caught.value.line is None
+    assert str(made.path) in caught.value.message and "d1deploy-restore-" not in str(caught.value)
+
+
+def test_rows_that_do_not_arrive_fail_the_restore_with_the_numbers(
+    made: backup.BackupResult,
+) -> None:
+    class Lossy(FakeBackend):
+        def import_file(
+            self, path: Path, on_message: MessageCallback | None = None
+        ) -> ImportResult:
+            result = super().import_file(path, on_message)
+            self.db.execute("DELETE FROM t WHERE x < 3")
+            return result
+
+    with pytest.raises(errors.ChangeFailed, match=r"t holds 47 rows where 50 were expected"):
+        backup.restore_from_backup(Lossy(holds=""), made.path)
+
+
+USED = (
+    f"{ledger.create_ledger_sql('d1_migrations')};\n{ledger.CREATE_HISTORY};\n"
+    "CREATE TABLE _d1deploy_lock (id INTEGER PRIMARY KEY, holder TEXT);\n"
+    "CREATE TABLE _d1deploy_meta (key TEXT PRIMARY KEY, value TEXT);\n"
+)
+
+
+def test_d1deploys_own_tables_never_block_or_come_with_a_restore(tmp_path: Path) -> None:
+    source = local_db(tmp_path / "src.sqlite", SOURCE_SQL + USED)
+    source.run(
+        [
+            Statement("INSERT INTO d1_migrations (name) VALUES ('0001_x.sql')"),
+            Statement("INSERT INTO _d1deploy_history (name, event) VALUES ('0001_x.sql', 'apply')"),
+            Statement(
+                "INSERT INTO _d1deploy_lock (id, holder) VALUES (1, 'the run that backs up')"
+            ),
+            Statement("INSERT INTO _d1deploy_meta VALUES ('proof', 'source')"),
+        ]
+    )
+    made, _ = run_backup(source, tmp_path)
+
+    # A database d1deploy used but that holds nothing is empty: no --force needed.
+    used = local_db(tmp_path / "used.sqlite", USED)
+    used.run([Statement("INSERT INTO _d1deploy_meta VALUES ('proof', 'target')")])
+    result = backup.restore_from_backup(used, made.path)
+    assert snapshot(used)[1]["d1_migrations"] == snapshot(source)[1]["d1_migrations"]
+    assert snapshot(used)[1]["_d1deploy_lock"] == []  # a lease is not data
+    assert snapshot(used)[1]["_d1deploy_meta"] == [("proof", "target")]
+    assert {r.table for r in result.rows} >= {"d1_migrations", "_d1deploy_history", "user_deposits"}
+
+    # Data only into a database with its own ledger: that ledger stays.
+    data, _ = run_backup(source, tmp_path, options=ExportOptions(no_schema=True))
+    staged = local_db(tmp_path / "staged.sqlite", SOURCE_SQL + USED)
+    staged.run(
+        [
+            Statement("DROP TRIGGER audit_insert"),  # else it adds rows the backup has
+            Statement('DELETE FROM "audit log"'),
+            Statement("DELETE FROM user_deposits"),
+            Statement("INSERT INTO d1_migrations (name) VALUES ('0001_x.sql')"),
+        ]
+    )
+    said: list[str] = []
+    result = backup.restore_from_backup(staged, data.path, force=True, notify=said.append)
+    assert result.kept == ("d1_migrations",)
+    assert "Keeping staged's own d1_migrations (1 row)" in "\n".join(said)
+    assert snapshot(staged)[1]["user_deposits"] == snapshot(source)[1]["user_deposits"]
+    assert len(snapshot(staged)[1]["d1_migrations"]) == 1
+
+
+def test_a_forced_restore_of_tables_the_target_has_is_refused_before_importing(
+    made: backup.BackupResult,
+) -> None:
+    target = FakeBackend(holds="CREATE TABLE t (x); CREATE TABLE mine (y);")
+    with pytest.raises(errors.Refused, match="creates t, which prod-db already has"):
+        backup.restore_from_backup(target, made.path, force=True)
+    assert target.imported == []
 
 
 # --- round trips through the local backend ---------------------------------------------

@@ -5,6 +5,7 @@ before returning; 0600; nothing left behind and no thread left running on failur
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -30,7 +31,18 @@ EXPORT = f"{BASE}/accounts/{ACCOUNT}/d1/database/{DB}/export"
 
 
 def dump_bytes(size: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(size)
+    """A D1 dump of about `size` bytes: one table, rows of random hex of random length."""
+    rng = random.Random(seed)
+    lines = [b"PRAGMA defer_foreign_keys=TRUE;\n", b"CREATE TABLE t (id INTEGER, b BLOB);\n"]
+    total = sum(map(len, lines))
+    while total < size:
+        line = b'INSERT INTO "t" ("id","b") VALUES(%d,X\'%s\');\n' % (
+            len(lines),
+            rng.randbytes(rng.randrange(1, 3000)).hex().encode(),
+        )
+        lines.append(line)
+        total += len(line)
+    return b"".join(lines)
 
 
 def irregular(data: bytes, seed: int = 2) -> Iterator[bytes]:
@@ -57,19 +69,25 @@ def hashing_threads() -> list[threading.Thread]:
 def test_many_chunks_are_written_and_hashed_in_order(tmp_path: Path) -> None:
     data = dump_bytes(5_300_000)  # several hash batches
     part = tmp_path / "b.sql.part"
-    size, digest = backup._download(handle(lambda: irregular(data)), part, gz=False, on_bytes=None)
+    size, digest, contents = backup._download(
+        handle(lambda: irregular(data)), part, gz=False, on_bytes=None
+    )
     assert part.read_bytes() == data
     assert (size, digest) == (len(data), hashlib.sha256(data).hexdigest())
+    assert contents.rows == {"t": data.count(b"\n") - 2} and contents.bytes == len(data)
     assert part.stat().st_mode & 0o777 == 0o600
     assert hashing_threads() == []
 
 
 def test_gzip_output_is_hashed_as_written(tmp_path: Path) -> None:
-    data = b"INSERT INTO t VALUES ('x');\n" * 200_000 + dump_bytes(2_000_000)
+    data = dump_bytes(2_000_000) + b'INSERT INTO "t" ("id","b") VALUES(0,NULL);\n' * 200_000
     part = tmp_path / "b.sql.gz.part"
-    size, digest = backup._download(handle(lambda: irregular(data)), part, gz=True, on_bytes=None)
+    size, digest, contents = backup._download(
+        handle(lambda: irregular(data)), part, gz=True, on_bytes=None
+    )
     on_disk = part.read_bytes()
     assert gzip.decompress(on_disk) == data
+    assert contents.rows == {"t": data.count(b"\n") - 2}
     assert (size, digest) == (len(on_disk), hashlib.sha256(on_disk).hexdigest())
 
 
@@ -219,6 +237,55 @@ def test_a_compressed_reply_is_still_decoded_and_length_checked() -> None:
     client, _ = client_for(httpx.Response(200, headers=headers, stream=Pieces([packed])))
     with pytest.raises(errors.DownloadError, match="ended after"):
         b"".join(client.export(DB, ExportOptions()).download())
+
+
+@pytest.mark.parametrize("media", ["text/html; charset=utf-8", "application/json"])
+def test_an_error_page_or_api_answer_is_refused_before_a_byte_is_passed_on(media: str) -> None:
+    reply = httpx.Response(200, headers={"content-type": media}, content=b"<html>503</html>")
+    client, _ = client_for(reply)
+    download = client.export(DB, ExportOptions()).download()
+    with pytest.raises(errors.InvalidDump, match=f"answered {media.split(';')[0]}, not a SQL dump"):
+        next(download)
+
+
+def test_a_full_disk_is_named_with_its_folder_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = dump_bytes(3_000_000)
+    real_write = os.write
+    written = [0]
+
+    def filling(fd: int, chunk: Any) -> int:
+        if written[0] > 1_000_000:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written[0] += len(chunk)
+        return real_write(fd, chunk)
+
+    monkeypatch.setattr(os, "write", filling)
+    part = tmp_path / "b.sql.part"
+    with pytest.raises(errors.DiskFull) as caught:
+        backup._download(handle(lambda: irregular(data), len(data)), part, gz=False, on_bytes=None)
+    message = str(caught.value)
+    assert f"writing the backup {tmp_path / 'b.sql'} failed after" in message
+    assert f"the disk is full (No space left on device): {tmp_path} has " in message
+    assert f"it needs about {len(data) / 1e6:.1f} MB" in message
+    assert caught.value.exit_code == 4 and "--backup-dir" in (caught.value.hint or "")
+    assert list(tmp_path.iterdir()) == [] and hashing_threads() == []
+
+
+def test_a_download_that_is_not_a_dump_stops_early_and_leaves_nothing(tmp_path: Path) -> None:
+    sent = [0]
+
+    def page() -> Iterator[bytes]:
+        for _ in range(100):
+            sent[0] += 1
+            yield b"<html><body>" + b"x" * 2_000_000 + b"</body></html>"
+
+    part = tmp_path / "b.sql.part"
+    with pytest.raises(errors.InvalidDump, match="not a complete D1 dump: it is an HTML page"):
+        backup._download(handle(page), part, gz=False, on_bytes=None)
+    assert sent[0] < 10  # refused as the first bytes were checked, not after all of it
+    assert list(tmp_path.iterdir()) == [] and hashing_threads() == []
 
 
 def test_both_http_clients_share_one_ssl_context(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -112,7 +112,11 @@ def test_a_rehearsal_of_a_d1_database_reads_it_and_changes_nothing(
     assert report.rows_before == {"deposit_transactions": 5, "user_deposits": 3, "users": 3}
     assert emulator.auth_leaks == 0
     posts = [r for r in emulator.requests if r.method == "POST"]
-    assert posts and all(r.path.endswith("/export") for r in posts)
+    # The export, and the backup's reads of the schema and row counts around it.
+    queries = [r.json for r in posts if r.path.endswith("/query")]
+    assert any(r.path.endswith("/export") for r in posts)
+    assert all(r.path.endswith(("/export", "/query")) for r in posts)
+    assert all(item["sql"].startswith("SELECT ") for q in queries for item in q["batch"])
     with sqlite3.connect(emulator.db_path(emulator.default_db.name)) as db:
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
         ledger = [row[0] for row in db.execute("SELECT name FROM d1_migrations")]

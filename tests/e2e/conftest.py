@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -230,11 +231,20 @@ class Project:
         env.update(overrides or {})
         return env
 
-    def start(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    def start(
+        self, *args: str, env: Mapping[str, str] | None = None, file_size_limit: int | None = None
+    ) -> subprocess.Popen[str]:
+        """Start the command; `file_size_limit` (bytes) is its `ulimit -f`."""
+
+        def limit() -> None:
+            if file_size_limit is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
         process = subprocess.Popen(
             [d1deploy_executable(), *args],
             cwd=self.root,
             env=self.env(env),
+            preexec_fn=limit if file_size_limit is not None else None,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -258,8 +268,15 @@ class Project:
         self.runs.append(run)
         return run
 
-    def run(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> Run:
-        return self.finish(self.start(*args, env=env), *args, timeout=timeout)
+    def run(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 120,
+        file_size_limit: int | None = None,
+    ) -> Run:
+        process = self.start(*args, env=env, file_size_limit=file_size_limit)
+        return self.finish(process, *args, timeout=timeout)
 
     # -- the database
     def state(self) -> DbState:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import shlex
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,13 @@ CREATE TABLE broken_two (id INTEGER PRIMARY KEY);
 INSERT INTO no_such_table VALUES (1);
 CREATE TABLE broken_four (id INTEGER PRIMARY KEY);
 """
+
+
+DEPOSIT_ROWS = 'INSERT INTO "deposit_transactions"'
+UNAVAILABLE_PAGE = (
+    "<!DOCTYPE html>\n<html><head><title>Service temporarily unavailable</title></head>"
+    "<body><h1>Service temporarily unavailable</h1></body></html>\n"
+)
 
 
 def fault(method: str, path: str, **options: Any) -> dict[str, Any]:
@@ -103,6 +111,33 @@ SCENARIOS = (
         4, "before", says=("failed 3 times", "Nothing was saved"),
     ),
     Scenario(
+        "download-is-an-html-page",
+        (fault("GET", r"^/__signed/", status=200, reply=UNAVAILABLE_PAGE,
+               headers={"Content-Type": "text/html; charset=utf-8"}),),
+        4, "before", says=("answered text/html, not a SQL dump", "Nothing was saved"),
+    ),
+    Scenario(
+        "download-is-an-html-page-under-a-file-type-once",
+        (fault("GET", r"^/__signed/", status=200, reply=UNAVAILABLE_PAGE,
+               headers={"Content-Type": "application/octet-stream"}, times=1),),
+        0, "after", says=("was not the whole dump", "it is an HTML page", "starting it again"),
+    ),
+    Scenario(
+        "download-ends-cleanly-after-a-statement",
+        # The body ends after `CREATE TABLE deposit_transactions (...);`: its rows, the
+        # tables made after it and both indexes never come, and no Content-Length says so.
+        (fault("GET", r"^/__signed/", end_before=DEPOSIT_ROWS),),
+        4, "before",
+        says=("it holds 0 rows of deposit_transactions, which had 5 right before the export"
+              " and 5 right after it", "index idx_deposit_transactions_status",
+              "failed 3 times", "Nothing was saved"),
+    ),
+    Scenario(
+        "download-ends-cleanly-after-a-statement-once",
+        (fault("GET", r"^/__signed/", end_before=DEPOSIT_ROWS, times=1),),
+        0, "after", says=("was not the whole dump", "starting it again"),
+    ),
+    Scenario(
         "third-statement-of-a-migration-fails",
         (),
         1, "before",
@@ -114,7 +149,8 @@ SCENARIOS = (
 
 
 def assert_backups_complete(project: Project) -> None:
-    """Every backup is a dump with a sidecar that matches it; no partial file anywhere."""
+    """Every backup is a dump with a sidecar that matches it, and loads into SQLite with
+    the rows its sidecar records, which the database had; no partial file anywhere."""
     files = {p.name: p for p in project.backups()}
     assert not [n for n in files if n.endswith(".part")]
     for name, path in files.items():
@@ -125,6 +161,23 @@ def assert_backups_complete(project: Project) -> None:
         data = path.read_bytes()
         assert sidecar["bytes"] == len(data)
         assert sidecar["sha256"] == hashlib.sha256(data).hexdigest()
+        assert loaded_rows(data) == sidecar["dump"]["rows"]
+        counted = sidecar["database_rows"]["before_export"]
+        assert {t: n for t, n in counted.items() if n} == {
+            t: n for t, n in sidecar["dump"]["rows"].items() if not t.startswith("sqlite_")
+        }
+
+
+def loaded_rows(dump: bytes) -> dict[str, int]:
+    """Rows per table of a dump, as plain SQLite loads it (tables first: no rebuilds here)."""
+    con = sqlite3.connect(":memory:")
+    try:
+        con.executescript(dump.decode("utf-8"))
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        counts = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+        return {t: n for t, n in counts.items() if n}
+    finally:
+        con.close()
 
 
 def retry_waits(project: Project, statuses: tuple[int, ...]) -> list[float]:

@@ -61,6 +61,8 @@ class Response:
     body: bytes = b""
     file: Path | None = None
     truncate: int | None = None
+    """Send only this many bytes of `file`, then close: with a Content-Length that
+    announces more, a cut the client sees; without one, a body that looks whole."""
     drop: bool = False
 
 
@@ -360,6 +362,17 @@ class D1Emulator:
             return Response(
                 response.status, response.headers, file=response.file, truncate=fault.truncate
             )
+        if fault and fault.end_before is not None and response.file is not None:
+            mark = fault.end_before.encode()
+            with response.file.open("rb") as source:
+                end = 0
+                for line in source:
+                    if line.startswith(mark):
+                        break
+                    end += len(line)
+            headers = {k: v for k, v in response.headers.items() if k != "Content-Length"}
+            headers["Connection"] = "close"
+            return Response(response.status, headers, file=response.file, truncate=end)
         return response
 
     def _api(

@@ -10,7 +10,9 @@ JSON value, str or bytes, by default a Cloudflare failure envelope) answers inst
 D1; `drop_before` closes the connection without running anything; `drop_after` runs
 and commits the request, then closes without answering; `delay` sleeps first;
 `truncate` cuts a signed download after that many bytes while still announcing the
-full Content-Length. Job-level actions are consulted only when an
+full Content-Length; `end_before` ends one cleanly right before the first line that
+starts with that text, announcing no length (the connection closes: the body looks
+whole, and in a dump it ends at a statement boundary). Job-level actions are consulted only when an
 export or import job starts: `export_never_completes`, `export_fails`, `import_fails`
 (the latter two carry the error text to report).
 """
@@ -40,6 +42,7 @@ class Fault:
     drop_after: bool = False
     delay: float = 0.0
     truncate: int | None = None
+    end_before: str | None = None
     export_never_completes: bool = False
     export_fails: str | None = None
     import_fails: str | None = None
@@ -82,6 +85,7 @@ class Faults:
             rule.drop_after,
             rule.delay > 0,
             rule.truncate is not None,
+            rule.end_before is not None,
             rule.export_never_completes,
             rule.export_fails is not None,
             rule.import_fails is not None,

@@ -48,7 +48,7 @@ class _FileStream(httpx.SyncByteStream):
         for chunk in iter_file(self._response.file, self._response.truncate):
             sent += len(chunk)
             yield chunk
-        if self._response.truncate is not None:
+        if self._response.truncate is not None and "Content-Length" in self._response.headers:
             expected = self._response.headers["Content-Length"]
             raise httpx.RemoteProtocolError(
                 "peer closed connection without sending complete message body: "
