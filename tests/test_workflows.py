@@ -792,3 +792,34 @@ def test_the_deploy_summary_flags_a_failed_verification(tmp_path: Path) -> None:
     assert "Verification failed after deploy succeeded. Nothing was undone." in summary
     summary = _summarise(tmp_path, BACKUP_UPLOADED="skipped")
     assert "taken, not uploaded" in summary
+
+
+# -- the step-level action -----------------------------------------------------------------------
+def test_the_action_mirrors_d1deploys_outputs_and_splices_nothing_into_scripts() -> None:
+    action = yaml.safe_load((ROOT / "action.yml").read_text(encoding="utf-8"))
+    assert action["runs"]["using"] == "composite"
+    assert set(action["inputs"]) == {
+        "command", "database", "config", "environment", "args", "working-directory"
+    }  # fmt: skip
+    # Each output is one d1deploy writes to $GITHUB_OUTPUT, taken from the step running it.
+    render = (ROOT / "d1deploy" / "render.py").read_text(encoding="utf-8")
+    calls = re.findall(r"out\.outputs\(\s*\{(.*?)\}\s*\)", render, re.S)
+    written = set(re.findall(r'"(\w+)":', " ".join(calls)))
+    outputs = action["outputs"]
+    assert set(outputs) == {
+        "pending",
+        "applied",
+        "bookmark_before",
+        "backup_path",
+        "restore_command",
+    }
+    assert set(outputs) <= written
+    for name, spec in outputs.items():
+        assert spec["value"] == f"${{{{ steps.run.outputs.{name} }}}}"
+    for step in action["runs"]["steps"]:
+        assert "${{" not in step["run"], step["name"]
+        assert not re.search(r"set -[a-z]*x|xtrace|printenv", step["run"])
+    # Installed from the action's own files: the ref in `uses:` is the version that runs.
+    install = action["runs"]["steps"][0]
+    assert install["env"]["ACTION_PATH"] == "${{ github.action_path }}"
+    assert '"$ACTION_PATH"' in install["run"]
