@@ -19,7 +19,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -66,7 +65,7 @@ SECRETS = {"CLOUDFLARE_API_TOKEN": TOKEN, "GITHUB_TOKEN": GITHUB_TOKEN}
 DEPLOY = ".github/workflows/deploy.yml"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Outcome:
     """What a scenario left: its runs, the database's states, the GitHub API's view."""
 
@@ -77,13 +76,17 @@ class Outcome:
     """The database after the runs."""
     api: GitHubApi
     leaks: tuple[str, ...]
-    """Files and log lines holding a token (scanned before the venvs were removed)."""
+    """Log lines, artifacts and comments holding a token."""
     notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def run(self) -> act.Run:
         (only,) = self.runs
         return only
+
+    def __repr__(self) -> str:
+        stages = (self.before.stage(), self.after.stage())
+        return f"Outcome(stages={stages}, leaks={self.leaks}, runs={self.runs})"
 
 
 @dataclass
@@ -189,6 +192,7 @@ def _state(w: World) -> DbState:
 
 # -- the scenarios -----------------------------------------------------------------------------
 SCENARIOS: dict[str, Callable[[Context], Outcome]] = {}
+"""Name -> scenario, in the order they start: the longest first."""
 
 
 def scenario(fn: Callable[[Context], Outcome]) -> Callable[[Context], Outcome]:
@@ -208,6 +212,51 @@ def pull_request(w: World) -> dict[str, Any]:
 
 def dispatch(ref: str = MAIN, **inputs: str) -> dict[str, Any]:
     return {"ref": ref, "inputs": inputs}
+
+
+@scenario
+def ci(ctx: Context) -> Outcome:
+    """ci.yml on this host's Python: lint, types, actionlint and the test suite."""
+    with world(ctx, "ci", seed=None) as w:
+        w.runner.env["PYTEST_ADDOPTS"] = " ".join(
+            [
+                # The act suite is what runs this; it cannot also run inside it.
+                "-m 'not act'",
+                # These read Cloudflare's OpenAPI document from outside the repository,
+                # which a checkout on GitHub does not have (issue 15 replaces them).
+                *(f"--deselect tests/test_client.py::{t}" for t in OPENAPI_TESTS),
+            ]
+        )
+        # The real tools the inner suite uses are the ones this suite installed.
+        w.runner.env[realtools.CACHE_ENV] = str(realtools.CACHE)
+        before = _state(w)
+        # Its test matrix narrowed to the Python there is.
+        w.run(
+            "push", push(), ".github/workflows/ci.yml", "--matrix", f"python:{act.python_version()}"
+        )
+        return finish(w, before)
+
+
+@scenario
+def pr(ctx: Context) -> Outcome:
+    """A pull request with a long conversation, pushed to three times: plans, rehearsals,
+    and one comment (on the second page of comments) edited in place. The second push
+    adds a migration; the third edits an applied one, which the plan refuses."""
+    with world(ctx, "pull-request") as w:
+        w.api.add_comment(PULL, "<!-- d1deploy-plan: telegram-conversations -->\nquoted", "octocat")
+        for n in range(120):
+            w.api.add_comment(PULL, f"review note {n}", BOT if n % 2 else "octocat")
+        before = _state(w)
+        w.run("pull_request", pull_request(w))
+        first = [dict(c) for c in w.api.on(PULL)]
+        _add_migration(w.repo, "feature_flags")
+        w.run("pull_request", pull_request(w))
+        second = comment_of(w.api)["body"]
+        applied = w.repo / "migrations" / "000_base_schema.sql"
+        applied.write_text(applied.read_text() + "-- edited after it was applied\n")
+        act.commit(w.repo, "edit an applied migration")
+        w.run("pull_request", pull_request(w))
+        return finish(w, before, first=first, second=second)
 
 
 @scenario
@@ -238,6 +287,29 @@ def pushed(ctx: Context) -> Outcome:
 
 
 @scenario
+def restored(ctx: Context) -> Outcome:
+    """A restore to the bookmark taken before 001 was applied."""
+    with world(ctx, "restore") as w:
+        backend = in_process_backend(w.emulator)
+        try:
+            bookmark = backend.bookmark()
+        finally:
+            backend.close()
+        migrate_in_process(w.emulator, w.repo / "migrations")
+        before = _state(w)
+        w.run("workflow_dispatch", dispatch(action="restore", bookmark=bookmark, confirm=DB))
+        return finish(w, before, bookmark=bookmark)
+
+
+@scenario
+def rolled_back(ctx: Context) -> Outcome:
+    with world(ctx, "rollback", seed="after") as w:
+        before = _state(w)
+        w.run("workflow_dispatch", dispatch(action="rollback", steps="1", confirm=DB))
+        return finish(w, before)
+
+
+@scenario
 def verify_fails(ctx: Context) -> Outcome:
     """A push whose new migration passes its rehearsal but fails verification in
     production (a check that only the real database can fail)."""
@@ -249,33 +321,12 @@ def verify_fails(ctx: Context) -> Outcome:
 
 
 @scenario
-def pr(ctx: Context) -> Outcome:
-    """A pull request with a long conversation, pushed to three times: plans, rehearsals,
-    and one comment (on the second page of comments) edited in place. The second push
-    adds a migration; the third edits an applied one, which the plan refuses."""
-    with world(ctx, "pull-request") as w:
-        w.api.add_comment(PULL, "<!-- d1deploy-plan: telegram-conversations -->\nquoted", "octocat")
-        for n in range(120):
-            w.api.add_comment(PULL, f"review note {n}", BOT if n % 2 else "octocat")
+def action(ctx: Context) -> Outcome:
+    """The step-level action in a team's own job: plan, migrate, verify."""
+    with world(ctx, "action") as w:
+        workflow = w.add_workflow("action.yml")
         before = _state(w)
-        w.run("pull_request", pull_request(w))
-        first = [dict(c) for c in w.api.on(PULL)]
-        _add_migration(w.repo, "feature_flags")
-        w.run("pull_request", pull_request(w))
-        second = comment_of(w.api)["body"]
-        applied = w.repo / "migrations" / "000_base_schema.sql"
-        applied.write_text(applied.read_text() + "-- edited after it was applied\n")
-        act.commit(w.repo, "edit an applied migration")
-        w.run("pull_request", pull_request(w))
-        return finish(w, before, first=first, second=second)
-
-
-@scenario
-def fork_pr(ctx: Context) -> Outcome:
-    """A pull request from a fork: no secrets."""
-    with world(ctx, "fork", with_secrets=False) as w:
-        before = _state(w)
-        w.run("pull_request", pull_request(w))
+        w.run("push", push(), workflow)
         return finish(w, before)
 
 
@@ -298,6 +349,15 @@ def pr_target(ctx: Context) -> Outcome:
 
 
 @scenario
+def fork_pr(ctx: Context) -> Outcome:
+    """A pull request from a fork: no secrets."""
+    with world(ctx, "fork", with_secrets=False) as w:
+        before = _state(w)
+        w.run("pull_request", pull_request(w))
+        return finish(w, before)
+
+
+@scenario
 def refused(ctx: Context) -> Outcome:
     """Recovery requests that must not reach the database: no confirmation; the
     confirmation but from a branch."""
@@ -312,68 +372,12 @@ def refused(ctx: Context) -> Outcome:
 
 
 @scenario
-def rolled_back(ctx: Context) -> Outcome:
-    with world(ctx, "rollback", seed="after") as w:
-        before = _state(w)
-        w.run("workflow_dispatch", dispatch(action="rollback", steps="1", confirm=DB))
-        return finish(w, before)
-
-
-@scenario
-def restored(ctx: Context) -> Outcome:
-    """A restore to the bookmark taken before 001 was applied."""
-    with world(ctx, "restore") as w:
-        backend = in_process_backend(w.emulator)
-        try:
-            bookmark = backend.bookmark()
-        finally:
-            backend.close()
-        migrate_in_process(w.emulator, w.repo / "migrations")
-        before = _state(w)
-        w.run("workflow_dispatch", dispatch(action="restore", bookmark=bookmark, confirm=DB))
-        return finish(w, before, bookmark=bookmark)
-
-
-@scenario
 def leak(ctx: Context) -> Outcome:
     """The scan's positive control: a workflow that leaks the token."""
     with world(ctx, "leak", seed=None) as w:
         workflow = w.add_workflow("leak.yml")
         before = _state(w)
         w.run("push", push(), workflow)
-        return finish(w, before)
-
-
-@scenario
-def action(ctx: Context) -> Outcome:
-    """The step-level action in a team's own job: plan, migrate, verify."""
-    with world(ctx, "action") as w:
-        workflow = w.add_workflow("action.yml")
-        before = _state(w)
-        w.run("push", push(), workflow)
-        return finish(w, before)
-
-
-@scenario
-def ci(ctx: Context) -> Outcome:
-    """ci.yml on this host's Python: lint, types, actionlint and the test suite."""
-    with world(ctx, "ci", seed=None) as w:
-        w.runner.env["PYTEST_ADDOPTS"] = " ".join(
-            [
-                # The act suite is what runs this; it cannot also run inside it.
-                "-m 'not act'",
-                # These read Cloudflare's OpenAPI document from outside the repository,
-                # which a checkout on GitHub does not have (issue 15 replaces them).
-                *(f"--deselect tests/test_client.py::{t}" for t in OPENAPI_TESTS),
-            ]
-        )
-        # The real tools the inner suite uses are the ones this suite installed.
-        w.runner.env[realtools.CACHE_ENV] = str(realtools.CACHE)
-        before = _state(w)
-        # Its test matrix narrowed to the Python there is.
-        w.run(
-            "push", push(), ".github/workflows/ci.yml", "--matrix", f"python:{act.python_version()}"
-        )
         return finish(w, before)
 
 
@@ -425,7 +429,6 @@ class Scenarios:
         self.futures: dict[str, Future[Outcome]] = {
             name: self.pool.submit(SCENARIOS[name], ctx) for name in names
         }
-        self.started = time.monotonic()
 
     def get(self, name: str) -> Outcome:
         return self.futures[name].result()
@@ -444,8 +447,7 @@ def act_runs(
         callspec = getattr(item, "callspec", None)
         if callspec is not None:  # a test that takes its scenario by name
             wanted.add(str(callspec.params.get("name")))
-    # The longest first, so that it overlaps the others.
-    names = sorted(SCENARIOS.keys() & wanted, key=lambda n: (n != "ci", n))
+    names = [name for name in SCENARIOS if name in wanted]  # as defined: longest first
     base = tmp_path_factory.mktemp("act")
     ctx = Context(act_binary, act.host_python(base / "python"), base)
     runs = Scenarios(ctx, names)

@@ -115,7 +115,7 @@ def uses(workflow: Path) -> set[str]:
     return found
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Run:
     """What one `act` run left behind."""
 
@@ -126,6 +126,13 @@ class Run:
     """act's whole output (stdout and stderr) as written."""
     artifacts: Path
     """The upload-artifact stand-in's folder: one subfolder per artifact."""
+
+    def __repr__(self) -> str:
+        # What a failed assertion needs: the results and how the log ended.
+        said = [e["msg"].rstrip() for e in self.events if e.get("msg")][-40:]
+        return f"Run(returncode={self.returncode}, jobs={self.jobs}, log ends:\n" + (
+            "\n".join(said) + ")"
+        )
 
     def _of(self, job: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("jobID") == job]
