@@ -53,6 +53,8 @@ REPOSITORY = "example/d1deploy"
 PULL = 7
 WORKERS = 3
 """Scenarios at once: each is mostly pip and d1deploy start-up, one core apiece."""
+NICE = 10
+"""Niceness of every scenario but `ci`, whose inner test suite is the longest path."""
 MAIN = "refs/heads/main"
 REPO_EVENT = {
     "name": "d1deploy",
@@ -132,7 +134,12 @@ class Context:
 
 @contextmanager
 def world(
-    ctx: Context, name: str, *, seed: str | None = "before", with_secrets: bool = True
+    ctx: Context,
+    name: str,
+    *,
+    seed: str | None = "before",
+    with_secrets: bool = True,
+    nice: int = NICE,
 ) -> Iterator[World]:
     root = ctx.base / name
     repo = act.project(root / "repo")
@@ -158,6 +165,7 @@ def world(
                 else {"GITHUB_TOKEN": GITHUB_TOKEN}
             ),
             local_repositories={"example/d1deploy@v1": repo},
+            nice=nice,
         )
         yield World(root, repo, emulator, api, runner)
     emulator.close()
@@ -217,7 +225,7 @@ def dispatch(ref: str = MAIN, **inputs: str) -> dict[str, Any]:
 @scenario
 def ci(ctx: Context) -> Outcome:
     """ci.yml on this host's Python: lint, types, actionlint and the test suite."""
-    with world(ctx, "ci", seed=None) as w:
+    with world(ctx, "ci", seed=None, nice=0) as w:
         w.runner.env["PYTEST_ADDOPTS"] = " ".join(
             [
                 # The act suite is what runs this; it cannot also run inside it.

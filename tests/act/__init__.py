@@ -188,6 +188,8 @@ class Act:
     secrets: dict[str, str] = field(default_factory=dict)
     local_repositories: dict[str, Path] = field(default_factory=dict)
     """Further `OWNER/REPO@REF` -> folder replacements (an action under test)."""
+    nice: int = 0
+    """Niceness of act and its jobs (runs beside a longer one yield the CPU to it)."""
 
     def run(
         self,
@@ -206,6 +208,7 @@ class Act:
         artifacts = scratch / "artifacts"
         artifacts.mkdir(exist_ok=True)
         args = [
+            *(["nice", "-n", str(self.nice)] if self.nice else []),
             str(self.binary),
             event,
             "--eventpath",
