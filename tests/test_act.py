@@ -101,6 +101,8 @@ class World:
     api: GitHubApi
     runner: act.Act
     runs: list[act.Run] = field(default_factory=list)
+    before: DbState | None = None
+    """The database just before the first run."""
 
     @property
     def db(self) -> Path:
@@ -109,6 +111,8 @@ class World:
     def run(
         self, event: str, payload: dict[str, Any], workflow: str = DEPLOY, *extra: str
     ) -> act.Run:
+        if self.before is None:
+            self.before = read_state(self.db)
         scratch = self.root / f"run{len(self.runs) + 1}"
         done = self.runner.run(
             self.repo, event, {**payload, "repository": REPO_EVENT}, workflows=[workflow],
@@ -171,10 +175,9 @@ def world(
     emulator.close()
 
 
-def finish(w: World, before: DbState, **notes: Any) -> Outcome:
-    return Outcome(
-        tuple(w.runs), before, read_state(w.db), w.api, tuple(_leaks(w)), notes
-    )  # fmt: skip
+def finish(w: World, **notes: Any) -> Outcome:
+    assert w.before is not None, "the scenario ran nothing"
+    return Outcome(tuple(w.runs), w.before, read_state(w.db), w.api, tuple(_leaks(w)), notes)
 
 
 def _leaks(w: World) -> Iterator[str]:
@@ -192,10 +195,6 @@ def _leaks(w: World) -> Iterator[str]:
     for comment in w.api.comments:
         if any(t in comment["body"] for t in tokens):
             yield f"comment {comment['id']}"
-
-
-def _state(w: World) -> DbState:
-    return read_state(w.db)
 
 
 # -- the scenarios -----------------------------------------------------------------------------
@@ -237,12 +236,11 @@ def ci(ctx: Context) -> Outcome:
         )
         # The real tools the inner suite uses are the ones this suite installed.
         w.runner.env[realtools.CACHE_ENV] = str(realtools.CACHE)
-        before = _state(w)
         # Its test matrix narrowed to the Python there is.
         w.run(
             "push", push(), ".github/workflows/ci.yml", "--matrix", f"python:{act.python_version()}"
         )
-        return finish(w, before)
+        return finish(w)
 
 
 @scenario
@@ -254,7 +252,6 @@ def pr(ctx: Context) -> Outcome:
         w.api.add_comment(PULL, "<!-- d1deploy-plan: telegram-conversations -->\nquoted", "octocat")
         for n in range(120):
             w.api.add_comment(PULL, f"review note {n}", BOT if n % 2 else "octocat")
-        before = _state(w)
         w.run("pull_request", pull_request(w))
         first = [dict(c) for c in w.api.on(PULL)]
         _add_migration(w.repo, "feature_flags")
@@ -264,7 +261,7 @@ def pr(ctx: Context) -> Outcome:
         applied.write_text(applied.read_text() + "-- edited after it was applied\n")
         act.commit(w.repo, "edit an applied migration")
         w.run("pull_request", pull_request(w))
-        return finish(w, before, first=first, second=second)
+        return finish(w, first=first, second=second)
 
 
 @scenario
@@ -272,9 +269,8 @@ def pushed(ctx: Context) -> Outcome:
     """A push to main with 001 pending: plan, rehearse, deploy; then the restore
     command from the summary, pasted into a terminal."""
     with world(ctx, "pushed") as w:
-        before = _state(w)
         run = w.run("push", push())
-        deployed = _state(w)
+        deployed = read_state(w.db)
         command = re.search(r"```sh\n(d1deploy restore [^\n]+)\n```", run.summary("deploy"))
         pasted = None
         if command:
@@ -289,9 +285,7 @@ def pushed(ctx: Context) -> Outcome:
                 ["bash", "-c", command.group(1)],
                 cwd=w.repo, env=env, capture_output=True, text=True, timeout=120,
             )  # fmt: skip
-        return finish(
-            w, before, deployed=deployed, pasted=pasted, pasted_state=_state(w),
-        )  # fmt: skip
+        return finish(w, deployed=deployed, pasted=pasted, pasted_state=read_state(w.db))
 
 
 @scenario
@@ -304,17 +298,15 @@ def restored(ctx: Context) -> Outcome:
         finally:
             backend.close()
         migrate_in_process(w.emulator, w.repo / "migrations")
-        before = _state(w)
         w.run("workflow_dispatch", dispatch(action="restore", bookmark=bookmark, confirm=DB))
-        return finish(w, before, bookmark=bookmark)
+        return finish(w, bookmark=bookmark)
 
 
 @scenario
 def rolled_back(ctx: Context) -> Outcome:
     with world(ctx, "rollback", seed="after") as w:
-        before = _state(w)
         w.run("workflow_dispatch", dispatch(action="rollback", steps="1", confirm=DB))
-        return finish(w, before)
+        return finish(w)
 
 
 @scenario
@@ -323,9 +315,8 @@ def verify_fails(ctx: Context) -> Outcome:
     production (a check that only the real database can fail)."""
     with world(ctx, "verify-fails", seed="after") as w:
         _add_migration(w.repo, "feature_flags", verify=PRODUCTION_ONLY_FAILURE)
-        before = _state(w)
         w.run("push", push())
-        return finish(w, before)
+        return finish(w)
 
 
 @scenario
@@ -333,17 +324,15 @@ def action(ctx: Context) -> Outcome:
     """The step-level action in a team's own job: plan, migrate, verify."""
     with world(ctx, "action") as w:
         workflow = w.add_workflow("action.yml")
-        before = _state(w)
         w.run("push", push(), workflow)
-        return finish(w, before)
+        return finish(w)
 
 
 @scenario
 def other_branch(ctx: Context) -> Outcome:
     with world(ctx, "other-branch") as w:
-        before = _state(w)
         w.run("push", push("refs/heads/wip"))
-        return finish(w, before)
+        return finish(w)
 
 
 @scenario
@@ -351,18 +340,16 @@ def pr_target(ctx: Context) -> Outcome:
     """pull_request_target, whose ref is the base branch."""
     with world(ctx, "pr-target") as w:
         workflow = w.add_workflow("pull-request-target.yml")
-        before = _state(w)
         w.run("pull_request_target", pull_request(w), workflow)
-        return finish(w, before)
+        return finish(w)
 
 
 @scenario
 def fork_pr(ctx: Context) -> Outcome:
     """A pull request from a fork: no secrets."""
     with world(ctx, "fork", with_secrets=False) as w:
-        before = _state(w)
         w.run("pull_request", pull_request(w))
-        return finish(w, before)
+        return finish(w)
 
 
 @scenario
@@ -370,13 +357,12 @@ def refused(ctx: Context) -> Outcome:
     """Recovery requests that must not reach the database: no confirmation; the
     confirmation but from a branch."""
     with world(ctx, "refused", seed="after") as w:
-        before = _state(w)
         w.run("workflow_dispatch", dispatch(action="rollback", steps="1"))
         w.run(
             "workflow_dispatch",
             dispatch("refs/heads/wip", action="restore", bookmark="00000001-b1", confirm=DB),
         )
-        return finish(w, before)
+        return finish(w)
 
 
 @scenario
@@ -384,9 +370,8 @@ def leak(ctx: Context) -> Outcome:
     """The scan's positive control: a workflow that leaks the token."""
     with world(ctx, "leak", seed=None) as w:
         workflow = w.add_workflow("leak.yml")
-        before = _state(w)
         w.run("push", push(), workflow)
-        return finish(w, before)
+        return finish(w)
 
 
 OPENAPI_TESTS = (

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import venv
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ _PROXY_ENV = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 _TIMEOUT = 600
 
 
-def project(dest: Path, *, exclude: Iterable[str] = ()) -> Path:
+def project(dest: Path) -> Path:
     """A git repository at `dest` holding this repository's files (tracked, and new ones
     not ignored, so that uncommitted work is what runs), committed on `main`."""
     listed = subprocess.run(
@@ -58,11 +58,10 @@ def project(dest: Path, *, exclude: Iterable[str] = ()) -> Path:
         capture_output=True,
         check=True,
     ).stdout.decode()
-    skip = tuple(exclude)
     for name in filter(None, listed.split("\0")):
         source = REPO / name
-        if name.startswith(skip) or not source.is_file():
-            continue  # deleted in the work tree, or left out on purpose
+        if not source.is_file():
+            continue  # deleted in the work tree
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
@@ -73,7 +72,16 @@ def project(dest: Path, *, exclude: Iterable[str] = ()) -> Path:
 
 def git(repo: Path, *args: str) -> str:
     done = subprocess.run(
-        ["git", "-c", "user.name=act test", "-c", "user.email=act@example.invalid", *args],
+        [
+            "git",
+            "-c",
+            "user.name=act test",
+            "-c",
+            "user.email=act@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+            *args,
+        ],
         cwd=repo,
         capture_output=True,
         text=True,
