@@ -11,6 +11,7 @@ that needs them asks (`act_runs`); each test waits for its own.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -133,6 +134,7 @@ class World:
 class Context:
     binary: Path
     python: Path
+    wheels: Path
     base: Path
 
 
@@ -154,10 +156,11 @@ def world(
     if seed == "after":
         migrate_in_process(emulator, repo / "migrations")
     api = GitHubApi(REPOSITORY, GITHUB_TOKEN)
-    with emulator.serve() as base_url, api.serve() as api_url:
+    with contextlib.closing(emulator), emulator.serve() as base_url, api.serve() as api_url:
         runner = act.Act(
             ctx.binary,
             ctx.python,
+            ctx.wheels,
             env={
                 "CLOUDFLARE_API_BASE_URL": base_url,
                 "GITHUB_API_URL": api_url,
@@ -172,7 +175,6 @@ def world(
             nice=nice,
         )
         yield World(root, repo, emulator, api, runner)
-    emulator.close()
 
 
 def finish(w: World, **notes: Any) -> Outcome:
@@ -432,7 +434,10 @@ class Scenarios:
 
 @pytest.fixture(scope="session")
 def act_runs(
-    request: pytest.FixtureRequest, act_binary: Path, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    act_binary: Path,
+    act_wheelhouse: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Scenarios]:
     wanted: set[str] = set()
     for item in request.session.items:
@@ -442,7 +447,7 @@ def act_runs(
             wanted.add(str(callspec.params.get("name")))
     names = [name for name in SCENARIOS if name in wanted]  # as defined: longest first
     base = tmp_path_factory.mktemp("act")
-    ctx = Context(act_binary, act.host_python(base / "python"), base)
+    ctx = Context(act_binary, act.host_python(base / "python"), act_wheelhouse, base)
     runs = Scenarios(ctx, names)
     yield runs
     runs.close()

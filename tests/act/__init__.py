@@ -191,6 +191,8 @@ class Act:
     binary: Path
     python: Path
     """The venv the setup-python stand-in copies (`host_python`)."""
+    wheels: Path
+    """Where the jobs' pip finds every package, with no index (`realtools.wheelhouse`)."""
     env: dict[str, str] = field(default_factory=dict)
     """Variables for every job (act --env)."""
     secrets: dict[str, str] = field(default_factory=dict)
@@ -235,6 +237,11 @@ class Act:
             f"D1DEPLOY_ACT_PYTHON={self.python}",
             "--env",
             f"D1DEPLOY_ACT_ARTIFACTS={artifacts}",
+            # The runner's pip installs from a local wheelhouse: offline, as a test must be.
+            "--env",
+            "PIP_NO_INDEX=1",
+            "--env",
+            f"PIP_FIND_LINKS={self.wheels}",
         ]
         for workflow in workflows:
             args += ["--workflows", workflow]
