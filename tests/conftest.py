@@ -78,6 +78,12 @@ def act_binary() -> Path:
     return _real_tool("act", realtools.act)
 
 
+@pytest.fixture(scope="session")
+def act_wheelhouse(act_binary: Path) -> Path:
+    """The wheels the jobs act runs install from, offline."""
+    return _real_tool("act", realtools.wheelhouse)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for name, why in sorted(realtools.unavailable.items()):
         terminalreporter.write_line(f"real tool {name} unavailable, its tests skipped: {why}")

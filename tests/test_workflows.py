@@ -274,13 +274,41 @@ def test_actionlint_finds_nothing() -> None:
 
 
 # -- every workflow ------------------------------------------------------------------------------
+# The one write a workflow here may hold: the plan comment on a pull request, granted by
+# deploy.yml to the reusable workflow, where only the `comment` job keeps it.
+COMMENT_GRANT = {"contents": "read", "pull-requests": "write"}
+
+
 @pytest.mark.parametrize("name", all_workflows())
-def test_top_level_permissions_are_read_only(name: str) -> None:
+def test_permissions_are_read_only_but_for_the_plan_comment(name: str) -> None:
     workflow = load(name)
+    if name == "d1-deploy.yml":
+        # A called workflow's own top-level permissions would narrow every job's token,
+        # the comment's too; so each job but `comment` narrows its own to reading.
+        assert "permissions" not in workflow
+        for job_name, job in workflow["jobs"].items():
+            expected = None if job_name == "comment" else {"contents": "read"}
+            assert job.get("permissions") == expected, job_name
+        return
     assert workflow["permissions"] == {"contents": "read"}
     for job_name, job in workflow["jobs"].items():
+        if name == "deploy.yml":
+            assert job["permissions"] == COMMENT_GRANT
+            continue
         for scope, level in (job.get("permissions") or {}).items():
             assert level in ("read", "none"), f"{name}: job {job_name} asks {scope}: {level}"
+
+
+def test_the_comment_job_runs_nothing_from_the_pull_request() -> None:
+    job = load("d1-deploy.yml")["jobs"]["comment"]
+    assert job["needs"] == "plan"
+    assert "github.event_name == 'pull_request'" in job["if"] and "inputs.pr-comment" in job["if"]
+    (step,) = steps(job)
+    assert "uses" not in step and step["shell"] == "python"
+    assert step["env"]["GITHUB_TOKEN"] == "${{ github.token }}"
+    assert set(step["env"]) == {"GITHUB_TOKEN", "NUMBER", "BODY"}
+    call = triggers(load("d1-deploy.yml"))["workflow_call"]["inputs"]["pr-comment"]
+    assert (call["type"], call["default"]) == ("boolean", False)
 
 
 @pytest.mark.parametrize("name", all_workflows())
@@ -676,7 +704,7 @@ def test_the_d1_wrapper_passes_each_input_as_one_argument(tmp_path: Path) -> Non
     assert not (tmp_path / "pwned").exists()
 
 
-RESTORE = "d1deploy restore -d telegram-conversations --bookmark 0000008a-b1 --yes"
+RESTORE = "d1deploy restore --database telegram-conversations --bookmark 0000008a-b1 --yes"
 
 
 def _summarise(tmp_path: Path, report: object = None, **outcome: str) -> str:
@@ -694,7 +722,6 @@ def _summarise(tmp_path: Path, report: object = None, **outcome: str) -> str:
         "REPORT": "",
         "APPLIED": '["001_schema_enhancements"]',
         "BOOKMARK": "0000008a-b1",
-        "RESTORE_COMMAND": RESTORE,
         "VERIFY": "success",
         **outcome,
     }
@@ -726,6 +753,12 @@ def test_the_deploy_summary_names_what_was_applied_and_the_way_back(tmp_path: Pa
     assert f"```sh\n{RESTORE}\n```" in summary
     assert "artifact `d1deploy-backup-telegram-conversations-42-1`" in summary
     assert "| deploy | success |" in summary and "failed" not in summary
+    # The command is aimed at the database as the steps were, quoted for a shell.
+    summary = _summarise(tmp_path, D1_CONFIG="conf dir/d1deploy.toml", D1_CONFIG_ENV="staging")
+    assert (
+        "d1deploy restore --database telegram-conversations --config 'conf dir/d1deploy.toml'"
+        " --env staging --bookmark 0000008a-b1 --yes"
+    ) in summary
 
 
 def test_the_deploy_summary_says_what_a_failure_undid(tmp_path: Path) -> None:
@@ -759,3 +792,34 @@ def test_the_deploy_summary_flags_a_failed_verification(tmp_path: Path) -> None:
     assert "Verification failed after deploy succeeded. Nothing was undone." in summary
     summary = _summarise(tmp_path, BACKUP_UPLOADED="skipped")
     assert "taken, not uploaded" in summary
+
+
+# -- the step-level action -----------------------------------------------------------------------
+def test_the_action_mirrors_d1deploys_outputs_and_splices_nothing_into_scripts() -> None:
+    action = yaml.safe_load((ROOT / "action.yml").read_text(encoding="utf-8"))
+    assert action["runs"]["using"] == "composite"
+    assert set(action["inputs"]) == {
+        "command", "database", "config", "environment", "args", "working-directory"
+    }  # fmt: skip
+    # Each output is one d1deploy writes to $GITHUB_OUTPUT, taken from the step running it.
+    render = (ROOT / "d1deploy" / "render.py").read_text(encoding="utf-8")
+    calls = re.findall(r"out\.outputs\(\s*\{(.*?)\}\s*\)", render, re.S)
+    written = set(re.findall(r'"(\w+)":', " ".join(calls)))
+    outputs = action["outputs"]
+    assert set(outputs) == {
+        "pending",
+        "applied",
+        "bookmark_before",
+        "backup_path",
+        "restore_command",
+    }
+    assert set(outputs) <= written
+    for name, spec in outputs.items():
+        assert spec["value"] == f"${{{{ steps.run.outputs.{name} }}}}"
+    for step in action["runs"]["steps"]:
+        assert "${{" not in step["run"], step["name"]
+        assert not re.search(r"set -[a-z]*x|xtrace|printenv", step["run"])
+    # Installed from the action's own files: the ref in `uses:` is the version that runs.
+    install = action["runs"]["steps"][0]
+    assert install["env"]["ACTION_PATH"] == "${{ github.action_path }}"
+    assert '"$ACTION_PATH"' in install["run"]
