@@ -195,7 +195,10 @@ def _unreachable(exc: httpx.TransportError) -> str | None:
     """Why nothing could be reached at all, from the OS error under httpx's: a host name
     that does not resolve, or a refused connection (retrying changes neither soon)."""
     cause: BaseException | None = exc
-    while cause is not None:
+    seen: set[int] = set()
+    # A chain may loop (an error re-raised from one that was raised from it).
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
         if isinstance(cause, socket.gaierror):
             return f"its host name does not resolve (DNS: {cause.strerror or cause})"
         if isinstance(cause, ConnectionRefusedError):

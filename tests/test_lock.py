@@ -12,7 +12,7 @@ from d1deploy import errors, guard, lock
 from d1deploy.backend import Backend, Statement
 from d1deploy.local import LocalBackend
 from tests.emulator import D1Emulator
-from tests.test_migrations import remote_backend
+from tests.helpers import remote_backend
 
 
 @pytest.fixture(params=["local", "emulator"])

@@ -13,11 +13,7 @@ from d1deploy.backend import Statement
 from d1deploy.local import LocalBackend
 from d1deploy.rehearse import RehearsalFailed, rehearse, row_counts
 from tests.emulator import D1Emulator
-from tests.test_checks import remote_backend
-from tests.test_dumps import REBUILT_PARENT
-from tests.test_seed import REALISTIC_DATA
-
-SEED = Path(__file__).resolve().parent.parent / "migrations"
+from tests.helpers import REALISTIC_DATA, REBUILT_PARENT, SEED, remote_backend
 
 
 @pytest.fixture
