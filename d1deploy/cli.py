@@ -259,7 +259,7 @@ class Run:
         return config.actor(os.environ)
 
     def client(self, **shared: Any) -> D1Client:
-        """`shared`: the fleet's `rate_gate` and `budget`, shared by every database."""
+        """`shared`: the fleet's `transport`, shared by every database."""
         from d1deploy.client import D1Client
 
         token, account = self.settings.require_remote()
@@ -286,7 +286,7 @@ class Run:
         """Fleet mode: `operation` on every selected database, bounded concurrency, canaries
         first, one shared rate-limit pause and request budget; a report per database."""
         from d1deploy import fleet, render
-        from d1deploy.client import RateGate
+        from d1deploy.ratelimit import RateLimitTransport
 
         cfg = self.settings
         every = suggest.current()
@@ -296,7 +296,7 @@ class Run:
             with suggest.target(every.on(backend.info.name)):
                 return operation(backend)
 
-        with self.client(rate_gate=RateGate(), budget=fleet.RequestBudget().acquire) as client:
+        with self.client(transport=RateLimitTransport()) as client:
             chosen = fleet.select_databases(
                 client, names=cfg.databases, matching=cfg.databases_matching
             )

@@ -1,4 +1,5 @@
-"""`D1Client`: the one HTTP boundary of d1deploy, and the only module that imports httpx.
+"""`D1Client`: the one HTTP boundary of d1deploy (with `ratelimit`, a transport it may be
+given, the only modules that import httpx).
 
 It owns the Cloudflare envelope parsing, the mapping of every HTTP, envelope and
 transport failure to `errors.*` (in `_map_error`), the retry policy (one tenacity
@@ -13,6 +14,9 @@ the request never left this machine. A host name that does not resolve and a ref
 connection are not retried at all (`errors.Unreachable`, naming the URL). Attempts and
 total time are both bounded, and while a run settles after a failure or an interrupt
 each request is held to what is left of the settle's time (`interrupts.remaining`).
+
+Rate limits are not here: the account's request budget and the pause after a 429 are a
+transport, `ratelimit.RateLimitTransport`, that fleet mode hands every client it shares.
 """
 
 from __future__ import annotations
@@ -24,12 +28,10 @@ import math
 import random
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -51,11 +53,9 @@ from d1deploy.backend import (
     Statement,
 )
 from d1deploy.config import validate_base_url
+from d1deploy.ratelimit import MAX_RETRY_AFTER, RateLimitTransport, retry_after
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
-
-MAX_RETRY_AFTER = 60.0
-"""A 429 asking for a longer pause fails at once instead of blocking the run."""
 
 MAX_BACKOFF = 10.0
 DOWNLOAD_CHUNK = 1 << 20
@@ -104,36 +104,6 @@ def _redact_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-class RateGate:
-    """A rate-limit pause shared by every client of one process (fleet mode).
-
-    When any client gets a 429 it calls `pause(retry_after)`; every client calls
-    `wait()` before each request, so one account-wide limit stops them all at once.
-    """
-
-    def __init__(
-        self,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._until = 0.0
-
-    def pause(self, seconds: float) -> None:
-        with self._lock:
-            self._until = max(self._until, self._clock() + seconds)
-
-    def wait(self) -> None:
-        with self._lock:
-            remaining = self._until - self._clock()
-        # Sleep outside the lock so other clients can extend the pause meanwhile.
-        if remaining > 0:
-            self._sleep(remaining)
-
-
 @dataclass
 class _Call:
     """One logical API request and what its attempts found (for retry decisions)."""
@@ -148,29 +118,6 @@ class _Call:
     started: float = 0.0
     last_status: int | None = None
     last_transport_error: str | None = None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds asked for by `Retry-After` (delta-seconds or HTTP date), if present."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        until = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    # Measure against the server's own Date header when present: no clock-skew guess.
-    now = datetime.now(UTC)
-    if server_date := response.headers.get("date"):
-        try:
-            now = parsedate_to_datetime(server_date)
-        except (TypeError, ValueError):
-            pass
-    return max(0.0, (until - now).total_seconds())
 
 
 def _error_text(body: dict[str, Any]) -> tuple[str, set[int], str]:
@@ -235,20 +182,20 @@ def _map_error(
             "network, or check CLOUDFLARE_API_BASE_URL",
         )
     if status == 429:
-        retry_after = _retry_after(response)
+        asked = retry_after(response)
         detail = _error_text(body)[2] if isinstance(body, dict) else "too many requests"
-        if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+        if asked is not None and asked > MAX_RETRY_AFTER:
             return errors.RateLimited(
                 f"{what} failed: rate limited by the D1 API, which asks to wait "
-                f"{retry_after:.0f} s, longer than the {MAX_RETRY_AFTER:.0f} s d1deploy "
+                f"{asked:.0f} s, longer than the {MAX_RETRY_AFTER:.0f} s d1deploy "
                 f"waits ({detail})",
-                retry_after=retry_after,
+                retry_after=asked,
                 hint="the account's API limit (1200 requests per 5 minutes) is used up; "
                 "run again in a few minutes",
             )
         return errors.RateLimited(
             f"{what} failed: rate limited by the D1 API ({detail})",
-            retry_after=retry_after,
+            retry_after=asked,
             hint="D1 or the account's API limit is overloaded; run again in a few minutes",
         )
     # Neither the envelope nor the non-standard {code, error} shape: not the API talking.
@@ -454,8 +401,6 @@ class D1Client:
         poll_timeout: float = 900.0,
         user_agent: str = f"d1deploy/{__version__}",
         on_retry: Callable[[str], None] | None = None,
-        rate_gate: RateGate | None = None,
-        budget: Callable[[], None] | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         _check_token(token)
@@ -469,10 +414,6 @@ class D1Client:
         self._poll_interval = poll_interval
         self._poll_timeout = poll_timeout
         self._on_retry = on_retry
-        self._gate = rate_gate
-        # Called before every request attempt, retries included, and may block: fleet mode
-        # passes `fleet.RequestBudget.acquire` to stay under the account's API limit.
-        self._budget = budget
         self._jitter = jitter
         common: dict[str, Any] = {
             "transport": transport,
@@ -494,7 +435,10 @@ class D1Client:
             **common,
         )
         # Signed export/upload URLs are credentials of their own: this client has no
-        # Authorization header, so the API token can never reach them.
+        # Authorization header, so the API token can never reach them. They are storage,
+        # not the API, so they wait on none of its rate limits.
+        if isinstance(transport, RateLimitTransport):
+            common["transport"] = transport.wrapped
         self._signed = httpx.Client(headers={"User-Agent": user_agent}, **common)
         self._retrying = tenacity.Retrying(
             sleep=sleep,
@@ -874,10 +818,6 @@ class D1Client:
                 f"{call.what} was not sent: the {interrupts.SETTLE_SECONDS:g} s d1deploy"
                 " allows itself to settle ran out"
             )
-        if self._budget is not None:
-            self._budget()
-        if self._gate is not None:
-            self._gate.wait()
         # While settling, a request may take only what is left of the settle's time.
         timeout = httpx.USE_CLIENT_DEFAULT if left is None else min(self._timeout, left)
         try:
@@ -888,12 +828,7 @@ class D1Client:
             call.last_transport_error = type(exc).__name__
             raise _map_error(call.what, exc) from exc
         call.last_status = response.status_code
-        try:
-            return _envelope(call.what, response)
-        except errors.RateLimited as exc:
-            if self._gate is not None:
-                self._gate.pause(min(MAX_RETRY_AFTER, max(1.0, exc.retry_after or 1.0)))
-            raise
+        return _envelope(call.what, response)
 
     def _should_retry(self, state: tenacity.RetryCallState) -> bool:
         exc = state.outcome.exception() if state.outcome else None

@@ -7,7 +7,6 @@ import hashlib
 import json
 import random
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -20,7 +19,7 @@ import respx
 
 from d1deploy import errors
 from d1deploy.backend import ExportOptions, Statement
-from d1deploy.client import DEFAULT_BASE_URL, D1Client, RateGate
+from d1deploy.client import DEFAULT_BASE_URL, D1Client
 from d1deploy.config import validate_base_url
 from tests import wire
 
@@ -632,31 +631,6 @@ def test_429_gives_up_with_rate_limited(
     api.post(f"{ROOT}/{DB}/time_travel/restore").mock(side_effect=[limited("2")] * 3)
     with pytest.raises(errors.RateLimited, match=r"gave up after 3 attempts over 4\.0 s"):
         make(max_attempts=3).restore(DB, bookmark="b0")
-
-
-def test_rate_gate_pauses_other_clients(
-    api: respx.Router, ft: FakeTime, make: Callable[..., D1Client]
-) -> None:
-    gate = RateGate(clock=ft.clock, sleep=ft.sleep)
-    api.get(f"{ROOT}/{DB}").mock(side_effect=[limited("5")])
-    api.get(f"{ROOT}/other").mock(side_effect=[ok(db("other"))])
-    with pytest.raises(errors.RateLimited):
-        make(rate_gate=gate, max_attempts=1).get_database(DB)
-    assert ft.sleeps == []
-    make(rate_gate=gate).get_database("other")
-    assert ft.sleeps == [5.0]
-
-
-def test_rate_gate_keeps_the_longest_pause_across_threads(ft: FakeTime) -> None:
-    gate = RateGate(clock=ft.clock, sleep=ft.sleep)
-    threads = [threading.Thread(target=gate.pause, args=(s,)) for s in (3.0, 9.0, 1.0, 4.0)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    gate.wait()
-    gate.wait()
-    assert ft.sleeps == [9.0]
 
 
 # -- Time Travel ----------------------------------------------------------------------------
