@@ -414,7 +414,8 @@ class Run:
         """The backup `migrate`/`rollback` take before their first change."""
         if self.common.get("no_backup"):
             return None
-        from d1deploy import backup, render
+        from d1deploy import backups as backup
+        from d1deploy import render
 
         def take() -> object:
             with self.download_progress(backend) as on_bytes:
@@ -926,7 +927,7 @@ def backup(
     ] = None,
 ) -> None:
     """Export the database to a local file, checksummed, with a JSON sidecar."""
-    from d1deploy import backup as backup_mod
+    from d1deploy import backups as backup_mod
     from d1deploy import render
     from d1deploy.backend import ExportOptions
 
@@ -974,7 +975,7 @@ def restore(
     ] = False,
 ) -> None:
     """Restore to a Time Travel bookmark or time, or re-import a backup file."""
-    from d1deploy import backup as backup_mod
+    from d1deploy import backups as backup_mod
     from d1deploy import render
 
     if sum(x is not None for x in (bookmark, timestamp, from_backup)) != 1:
