@@ -40,7 +40,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import tenacity
 
-from d1deploy import __version__, errors, interrupts, suggest
+from d1deploy import __version__, errors, interrupts, limits, suggest
 from d1deploy.backend import (
     DatabaseInfo,
     ExportHandle,
@@ -52,10 +52,8 @@ from d1deploy.backend import (
     SqlValue,
     Statement,
 )
-from d1deploy.config import validate_base_url
+from d1deploy.config import DEFAULT_API_BASE_URL, validate_base_url
 from d1deploy.ratelimit import MAX_RETRY_AFTER, RateLimitTransport, retry_after
-
-DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 
 MAX_BACKOFF = 10.0
 DOWNLOAD_CHUNK = 1 << 20
@@ -190,7 +188,8 @@ def _map_error(
                 f"{asked:.0f} s, longer than the {MAX_RETRY_AFTER:.0f} s d1deploy "
                 f"waits ({detail})",
                 retry_after=asked,
-                hint="the account's API limit (1200 requests per 5 minutes) is used up; "
+                hint=f"the account's API limit ({limits.API_LIMIT} requests per "
+                f"{limits.API_WINDOW / 60:g} minutes) is used up; "
                 "run again in a few minutes",
             )
         return errors.RateLimited(
@@ -390,7 +389,7 @@ class D1Client:
         *,
         token: str,
         account_id: str,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str = DEFAULT_API_BASE_URL,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,

@@ -24,10 +24,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from d1deploy import errors
-
-API_LIMIT = 1200
-API_WINDOW = 300.0
-"""Cloudflare's API limit: 1200 requests per five minutes per user, across the account."""
+from d1deploy.limits import API_LIMIT, API_WINDOW
 
 MAX_RETRY_AFTER = 60.0
 """A 429 asking for a longer pause fails at once instead of blocking the run."""

@@ -13,13 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from d1deploy import lint, sqlsplit
+from d1deploy import limits, lint, sqlsplit
 from d1deploy.backend import Backend, ImportResult, QueryResult, SqlValue, Statement
 from d1deploy.errors import InputError, SqlError, UsageError
-
-# Beyond these a file goes through the import flow instead of one batch request.
-BATCH_MAX_BYTES = 2_000_000
-BATCH_MAX_STATEMENTS = 1000
 
 
 @dataclass(frozen=True)
@@ -115,7 +111,9 @@ def _refuse_what_d1_refuses(statements: list[Statement]) -> None:
 
 
 def _needs_import(text: str, statements: list[Statement]) -> bool:
-    return len(text.encode()) > BATCH_MAX_BYTES or len(statements) > BATCH_MAX_STATEMENTS
+    return (
+        len(text.encode()) > limits.BATCH_MAX_BYTES or len(statements) > limits.BATCH_MAX_STATEMENTS
+    )
 
 
 def _import(

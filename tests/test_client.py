@@ -19,8 +19,8 @@ import respx
 
 from d1deploy import errors
 from d1deploy.backend import ExportOptions, Statement
-from d1deploy.client import DEFAULT_BASE_URL, D1Client
-from d1deploy.config import validate_base_url
+from d1deploy.client import D1Client
+from d1deploy.config import DEFAULT_API_BASE_URL, validate_base_url
 from tests import wire
 
 TOKEN = "tok-SECRET-123"
@@ -127,7 +127,7 @@ def select(n: int = 1) -> list[Statement]:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        (DEFAULT_BASE_URL, DEFAULT_BASE_URL),
+        (DEFAULT_API_BASE_URL, DEFAULT_API_BASE_URL),
         ("https://proxy.example/cf/client/v4/", "https://proxy.example/cf/client/v4"),
         ("http://127.0.0.1:8787/client/v4", "http://127.0.0.1:8787/client/v4"),
         ("http://127.9.9.9/client/v4", "http://127.9.9.9/client/v4"),

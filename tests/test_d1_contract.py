@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from d1deploy import d1sqlite, sqlexec
+from d1deploy import d1sqlite, limits, sqlexec
 from d1deploy.backend import Backend, DatabaseInfo, Statement
 from d1deploy.client import D1Client
 from d1deploy.errors import InputError, SqlError
@@ -202,7 +202,7 @@ def test_the_table_is_well_formed() -> None:
 def _big_file_with_a_begin(tmp_path: Path) -> Path:
     """More statements than one batch carries, so `exec --file` takes the import path."""
     lines = ["CREATE TABLE t (v INTEGER);", "BEGIN;"]
-    lines += [f"INSERT INTO t VALUES ({i});" for i in range(sqlexec.BATCH_MAX_STATEMENTS)]
+    lines += [f"INSERT INTO t VALUES ({i});" for i in range(limits.BATCH_MAX_STATEMENTS)]
     path = tmp_path / "big.sql"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
