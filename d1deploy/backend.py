@@ -93,7 +93,6 @@ class ExportHandle:
 
     bookmark: str | None
     filename: str | None
-    size: int | None
     download: Callable[[], Iterator[bytes]] = field(repr=False)
 
 

@@ -630,7 +630,6 @@ class D1Client:
         return ExportHandle(
             bookmark=result.get("at_bookmark"),
             filename=filename if isinstance(filename, str) else None,
-            size=None,
             download=functools.partial(self._download, url, what),
         )
 

@@ -392,7 +392,7 @@ class LocalBackend:
                     hint="Run the export again; it takes a fresh snapshot.",
                 ) from exc
 
-        return ExportHandle(bookmark=bookmark, filename=filename, size=None, download=download)
+        return ExportHandle(bookmark=bookmark, filename=filename, download=download)
 
     def close(self) -> None:
         self._conn.close()

@@ -55,8 +55,8 @@ def irregular(data: bytes, seed: int = 2) -> Iterator[bytes]:
         at += step
 
 
-def handle(chunks: Callable[[], Iterator[bytes]], size: int | None = None) -> ExportHandle:
-    return ExportHandle(bookmark="bm", filename="d.sql", size=size, download=chunks)
+def handle(chunks: Callable[[], Iterator[bytes]]) -> ExportHandle:
+    return ExportHandle(bookmark="bm", filename="d.sql", download=chunks)
 
 
 def hashing_threads() -> list[threading.Thread]:
@@ -264,7 +264,9 @@ def test_a_full_disk_is_named_with_its_folder_and_leaves_nothing(
     monkeypatch.setattr(os, "write", filling)
     part = tmp_path / "b.sql.part"
     with pytest.raises(errors.DiskFull) as caught:
-        backups._download(handle(lambda: irregular(data), len(data)), part, gz=False, on_bytes=None)
+        backups._download(
+            handle(lambda: irregular(data)), part, gz=False, on_bytes=None, estimate=len(data)
+        )
     message = str(caught.value)
     assert f"writing the backup {tmp_path / 'b.sql'} failed after" in message
     assert f"the disk is full (No space left on device): {tmp_path} has " in message
