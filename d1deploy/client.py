@@ -7,7 +7,7 @@ transport failure to `errors.*` (in `_map_error`), the retry policy (one tenacit
 signed-URL transfers, which go through a second httpx client that never carries the
 API token.
 
-Retry policy (DESIGN "Ledger, atomicity, safety"): a 429 is retried for every request,
+Retry policy (README, "What d1deploy guarantees"): a 429 is retried for every request,
 because D1 did not run it; 5xx and network errors only for idempotent calls (GET, polls,
 bookmark, list, read-only queries); a write is re-sent only after a connect error, when
 the request never left this machine. A host name that does not resolve and a refused

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from d1deploy import limits, lint, sqlsplit
-from d1deploy.backend import Backend, ImportResult, QueryResult, SqlValue, Statement
+from d1deploy.backend import Backend, ImportResult, QueryResult, SqlValue, Statement, locate
 from d1deploy.errors import InputError, SqlError, UsageError
 
 
@@ -89,7 +89,7 @@ def execute(
     try:
         results = backend.run(statements)
     except SqlError as err:
-        raise _locate(err, statements) from None
+        raise locate(err, statements) from None
     return ExecReport(
         database=backend.info.name,
         mode="batch",
@@ -143,24 +143,3 @@ def _import(
                 line=err.line,
             ) from None
     return ExecReport(database=backend.info.name, mode="import", imported=imported)
-
-
-def _locate(err: SqlError, statements: list[Statement]) -> SqlError:
-    """Point the error at the failing statement's file:line when the backend knows which."""
-    if err.file is not None:
-        return err
-    stmt = None
-    if err.index is not None and 0 <= err.index < len(statements):
-        stmt = statements[err.index]
-    elif len(statements) == 1:
-        stmt = statements[0]
-    if stmt is None:
-        return err
-    return SqlError(
-        err.message,
-        sqlite_code=err.sqlite_code,
-        index=err.index,
-        hint=err.hint,
-        file=stmt.file,
-        line=stmt.line,
-    )

@@ -24,7 +24,7 @@ import pytest
 import respx
 from typer.testing import CliRunner, Result
 
-from d1deploy import cli, ledger, migrations
+from d1deploy import cli, ledger, lock, migrations
 from d1deploy.backend import (
     Backend,
     DatabaseInfo,
@@ -291,3 +291,14 @@ def d1deploy_executable() -> str:
     if found is None:
         pytest.fail("the d1deploy command is not installed: pip install -e '.[dev]'")
     return found
+
+
+def take_lock(backend: Backend, holder: str, ttl_seconds: int) -> lock.Lease:
+    """Take the deploy lock in one request, with the statements a run's session sends
+    (`lock.acquire_statements`), for tests that need it held by someone.
+
+    :raises LockHeld: when another unexpired lease exists.
+    """
+    token = lock.new_token()
+    results = backend.run(lock.acquire_statements(holder, token, ttl_seconds))
+    return lock.lease_from(results[-1], token)

@@ -26,12 +26,12 @@ import typer.main
 from typer.core import TyperGroup
 from typer.testing import Result
 
-from d1deploy import __version__, cli, lock, suggest
+from d1deploy import __version__, cli, suggest
 from d1deploy.client import D1Client
 from d1deploy.errors import EXIT_CODES
 from d1deploy.local import LocalBackend
 from tests.emulator import D1Emulator, ServedEmulator
-from tests.helpers import SEED, TOKEN, TRACEBACK, local_rows, run, run_json
+from tests.helpers import SEED, TOKEN, TRACEBACK, local_rows, run, run_json, take_lock
 
 DB = "telegram-conversations"
 LOCAL = "--local=db.sqlite"
@@ -447,7 +447,7 @@ def test_unlock_without_a_lock(deployed: Path) -> None:
 def test_unlock_a_held_lock_needs_force(deployed: Path) -> None:
     backend = LocalBackend(Path("db.sqlite"))
     try:
-        lock.acquire(backend, "ci-run-7 on host-x", 3600)
+        take_lock(backend, "ci-run-7 on host-x", 3600)
     finally:
         backend.close()
     result = run("unlock", LOCAL, code=5)
