@@ -25,7 +25,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "plan": ("d1deploy.planning", "plan"),
     "status": ("d1deploy.planning", "status"),
     "backup": ("d1deploy.backups", "backup"),
-    "restore": ("d1deploy.backups", "restore_from_backup"),
+    "restore": ("d1deploy.restoring", "restore_from_backup"),
     # What they run on.
     "LocalBackend": ("d1deploy.local", "LocalBackend"),
     "RemoteBackend": ("d1deploy.remote", "RemoteBackend"),
@@ -65,7 +65,6 @@ if TYPE_CHECKING:  # the same names for type checkers, which do not run __getatt
     from d1deploy.backend import ExportOptions as ExportOptions
     from d1deploy.backend import Statement as Statement
     from d1deploy.backups import backup as backup
-    from d1deploy.backups import restore_from_backup as restore  # noqa: F401  (re-exported)
     from d1deploy.client import D1Client as D1Client
     from d1deploy.errors import AuthError as AuthError
     from d1deploy.errors import ChangeFailed as ChangeFailed
@@ -92,6 +91,7 @@ if TYPE_CHECKING:  # the same names for type checkers, which do not run __getatt
     from d1deploy.planning import status as status
     from d1deploy.ratelimit import RateLimitTransport as RateLimitTransport
     from d1deploy.remote import RemoteBackend as RemoteBackend
+    from d1deploy.restoring import restore_from_backup as restore  # noqa: F401  (re-exported)
 
 
 def __getattr__(name: str) -> Any:

@@ -977,6 +977,7 @@ def restore(
     """Restore to a Time Travel bookmark or time, or re-import a backup file."""
     from d1deploy import backups as backup_mod
     from d1deploy import render
+    from d1deploy import restoring as restore_mod
 
     if sum(x is not None for x in (bookmark, timestamp, from_backup)) != 1:
         raise UsageError("give exactly one of --bookmark, --timestamp or --from-backup")
@@ -993,7 +994,7 @@ def restore(
             run.confirm(f"Import {from_backup} ({origin}) into {backend.info.name}?")
             render.restored_backup(
                 run.out,
-                backup_mod.restore_from_backup(
+                restore_mod.restore_from_backup(
                     backend,
                     dump,
                     force=force,
@@ -1003,7 +1004,7 @@ def restore(
             )
         return
     with run.backend() as backend:
-        point = backup_mod.describe_restore_point(
+        point = restore_mod.describe_restore_point(
             backend, bookmark=bookmark, timestamp=parse_timestamp(timestamp) if timestamp else None
         )
         render.restore_point(run.out, point)
@@ -1011,7 +1012,7 @@ def restore(
             run.out.info("The database is already at that bookmark: nothing to restore.")
             return
         run.confirm(f"Restore {point.database_name} to {point.bookmark}, discarding later changes?")
-        render.restored(run.out, point, backup_mod.restore_point(backend, point))
+        render.restored(run.out, point, restore_mod.restore_point(backend, point))
 
 
 @_command("unlock", TARGET, OUTPUT)

@@ -19,6 +19,11 @@ Pragmas: a read may only use the pragmas of `READ_PRAGMAS` (documented in the RE
 the introspection ones with their table or index name, the settings without a value. A
 pragma with a value, or any other pragma, writes: it changes the database or the
 connection, and a connection setting outlives the batch that changed it.
+
+Why one module over 500 lines: judging a statement and applying D1's rules are one
+mechanism, SQLite's authorizer recording `Action`s, with one policy for reads and one for
+D1; the rules' error texts and values belong with the `run` that produces them, and the
+contract suite (tests/test_d1_contract.py) holds that whole surface to workerd at once.
 """
 
 from __future__ import annotations

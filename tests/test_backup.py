@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from d1deploy import __version__, backups, dumps, dumpsql, errors, ledger
+from d1deploy import __version__, backups, dumps, dumpsql, errors, ledger, restoring
 from d1deploy.backend import (
     Backend,
     DatabaseInfo,
@@ -568,25 +568,25 @@ INSERT INTO d1_migrations (name) VALUES ('0001_users.sql');
 def test_restore_refuses_a_non_empty_target_unless_forced(made: backups.BackupResult) -> None:
     target = FakeBackend(holds=LEDGER + "CREATE TABLE users (x);")
     with pytest.raises(errors.Refused, match="2 tables") as caught:
-        backups.restore_from_backup(target, made.path)
+        restoring.restore_from_backup(target, made.path)
     assert caught.value.exit_code == 5
     assert caught.value.hint and "--force" in caught.value.hint
     assert target.imported == []
 
     said: list[str] = []
-    result = backups.restore_from_backup(target, made.path, force=True, notify=said.append)
+    result = restoring.restore_from_backup(target, made.path, force=True, notify=said.append)
     assert target.imported == [made.path.read_bytes()]
     assert result.tables_before == ("d1_migrations", "users")
     assert result.bookmark_before == "bm-now"
     assert any("restore --bookmark bm-now" in line for line in said)
     assert (result.num_queries, result.rows_written, result.final_bookmark) == (3, 2, "bm-final")
-    assert result.rows == (backups.TableRows("t", 50, 0, 50),) and result.verified
+    assert result.rows == (restoring.TableRows("t", 50, 0, 50),) and result.verified
 
 
 def test_data_only_backup_into_existing_tables_says_force_is_expected(tmp_path: Path) -> None:
     made, _ = run_backup(FakeBackend(), tmp_path, options=ExportOptions(no_schema=True))
     with pytest.raises(errors.Refused, match="1 table ") as caught:
-        backups.restore_from_backup(FakeBackend(holds="CREATE TABLE t (x);"), made.path)
+        restoring.restore_from_backup(FakeBackend(holds="CREATE TABLE t (x);"), made.path)
     assert caught.value.hint and "data only" in caught.value.hint
 
 
@@ -596,7 +596,7 @@ def test_restore_refuses_a_tampered_backup_before_touching_the_target(
     made.path.write_bytes(made.path.read_bytes() + b"DROP TABLE t;\n")
     target = FakeBackend(holds="")
     with pytest.raises(errors.InputError, match="damaged"):
-        backups.restore_from_backup(target, made.path)
+        restoring.restore_from_backup(target, made.path)
     assert target.imported == []
 
 
@@ -614,7 +614,7 @@ def test_restore_gunzips_into_a_temporary_file_it_removes(tmp_path: Path) -> Non
             return super().import_file(path, on_message)
 
     target = Target(holds="")
-    result = backups.restore_from_backup(target, made.path)
+    result = restoring.restore_from_backup(target, made.path)
     assert target.imported == [source.dump]
     assert result.source and result.source.gzip and result.tables_before == ()
     assert seen[0].name == made.path.name and not seen[0].exists()
@@ -630,7 +630,7 @@ def test_restore_reports_a_gzip_backup_that_is_not_gzip(tmp_path: Path) -> None:
     side["sha256"] = hashlib.sha256(made.path.read_bytes()).hexdigest()
     made.sidecar.write_text(json.dumps(side))
     with pytest.raises(errors.InputError, match="not valid gzip"):
-        backups.restore_from_backup(FakeBackend(holds=""), made.path)
+        restoring.restore_from_backup(FakeBackend(holds=""), made.path)
 
 
 def test_a_dump_without_a_sidecar_is_checked_and_restored_as_unverified(
@@ -639,14 +639,14 @@ def test_a_dump_without_a_sidecar_is_checked_and_restored_as_unverified(
     made.sidecar.unlink()
     target = FakeBackend(holds="")
     said: list[str] = []
-    result = backups.restore_from_backup(target, made.path, notify=said.append)
+    result = restoring.restore_from_backup(target, made.path, notify=said.append)
     assert not result.verified and result.source is None
     assert any("no sidecar" in line and "(unverified)" in line for line in said)
-    assert result.rows == (backups.TableRows("t", 50, 0, 50),)
+    assert result.rows == (restoring.TableRows("t", 50, 0, 50),)
 
     made.path.write_bytes(rows_of_t(made.path.read_bytes(), 10)[:-3])  # cut mid-statement
     with pytest.raises(errors.InputError, match="is not a complete D1 dump: it ends inside"):
-        backups.restore_from_backup(FakeBackend(holds=""), made.path)
+        restoring.restore_from_backup(FakeBackend(holds=""), made.path)
 
 
 def test_a_gzip_dump_never_inflates_past_the_room_to_write_it(
@@ -654,24 +654,24 @@ def test_a_gzip_dump_never_inflates_past_the_room_to_write_it(
 ) -> None:
     made, _ = run_backup(FakeBackend(), tmp_path, gzip=True)
     plain = gzip.decompress(made.path.read_bytes())
-    monkeypatch.setattr(backups, "_room", lambda _folder: len(plain))
+    monkeypatch.setattr(backups, "free_space", lambda _folder: len(plain))
     target = FakeBackend(holds="")
-    backups.restore_from_backup(target, made.path)  # exactly the room it needs
+    restoring.restore_from_backup(target, made.path)  # exactly the room it needs
     assert target.imported == [plain]
 
     made.sidecar.unlink()
-    monkeypatch.setattr(backups, "_room", lambda _folder: len(plain) - 1)
+    monkeypatch.setattr(backups, "free_space", lambda _folder: len(plain) - 1)
     with pytest.raises(errors.DiskFull, match=f"inflates to more than {len(plain) - 1:,} bytes"):
-        backups.restore_from_backup(FakeBackend(holds=""), made.path)
+        restoring.restore_from_backup(FakeBackend(holds=""), made.path)
 
 
 def test_no_room_for_the_import_copy_is_said_before_anything_changes(
     made: backups.BackupResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backups, "_room", lambda _folder: 100)
+    monkeypatch.setattr(backups, "free_space", lambda _folder: 100)
     target = FakeBackend(holds="")
     with pytest.raises(errors.DiskFull, match=r"needs 1.7 kB .* for the import copy") as caught:
-        backups.restore_from_backup(target, made.path)
+        restoring.restore_from_backup(target, made.path)
     assert "TMPDIR" in (caught.value.hint or "") and target.imported == []
 
 
@@ -688,7 +688,7 @@ def test_a_disk_filling_up_under_the_import_copy_leaves_nothing(
     monkeypatch.setattr(dumps, "write_importable", full)
     target = FakeBackend(holds="")
     with pytest.raises(errors.DiskFull, match=r"writing the import copy of .* the disk is full"):
-        backups.restore_from_backup(target, made.path)
+        restoring.restore_from_backup(target, made.path)
     assert target.imported == [] and not seen[0].exists() and not seen[0].parent.exists()
 
 
@@ -702,7 +702,7 @@ def test_a_failed_import_names_the_users_file_not_the_copy(made: backups.BackupR
             )
 
     with pytest.raises(errors.SqlError) as caught:
-        backups.restore_from_backup(Failing(holds=""), made.path)
+        restoring.restore_from_backup(Failing(holds=""), made.path)
     assert caught.value.file == str(made.path) and caught.value.line is None
     assert str(made.path) in caught.value.message and "d1deploy-restore-" not in str(caught.value)
 
@@ -719,7 +719,7 @@ def test_rows_that_do_not_arrive_fail_the_restore_with_the_numbers(
             return result
 
     with pytest.raises(errors.ChangeFailed, match=r"t holds 47 rows where 50 were expected"):
-        backups.restore_from_backup(Lossy(holds=""), made.path)
+        restoring.restore_from_backup(Lossy(holds=""), made.path)
 
 
 USED = (
@@ -746,7 +746,7 @@ def test_d1deploys_own_tables_never_block_or_come_with_a_restore(tmp_path: Path)
     # A database d1deploy used but that holds nothing is empty: no --force needed.
     used = local_db(tmp_path / "used.sqlite", USED)
     used.run([Statement("INSERT INTO _d1deploy_meta VALUES ('proof', 'target')")])
-    result = backups.restore_from_backup(used, made.path)
+    result = restoring.restore_from_backup(used, made.path)
     assert snapshot(used)[1]["d1_migrations"] == snapshot(source)[1]["d1_migrations"]
     assert snapshot(used)[1]["_d1deploy_lock"] == []  # a lease is not data
     assert snapshot(used)[1]["_d1deploy_meta"] == [("proof", "target")]
@@ -764,7 +764,7 @@ def test_d1deploys_own_tables_never_block_or_come_with_a_restore(tmp_path: Path)
         ]
     )
     said: list[str] = []
-    result = backups.restore_from_backup(staged, data.path, force=True, notify=said.append)
+    result = restoring.restore_from_backup(staged, data.path, force=True, notify=said.append)
     assert result.kept == ("d1_migrations",)
     assert "Keeping staged's own d1_migrations (1 row)" in "\n".join(said)
     assert snapshot(staged)[1]["user_deposits"] == snapshot(source)[1]["user_deposits"]
@@ -776,7 +776,7 @@ def test_a_forced_restore_of_tables_the_target_has_is_refused_before_importing(
 ) -> None:
     target = FakeBackend(holds="CREATE TABLE t (x); CREATE TABLE mine (y);")
     with pytest.raises(errors.Refused, match="creates t, which prod-db already has"):
-        backups.restore_from_backup(target, made.path, force=True)
+        restoring.restore_from_backup(target, made.path, force=True)
     assert target.imported == []
 
 
@@ -790,7 +790,7 @@ def test_local_backup_restores_into_an_empty_database_identically(tmp_path: Path
     assert made.bookmark
 
     target = local_db(tmp_path / "fresh.sqlite")
-    result = backups.restore_from_backup(target, made.path)
+    result = restoring.restore_from_backup(target, made.path)
     assert result.num_queries > 8
     assert snapshot(target) == snapshot(source)
     rows = snapshot(target)[1]["user_deposits"]
@@ -799,15 +799,15 @@ def test_local_backup_restores_into_an_empty_database_identically(tmp_path: Path
     assert rows[3][2] == "line one\nline two\rcr"
 
     with pytest.raises(errors.Refused, match=r"2 tables \(audit log, user_deposits\)"):
-        backups.restore_from_backup(target, made.path)
+        restoring.restore_from_backup(target, made.path)
 
 
 def test_local_backup_of_a_table_subset(tmp_path: Path) -> None:
     source = local_db(tmp_path / "src.sqlite", SOURCE_SQL)
     made, _ = run_backup(source, tmp_path, options=ExportOptions(tables=("user_deposits",)))
     target = local_db(tmp_path / "fresh.sqlite")
-    backups.restore_from_backup(target, made.path)
-    assert backups.user_tables(target) == ("user_deposits",)
+    restoring.restore_from_backup(target, made.path)
+    assert restoring.user_tables(target) == ("user_deposits",)
 
 
 def test_local_fts5_export_failure_keeps_its_own_hint(tmp_path: Path) -> None:
@@ -843,18 +843,18 @@ def test_restore_point_by_bookmark_returns_the_local_database_there(tmp_path: Pa
     clock.now += timedelta(minutes=5)
     db.run([Statement("INSERT INTO user_deposits VALUES (2)")])
 
-    point = backups.describe_restore_point(db, bookmark=mark, timestamp=None, now=clock)
+    point = restoring.describe_restore_point(db, bookmark=mark, timestamp=None, now=clock)
     assert point.bookmark == mark and not point.is_current
     assert point.point_in_time is None and point.span is None  # no history to date it
-    result = backups.restore_point(db, point)
+    result = restoring.restore_point(db, point)
     assert count(db) == 1
     assert result.previous_bookmark == point.current_bookmark
 
     # The previous bookmark is the undo.
-    undo = backups.describe_restore_point(
+    undo = restoring.describe_restore_point(
         db, bookmark=result.previous_bookmark, timestamp=None, now=clock
     )
-    backups.restore_point(db, undo)
+    restoring.restore_point(db, undo)
     assert count(db) == 2
 
 
@@ -868,12 +868,12 @@ def test_restore_point_by_timestamp_reports_the_span(tmp_path: Path) -> None:
     db.bookmark()
     clock.now += timedelta(hours=1)
 
-    point = backups.describe_restore_point(
+    point = restoring.describe_restore_point(
         db, bookmark=None, timestamp=NOW + timedelta(hours=1), now=clock
     )
     assert point.bookmark == mark
     assert point.span == timedelta(hours=2)
-    backups.restore_point(db, point)
+    restoring.restore_point(db, point)
     assert count(db) == 0
 
 
@@ -892,30 +892,30 @@ def test_restore_point_dates_a_bookmark_from_the_history(tmp_path: Path) -> None
             Statement(insert, ("003_torn.sql", "apply", "bm-1", None, "2024-05-01T10:31:00Z")),
         ]
     )
-    point = backups.describe_restore_point(db, bookmark="bm-1", timestamp=None, now=lambda: NOW)
+    point = restoring.describe_restore_point(db, bookmark="bm-1", timestamp=None, now=lambda: NOW)
     assert point.migrations_since == ("001_x.sql", "002_y.sql")
     assert point.point_in_time == datetime(2024, 5, 1, 10, 30, 45, tzinfo=UTC)
     assert point.span == timedelta(hours=2)
 
-    unknown = backups.describe_restore_point(db, bookmark="bm-9", timestamp=None, now=lambda: NOW)
+    unknown = restoring.describe_restore_point(db, bookmark="bm-9", timestamp=None, now=lambda: NOW)
     assert unknown.migrations_since == () and unknown.span is None
 
 
 def test_restore_point_arguments_are_checked(tmp_path: Path) -> None:
     db = FakeBackend()
     with pytest.raises(errors.UsageError, match="exactly one"):
-        backups.describe_restore_point(db, bookmark=None, timestamp=None)
+        restoring.describe_restore_point(db, bookmark=None, timestamp=None)
     with pytest.raises(errors.UsageError, match="exactly one"):
-        backups.describe_restore_point(db, bookmark="b", timestamp=NOW)
+        restoring.describe_restore_point(db, bookmark="b", timestamp=NOW)
     with pytest.raises(errors.UsageError, match="future"):
-        backups.describe_restore_point(
+        restoring.describe_restore_point(
             db, bookmark=None, timestamp=NOW + timedelta(seconds=1), now=lambda: NOW
         )
-    naive = backups.describe_restore_point(
+    naive = restoring.describe_restore_point(
         db, bookmark=None, timestamp=datetime(2024, 5, 1, 12), now=lambda: NOW
     )
     assert naive.bookmark == "bm-at" and naive.span == timedelta(minutes=30, seconds=45)
-    result = backups.restore_point(db, naive)
+    result = restoring.restore_point(db, naive)
     assert db.restored == ["bm-at"] and result.previous_bookmark == "bm-now"
 
 
@@ -971,12 +971,12 @@ def test_emulator_backup_restores_identically_without_leaking_the_token(
     assert mode(made.path) == 0o600 and mode(made.sidecar) == 0o600
 
     fresh = remote("fresh")
-    result = backups.restore_from_backup(fresh, made.path)
+    result = restoring.restore_from_backup(fresh, made.path)
     assert result.final_bookmark and result.num_queries > 8
     assert snapshot(fresh) == snapshot(source)
 
     local = local_db(tmp_path / "copy.sqlite")
-    backups.restore_from_backup(local, made.path)
+    restoring.restore_from_backup(local, made.path)
     assert snapshot(local) == snapshot(source)
 
     # The export download and the import upload both went to presigned URLs, bare.
@@ -1025,7 +1025,7 @@ def test_emulator_refuses_to_restore_into_a_non_empty_database(
     source = seeded_remote(remote, tmp_path)
     made, _ = run_backup(source, tmp_path)
     with pytest.raises(errors.Refused, match="2 tables"):
-        backups.restore_from_backup(source, made.path)
+        restoring.restore_from_backup(source, made.path)
 
 
 def test_emulator_time_travel_by_bookmark_and_undo(
@@ -1038,12 +1038,12 @@ def test_emulator_time_travel_by_bookmark_and_undo(
     after = snapshot(db)
     assert after != before
 
-    point = backups.describe_restore_point(db, bookmark=mark, timestamp=None)
+    point = restoring.describe_restore_point(db, bookmark=mark, timestamp=None)
     assert not point.is_current
-    result = backups.restore_point(db, point)
+    result = restoring.restore_point(db, point)
     assert snapshot(db) == before
     assert result.previous_bookmark
 
-    undo = backups.describe_restore_point(db, bookmark=result.previous_bookmark, timestamp=None)
-    backups.restore_point(db, undo)
+    undo = restoring.describe_restore_point(db, bookmark=result.previous_bookmark, timestamp=None)
+    restoring.restore_point(db, undo)
     assert snapshot(db) == after
