@@ -507,7 +507,7 @@ def test_a_push_to_main_plans_rehearses_then_backs_up_migrates_and_verifies(
     assert dump_state(sidecar.path) == expected("before")
     reports = run.artifact("d1deploy-report-telegram-conversations-")
     assert sorted(p.name for p in reports.iterdir()) == [
-        "backups.json",
+        "backup.json",
         "migrate.json",
         "verify.json",
     ]

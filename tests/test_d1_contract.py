@@ -24,14 +24,13 @@ from pathlib import Path
 import pytest
 
 from d1deploy import d1sqlite, limits, sqlexec
-from d1deploy.backend import Backend, DatabaseInfo, Statement
-from d1deploy.client import D1Client
+from d1deploy.backend import Backend, Statement
 from d1deploy.errors import InputError, SqlError
 from d1deploy.local import LocalBackend
-from d1deploy.remote import RemoteBackend
 from tests import realtools
 from tests.d1_contract import CASES, TARGETS, Answer, Case, Row
 from tests.emulator import D1Emulator
+from tests.helpers import remote_backend
 
 _WRANGLER_TOML = """\
 name = "d1-contract"
@@ -59,23 +58,10 @@ def local_answer(case: Case, tmp: Path) -> Answer:
     return Answer(rows=tuple(results[-1].as_dicts()))
 
 
-def emulator_backend(emulator: D1Emulator) -> RemoteBackend:
-    """d1deploy's own remote backend on a new database of `emulator`, in process."""
-    ref = emulator.create_database("contract")
-    client = D1Client(
-        token=emulator.token,
-        account_id=emulator.account_id,
-        base_url=emulator.base_url,
-        transport=emulator.transport(),
-        sleep=lambda _: None,
-    )
-    return RemoteBackend(client, DatabaseInfo(uuid=ref.uuid, name=ref.name))
-
-
 def emulator_answer(case: Case, tmp: Path) -> Answer:
     emulator = D1Emulator(tmp / "emulator")
     try:
-        backend = emulator_backend(emulator)
+        backend = remote_backend(emulator, "contract")
         try:
             results = backend.run([Statement(sql) for sql in statements(case, tmp)])
         except SqlError as exc:
@@ -218,7 +204,7 @@ def test_a_begin_in_an_imported_file_is_reported_once_at_the_users_file(
     if target == "local":
         backend = LocalBackend(tmp_path / "local.sqlite")
     else:
-        backend = emulator_backend(emulator)
+        backend = remote_backend(emulator, "contract")
     try:
         # What the import itself answers (exec's lint would stop it first, see below).
         with pytest.raises(SqlError) as info:
