@@ -36,7 +36,8 @@ from typing import Any
 # `tests` and `bench` are imported as packages of the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from d1deploy import backup, errors, lock, migrations
+from d1deploy import backups as backup
+from d1deploy import errors, lock, migrations
 from tests.e2e.states import (
     DB,
     M000,

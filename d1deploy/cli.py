@@ -259,7 +259,7 @@ class Run:
         return config.actor(os.environ)
 
     def client(self, **shared: Any) -> D1Client:
-        """`shared`: the fleet's `rate_gate` and `budget`, shared by every database."""
+        """`shared`: the fleet's `transport`, shared by every database."""
         from d1deploy.client import D1Client
 
         token, account = self.settings.require_remote()
@@ -286,7 +286,7 @@ class Run:
         """Fleet mode: `operation` on every selected database, bounded concurrency, canaries
         first, one shared rate-limit pause and request budget; a report per database."""
         from d1deploy import fleet, render
-        from d1deploy.client import RateGate
+        from d1deploy.ratelimit import RateLimitTransport
 
         cfg = self.settings
         every = suggest.current()
@@ -296,7 +296,7 @@ class Run:
             with suggest.target(every.on(backend.info.name)):
                 return operation(backend)
 
-        with self.client(rate_gate=RateGate(), budget=fleet.RequestBudget().acquire) as client:
+        with self.client(transport=RateLimitTransport()) as client:
             chosen = fleet.select_databases(
                 client, names=cfg.databases, matching=cfg.databases_matching
             )
@@ -414,7 +414,8 @@ class Run:
         """The backup `migrate`/`rollback` take before their first change."""
         if self.common.get("no_backup"):
             return None
-        from d1deploy import backup, render
+        from d1deploy import backups as backup
+        from d1deploy import render
 
         def take() -> object:
             with self.download_progress(backend) as on_bytes:
@@ -926,7 +927,7 @@ def backup(
     ] = None,
 ) -> None:
     """Export the database to a local file, checksummed, with a JSON sidecar."""
-    from d1deploy import backup as backup_mod
+    from d1deploy import backups as backup_mod
     from d1deploy import render
     from d1deploy.backend import ExportOptions
 
@@ -974,8 +975,9 @@ def restore(
     ] = False,
 ) -> None:
     """Restore to a Time Travel bookmark or time, or re-import a backup file."""
-    from d1deploy import backup as backup_mod
+    from d1deploy import backups as backup_mod
     from d1deploy import render
+    from d1deploy import restoring as restore_mod
 
     if sum(x is not None for x in (bookmark, timestamp, from_backup)) != 1:
         raise UsageError("give exactly one of --bookmark, --timestamp or --from-backup")
@@ -992,7 +994,7 @@ def restore(
             run.confirm(f"Import {from_backup} ({origin}) into {backend.info.name}?")
             render.restored_backup(
                 run.out,
-                backup_mod.restore_from_backup(
+                restore_mod.restore_from_backup(
                     backend,
                     dump,
                     force=force,
@@ -1002,7 +1004,7 @@ def restore(
             )
         return
     with run.backend() as backend:
-        point = backup_mod.describe_restore_point(
+        point = restore_mod.describe_restore_point(
             backend, bookmark=bookmark, timestamp=parse_timestamp(timestamp) if timestamp else None
         )
         render.restore_point(run.out, point)
@@ -1010,7 +1012,7 @@ def restore(
             run.out.info("The database is already at that bookmark: nothing to restore.")
             return
         run.confirm(f"Restore {point.database_name} to {point.bookmark}, discarding later changes?")
-        render.restored(run.out, point, backup_mod.restore_point(backend, point))
+        render.restored(run.out, point, restore_mod.restore_point(backend, point))
 
 
 @_command("unlock", TARGET, OUTPUT)

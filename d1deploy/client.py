@@ -1,39 +1,42 @@
-"""`D1Client`: the one HTTP boundary of d1deploy, and the only module that imports httpx.
+"""`D1Client`: the one HTTP boundary of d1deploy (`envelope` reads its answers and
+`ratelimit` is a transport it may be given: the only other modules that import httpx).
 
-It owns the Cloudflare envelope parsing, the mapping of every HTTP, envelope and
-transport failure to `errors.*` (in `_map_error`), the retry policy (one tenacity
-`Retrying`, built in `D1Client.__init__`), the export/import polling flows, and the
+It owns the requests of every endpoint, the retry policy (one tenacity `Retrying`,
+built in `D1Client.__init__`), the export/import polling flows, and the
 signed-URL transfers, which go through a second httpx client that never carries the
 API token.
 
-Retry policy (DESIGN "Ledger, atomicity, safety"): a 429 is retried for every request,
+Retry policy (README, "What d1deploy guarantees"): a 429 is retried for every request,
 because D1 did not run it; 5xx and network errors only for idempotent calls (GET, polls,
 bookmark, list, read-only queries); a write is re-sent only after a connect error, when
 the request never left this machine. A host name that does not resolve and a refused
 connection are not retried at all (`errors.Unreachable`, naming the URL). Attempts and
 total time are both bounded, and while a run settles after a failure or an interrupt
 each request is held to what is left of the settle's time (`interrupts.remaining`).
+
+Rate limits are not here: the account's request budget and the pause after a 429 are a
+transport, `ratelimit.RateLimitTransport`, that fleet mode hands every client it shares.
+
+Why one module over 500 lines: it is one class. Every endpoint, the export and import
+polling flows included, is a method that sends through the same retrying request core
+(`_request`, `_poll`) and is scrubbed of the token the same way (`_scrubbed`); the flows
+apart would be a mixin reaching into that core's private state.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import json
-import math
 import random
 import re
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 import tenacity
@@ -47,29 +50,30 @@ from d1deploy.backend import (
     MessageCallback,
     QueryResult,
     RestoreResult,
-    SqlValue,
     Statement,
 )
-from d1deploy.config import validate_base_url
-
-DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
-
-MAX_RETRY_AFTER = 60.0
-"""A 429 asking for a longer pause fails at once instead of blocking the run."""
+from d1deploy.config import DEFAULT_API_BASE_URL, validate_base_url
+from d1deploy.envelope import (
+    SQLITE_SUFFIX,
+    as_object,
+    database_info,
+    envelope,
+    failure_text,
+    lenient_object,
+    malformed,
+    map_error,
+    number,
+    param,
+    query_result,
+    redact_url,
+    task_messages,
+    text_field,
+)
+from d1deploy.ratelimit import MAX_RETRY_AFTER, RateLimitTransport
 
 MAX_BACKOFF = 10.0
 DOWNLOAD_CHUNK = 1 << 20
 
-_AUTH_CODES = frozenset({9106, 9109, 10000, 7403})
-_AUTH_HINT = (
-    "check that CLOUDFLARE_API_TOKEN is valid and has the Account > D1 > Edit permission "
-    "on this account (CLOUDFLARE_ACCOUNT_ID)"
-)
-# D1 ends SQLite messages with the result-code class, e.g. `...: SQLITE_CONSTRAINT`,
-# sometimes followed by `(extended: ...)` or wrangler's `[code: 7500]`.
-_SQLITE_SUFFIX = re.compile(
-    r":\s*(SQLITE_[A-Z_]+)\s*(?:\(extended:\s*SQLITE_[A-Z_]+\))?\s*(?:\[code:\s*\d+\])?\s*$"
-)
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 _VIRTUAL_TABLES = re.compile(r"virtual table|fts5", re.I)
 _P = ParamSpec("_P")
@@ -96,44 +100,6 @@ def _check_token(token: str) -> None:
         )
 
 
-def _redact_url(url: str) -> str:
-    """scheme://host/path of a signed URL: its query string is a credential."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-class RateGate:
-    """A rate-limit pause shared by every client of one process (fleet mode).
-
-    When any client gets a 429 it calls `pause(retry_after)`; every client calls
-    `wait()` before each request, so one account-wide limit stops them all at once.
-    """
-
-    def __init__(
-        self,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._until = 0.0
-
-    def pause(self, seconds: float) -> None:
-        with self._lock:
-            self._until = max(self._until, self._clock() + seconds)
-
-    def wait(self) -> None:
-        with self._lock:
-            remaining = self._until - self._clock()
-        # Sleep outside the lock so other clients can extend the pause meanwhile.
-        if remaining > 0:
-            self._sleep(remaining)
-
-
 @dataclass
 class _Call:
     """One logical API request and what its attempts found (for retry decisions)."""
@@ -148,272 +114,6 @@ class _Call:
     started: float = 0.0
     last_status: int | None = None
     last_transport_error: str | None = None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds asked for by `Retry-After` (delta-seconds or HTTP date), if present."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        until = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    # Measure against the server's own Date header when present: no clock-skew guess.
-    now = datetime.now(UTC)
-    if server_date := response.headers.get("date"):
-        try:
-            now = parsedate_to_datetime(server_date)
-        except (TypeError, ValueError):
-            pass
-    return max(0.0, (until - now).total_seconds())
-
-
-def _error_text(body: dict[str, Any]) -> tuple[str, set[int], str]:
-    """(first message, all codes, every error joined) from a failure envelope."""
-    items = [e for e in body.get("errors") or [] if isinstance(e, dict)]
-    codes = {e["code"] for e in items if isinstance(e.get("code"), int)}
-    messages = [str(e.get("message", "")) for e in items]
-    if not messages and body.get("error"):
-        # Some non-standard bodies are {code, error} (wrangler's fallback).
-        messages = [str(body["error"])]
-        if isinstance(body.get("code"), int):
-            codes.add(body["code"])
-    first = messages[0] if messages else "no error message"
-    joined = "; ".join(
-        f"{e.get('message', '')} [code {e['code']}]" if "code" in e else str(e.get("message"))
-        for e in items
-    )
-    return first, codes, joined or first
-
-
-def _unreachable(exc: httpx.TransportError) -> str | None:
-    """Why nothing could be reached at all, from the OS error under httpx's: a host name
-    that does not resolve, or a refused connection (retrying changes neither soon)."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, socket.gaierror):
-            return f"its host name does not resolve (DNS: {cause.strerror or cause})"
-        if isinstance(cause, ConnectionRefusedError):
-            return "nothing accepts connections there (connection refused)"
-        cause = cause.__cause__ or cause.__context__
-    return None
-
-
-def _map_error(
-    what: str, response: httpx.Response | httpx.TransportError, body: Any = None
-) -> errors.D1DeployError:
-    """The one place that turns a failed request into the right `errors.*` class."""
-    if isinstance(response, httpx.TransportError):
-        if (why := _unreachable(response)) is not None:
-            try:
-                url = _redact_url(str(response.request.url))
-            except RuntimeError:  # raised without its request
-                url = "the D1 API"
-            return errors.Unreachable(
-                f"{what} failed: could not reach {url}: {why}",
-                hint="check CLOUDFLARE_API_BASE_URL (unset means api.cloudflare.com), the"
-                " network and any proxy, then run again",
-            )
-        return errors.NetworkError(
-            f"{what} failed: could not reach the D1 API ({type(response).__name__}: {response})",
-            hint="check the network connection and CLOUDFLARE_API_BASE_URL, then run again",
-        )
-    status = response.status_code
-    if response.headers.get("cf-mitigated", "").lower() == "challenge":
-        return errors.AuthError(
-            f"{what} failed: Cloudflare's firewall answered with a challenge page "
-            "instead of the API",
-            hint="a WAF or bot-protection rule blocked the request; try from another "
-            "network, or check CLOUDFLARE_API_BASE_URL",
-        )
-    if status == 429:
-        retry_after = _retry_after(response)
-        detail = _error_text(body)[2] if isinstance(body, dict) else "too many requests"
-        if retry_after is not None and retry_after > MAX_RETRY_AFTER:
-            return errors.RateLimited(
-                f"{what} failed: rate limited by the D1 API, which asks to wait "
-                f"{retry_after:.0f} s, longer than the {MAX_RETRY_AFTER:.0f} s d1deploy "
-                f"waits ({detail})",
-                retry_after=retry_after,
-                hint="the account's API limit (1200 requests per 5 minutes) is used up; "
-                "run again in a few minutes",
-            )
-        return errors.RateLimited(
-            f"{what} failed: rate limited by the D1 API ({detail})",
-            retry_after=retry_after,
-            hint="D1 or the account's API limit is overloaded; run again in a few minutes",
-        )
-    # Neither the envelope nor the non-standard {code, error} shape: not the API talking.
-    if not isinstance(body, dict) or ("success" not in body and "error" not in body):
-        kind = response.headers.get("content-type", "no content type")
-        return errors.ServerError(
-            f"{what} failed: malformed response from the D1 API (HTTP {status}, {kind})",
-            hint="the API or a proxy in between returned something that is not the API's "
-            "JSON; check CLOUDFLARE_API_BASE_URL and run again",
-        )
-    first, codes, joined = _error_text(body)
-    suffix = _SQLITE_SUFFIX.search(first)
-    if suffix or (7500 in codes and status < 500):
-        return errors.SqlError(first, sqlite_code=suffix.group(1) if suffix else None)
-    if status in (401, 403) or codes & _AUTH_CODES:
-        return errors.AuthError(
-            f"{what} failed: the API token was refused: {joined}", hint=_AUTH_HINT
-        )
-    if status == 404 or 7404 in codes:
-        return errors.NotFound(
-            f"{what} failed: not found: {joined}",
-            hint="check the database name or id, and the account id (CLOUDFLARE_ACCOUNT_ID)",
-        )
-    if 400 <= status < 500:
-        return errors.UsageError(f"{what} was refused by the D1 API: {joined}")
-    # 5xx, or a 2xx whose envelope says success: false for no reason we recognise.
-    return errors.ServerError(
-        f"{what} failed: HTTP {status} from the D1 API: {joined}",
-        hint="D1 had a server-side problem; run again later (https://www.cloudflarestatus.com)",
-    )
-
-
-def _envelope(what: str, response: httpx.Response) -> dict[str, Any]:
-    """The JSON envelope of a successful reply; raise the mapped error otherwise."""
-    if response.status_code in (204, 205) and not response.content:
-        return {"success": True, "result": None}
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    # Decide on the JSON `success` flag, not only on the status.
-    if isinstance(body, dict) and body.get("success") is True and response.status_code < 400:
-        return body
-    raise _map_error(what, response, body)
-
-
-def _malformed(what: str, detail: str) -> errors.ServerError:
-    return errors.ServerError(
-        f"{what} failed: malformed response from the D1 API ({detail})",
-        hint="the API's reply did not have the documented shape; run again, and report it "
-        "if it persists",
-    )
-
-
-def _dict(what: str, value: Any, name: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _malformed(what, f"`{name}` is not an object")
-    return value
-
-
-def _str(what: str, obj: dict[str, Any], key: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise _malformed(what, f"missing `{key}`")
-    return value
-
-
-def _obj(value: Any) -> dict[str, Any]:
-    """An optional object of the reply, lenient: anything else reads as empty."""
-    return value if isinstance(value, dict) else {}
-
-
-def _num(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-
-
-def _param(value: SqlValue, stmt: Statement, position: int) -> int | float | str | None:
-    """A bound parameter as native JSON; BLOBs and non-finite floats cannot travel."""
-    if isinstance(value, bytes):
-        raise errors.InputError(
-            f"parameter {position} is a BLOB, which the D1 REST API cannot bind",
-            hint="write the value as a hex literal X'...' in the SQL instead",
-            file=stmt.file,
-            line=stmt.line,
-        )
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise errors.InputError(
-            f"parameter {position} is {value}, which JSON cannot carry",
-            hint="bind NULL or a finite number instead",
-            file=stmt.file,
-            line=stmt.line,
-        )
-    return value
-
-
-def _cell(value: Any) -> SqlValue:
-    """A result cell as a SqlValue.
-
-    SQLite has no array type (JSON functions return TEXT, which arrives as a string), so
-    a JSON array of byte values can only be a BLOB: it becomes `bytes`. Anything else
-    unexpected is kept as its JSON text rather than dropped.
-    """
-    if value is None or isinstance(value, str | float):
-        return value
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, list) and all(
-        isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in value
-    ):
-        return bytes(value)
-    return json.dumps(value)
-
-
-def _query_result(what: str, item: Any, index: int) -> QueryResult:
-    item = _dict(what, item, f"result[{index}]")
-    if item.get("success") is False:
-        first, _, _ = _error_text(item)
-        suffix = _SQLITE_SUFFIX.search(first)
-        raise errors.SqlError(first, sqlite_code=suffix.group(1) if suffix else None, index=index)
-    rows = item.get("results") or []
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise _malformed(what, f"result[{index}].results is not a list of rows")
-    # Rows are objects keyed by column name; duplicate names (joins) collapse to one.
-    columns = tuple(rows[0]) if rows else ()
-    meta = _obj(item.get("meta"))
-    last_row_id = meta.get("last_row_id")
-    changed_db = meta.get("changed_db")
-    return QueryResult(
-        columns=columns,
-        rows=tuple(tuple(_cell(row.get(c)) for c in columns) for row in rows),
-        changes=int(_num(meta.get("changes"))),
-        rows_read=int(_num(meta.get("rows_read"))),
-        rows_written=int(_num(meta.get("rows_written"))),
-        duration_ms=_num(meta.get("duration")),
-        last_row_id=last_row_id if isinstance(last_row_id, int) else None,
-        changed_db=changed_db if isinstance(changed_db, bool) else None,
-    )
-
-
-def _database_info(what: str, item: Any) -> DatabaseInfo:
-    item = _dict(what, item, "database")
-    num_tables = item.get("num_tables")
-    file_size = item.get("file_size")
-    return DatabaseInfo(
-        uuid=_str(what, item, "uuid"),
-        name=_str(what, item, "name"),
-        created_at=item.get("created_at"),
-        version=item.get("version"),
-        num_tables=int(num_tables) if isinstance(num_tables, int | float) else None,
-        file_size=int(file_size) if isinstance(file_size, int | float) else None,
-    )
-
-
-def _messages(result: dict[str, Any]) -> list[str]:
-    found = result.get("messages") or []
-    return [str(m.get("message", m)) if isinstance(m, dict) else str(m) for m in found]
-
-
-def _failure_text(result: dict[str, Any]) -> str:
-    """`error` (the spec) and `errors[]` (wrangler's type), joined; D1 may put the same
-    text in both, which is said once."""
-    parts = [str(result["error"])] if result.get("error") else []
-    parts += [str(e) for e in result.get("errors") or []]
-    return "; ".join(dict.fromkeys(parts)) or "no error message"
 
 
 def _scrubbed(
@@ -440,7 +140,7 @@ class D1Client:
         *,
         token: str,
         account_id: str,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str = DEFAULT_API_BASE_URL,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -451,8 +151,6 @@ class D1Client:
         poll_timeout: float = 900.0,
         user_agent: str = f"d1deploy/{__version__}",
         on_retry: Callable[[str], None] | None = None,
-        rate_gate: RateGate | None = None,
-        budget: Callable[[], None] | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         _check_token(token)
@@ -466,10 +164,6 @@ class D1Client:
         self._poll_interval = poll_interval
         self._poll_timeout = poll_timeout
         self._on_retry = on_retry
-        self._gate = rate_gate
-        # Called before every request attempt, retries included, and may block: fleet mode
-        # passes `fleet.RequestBudget.acquire` to stay under the account's API limit.
-        self._budget = budget
         self._jitter = jitter
         common: dict[str, Any] = {
             "transport": transport,
@@ -491,7 +185,10 @@ class D1Client:
             **common,
         )
         # Signed export/upload URLs are credentials of their own: this client has no
-        # Authorization header, so the API token can never reach them.
+        # Authorization header, so the API token can never reach them. They are storage,
+        # not the API, so they wait on none of its rate limits.
+        if isinstance(transport, RateLimitTransport):
+            common["transport"] = transport.wrapped
         self._signed = httpx.Client(headers={"User-Agent": user_agent}, **common)
         self._retrying = tenacity.Retrying(
             sleep=sleep,
@@ -542,16 +239,16 @@ class D1Client:
         body = self._request(_Call(what, "GET", self._path(), idempotent=True, params=params))
         items = body.get("result") or []
         if not isinstance(items, list):
-            raise _malformed(what, "`result` is not a list")
-        info = _obj(body.get("result_info"))
+            raise malformed(what, "`result` is not a list")
+        info = lenient_object(body.get("result_info"))
         total = info.get("total_count")
-        return [_database_info(what, i) for i in items], total if isinstance(total, int) else None
+        return [database_info(what, i) for i in items], total if isinstance(total, int) else None
 
     @_scrubbed
     def get_database(self, id_or_name: str) -> DatabaseInfo:
         what = f"looking up database {id_or_name}"
         body = self._request(_Call(what, "GET", self._path(id_or_name), idempotent=True))
-        return _database_info(what, body.get("result"))
+        return database_info(what, body.get("result"))
 
     @_scrubbed
     def resolve_database(self, name_or_uuid: str) -> DatabaseInfo:
@@ -597,7 +294,7 @@ class D1Client:
         for stmt in statements:
             item: dict[str, Any] = {"sql": stmt.sql}
             if stmt.params:
-                item["params"] = [_param(v, stmt, n) for n, v in enumerate(stmt.params, 1)]
+                item["params"] = [param(v, stmt, n) for n, v in enumerate(stmt.params, 1)]
             batch.append(item)
         call = _Call(
             what,
@@ -609,8 +306,8 @@ class D1Client:
         results = self._request(call).get("result")
         if not isinstance(results, list) or len(results) != len(statements):
             got = len(results) if isinstance(results, list) else "no"
-            raise _malformed(what, f"{got} results for {len(statements)} statements")
-        return [_query_result(what, item, i) for i, item in enumerate(results)]
+            raise malformed(what, f"{got} results for {len(statements)} statements")
+        return [query_result(what, item, i) for i, item in enumerate(results)]
 
     # -- Time Travel --------------------------------------------------------------------
     @_scrubbed
@@ -624,7 +321,9 @@ class D1Client:
         call = _Call(
             what, "GET", self._path(database_id, "time_travel/bookmark"), True, params=params
         )
-        return _str(what, _dict(what, self._request(call).get("result"), "result"), "bookmark")
+        return text_field(
+            what, as_object(what, self._request(call).get("result"), "result"), "bookmark"
+        )
 
     @_scrubbed
     def restore(self, database_id: str, *, bookmark: str) -> RestoreResult:
@@ -636,10 +335,10 @@ class D1Client:
             idempotent=False,
             params={"bookmark": bookmark},
         )
-        result = _dict(what, self._request(call).get("result"), "result")
+        result = as_object(what, self._request(call).get("result"), "result")
         previous = result.get("previous_bookmark")
         return RestoreResult(
-            bookmark=_str(what, result, "bookmark"),
+            bookmark=text_field(what, result, "bookmark"),
             previous_bookmark=previous if isinstance(previous, str) else None,
             message=str(result.get("message") or ""),
         )
@@ -665,7 +364,7 @@ class D1Client:
             what, path, started, lambda bm: {**first, "current_bookmark": bm}, on_message
         )
         if result.get("success") is False or result.get("status") == "error":
-            text = _failure_text(result)
+            text = failure_text(result)
             if _VIRTUAL_TABLES.search(text):
                 raise errors.UsageError(
                     f"{what} failed: {text}",
@@ -674,22 +373,21 @@ class D1Client:
                 )
             raise errors.ServerError(
                 f"{what} failed: {text}",
-                hint="D1's export log: " + (" | ".join(_messages(result)) or "(empty)"),
+                hint="D1's export log: " + (" | ".join(task_messages(result)) or "(empty)"),
             )
         if result.get("status") != "complete":
-            raise _malformed(what, f"unknown export status {result.get('status')!r}")
-        done = _dict(what, result.get("result"), "result.result")
-        url = _str(what, done, "signed_url")
+            raise malformed(what, f"unknown export status {result.get('status')!r}")
+        done = as_object(what, result.get("result"), "result.result")
+        url = text_field(what, done, "signed_url")
         filename = done.get("filename")
         return ExportHandle(
             bookmark=result.get("at_bookmark"),
             filename=filename if isinstance(filename, str) else None,
-            size=None,
             download=functools.partial(self._download, url, what),
         )
 
     def _download(self, url: str, what: str) -> Iterator[bytes]:
-        shown = _redact_url(url)
+        shown = redact_url(url)
         try:
             # Ask for the bytes as stored, so Content-Length counts what we yield.
             headers = {"Accept-Encoding": "identity"}
@@ -752,7 +450,7 @@ class D1Client:
         init = {"action": "init", "etag": md5}
         result = self._result(_Call(what, "POST", api_path, idempotent=False, body=init))
         if result.get("upload_url"):
-            filename = _str(what, result, "filename")
+            filename = text_field(what, result, "filename")
             self._upload(what, str(result["upload_url"]), path, md5, size)
             ingest = {"action": "ingest", "etag": md5, "filename": filename}
             result = self._result(_Call(what, "POST", api_path, idempotent=False, body=ingest))
@@ -766,11 +464,11 @@ class D1Client:
             on_message,
         )
         if result.get("success") is not False and result.get("status") not in ("complete", "error"):
-            raise _malformed(what, f"unknown import status {result.get('status')!r}")
+            raise malformed(what, f"unknown import status {result.get('status')!r}")
         if result.get("success") is False or result.get("status") == "error":
-            text = _failure_text(result)
-            suffix = _SQLITE_SUFFIX.search(text)
-            log = " | ".join(_messages(result))
+            text = failure_text(result)
+            suffix = SQLITE_SUFFIX.search(text)
+            log = " | ".join(task_messages(result))
             raise errors.SqlError(
                 f"{what} failed: {text}" + (f" (D1's log: {log})" if log else ""),
                 sqlite_code=suffix.group(1) if suffix else None,
@@ -778,19 +476,19 @@ class D1Client:
                 hint="D1 returns the database to its state before the import when one "
                 "fails; fix the file and run again",
             )
-        done = _dict(what, result.get("result"), "result.result")
-        meta = _obj(done.get("meta"))
+        done = as_object(what, result.get("result"), "result.result")
+        meta = lenient_object(done.get("meta"))
         final = done.get("final_bookmark")
         return ImportResult(
-            num_queries=int(_num(done.get("num_queries"))),
-            rows_read=int(_num(meta.get("rows_read"))),
-            rows_written=int(_num(meta.get("rows_written"))),
+            num_queries=int(number(done.get("num_queries"))),
+            rows_read=int(number(meta.get("rows_read"))),
+            rows_written=int(number(meta.get("rows_written"))),
             final_bookmark=final if isinstance(final, str) else None,
-            duration_ms=_num(meta.get("duration")),
+            duration_ms=number(meta.get("duration")),
         )
 
     def _upload(self, what: str, url: str, path: Path, md5: str, size: int) -> None:
-        shown = _redact_url(url)
+        shown = redact_url(url)
         try:
             with path.open("rb") as fh:
                 # An explicit Content-Length keeps httpx from chunked encoding, which
@@ -827,7 +525,7 @@ class D1Client:
         started = self._clock()
         while True:
             if on_message:
-                for line in _messages(result):
+                for line in task_messages(result):
                     on_message(line)
             if result.get("success") is False or result.get("status") != "active":
                 return result
@@ -839,12 +537,12 @@ class D1Client:
                     "nobody polls, so wait a few minutes before running again",
                 )
             self._sleep(self._poll_interval)
-            bookmark = _str(what, result, "at_bookmark")
+            bookmark = text_field(what, result, "at_bookmark")
             call = _Call(what, "POST", path, idempotent=True, body=poll_body(bookmark))
             result = self._result(call)
 
     def _result(self, call: _Call) -> dict[str, Any]:
-        return _dict(call.what, self._request(call).get("result"), "result")
+        return as_object(call.what, self._request(call).get("result"), "result")
 
     # -- one request, with retries -------------------------------------------------------
     def _path(self, database: str | None = None, action: str | None = None) -> str:
@@ -871,10 +569,6 @@ class D1Client:
                 f"{call.what} was not sent: the {interrupts.SETTLE_SECONDS:g} s d1deploy"
                 " allows itself to settle ran out"
             )
-        if self._budget is not None:
-            self._budget()
-        if self._gate is not None:
-            self._gate.wait()
         # While settling, a request may take only what is left of the settle's time.
         timeout = httpx.USE_CLIENT_DEFAULT if left is None else min(self._timeout, left)
         try:
@@ -883,14 +577,9 @@ class D1Client:
             )
         except httpx.TransportError as exc:
             call.last_transport_error = type(exc).__name__
-            raise _map_error(call.what, exc) from exc
+            raise map_error(call.what, exc) from exc
         call.last_status = response.status_code
-        try:
-            return _envelope(call.what, response)
-        except errors.RateLimited as exc:
-            if self._gate is not None:
-                self._gate.pause(min(MAX_RETRY_AFTER, max(1.0, exc.retry_after or 1.0)))
-            raise
+        return envelope(call.what, response)
 
     def _should_retry(self, state: tenacity.RetryCallState) -> bool:
         exc = state.outcome.exception() if state.outcome else None

@@ -261,7 +261,7 @@ def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Pat
             "`binding` is set but no wrangler config was found",
             file=config.label,
             hint="put wrangler.toml/.json/.jsonc in the working directory, or set "
-            "wrangler_config (or --wrangler-config) to its path",
+            'wrangler_config = "PATH" in d1deploy.toml (see --config)',
         )
     databases: tuple[str, ...] = ()
     database_id = None

@@ -19,6 +19,11 @@ Pragmas: a read may only use the pragmas of `READ_PRAGMAS` (documented in the RE
 the introspection ones with their table or index name, the settings without a value. A
 pragma with a value, or any other pragma, writes: it changes the database or the
 connection, and a connection setting outlives the batch that changed it.
+
+Why one module over 500 lines: judging a statement and applying D1's rules are one
+mechanism, SQLite's authorizer recording `Action`s, with one policy for reads and one for
+D1; the rules' error texts and values belong with the `run` that produces them, and the
+contract suite (tests/test_d1_contract.py) holds that whole surface to workerd at once.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import cast
 
-from d1deploy import sqlsplit
+from d1deploy import limits, sqlsplit
 from d1deploy.backend import SqlValue
 
 ACTION_NAMES: dict[int, str] = {
@@ -302,30 +307,8 @@ def _opcode_writes(row: Sequence[object]) -> bool:
 # `LocalBackend` and the test emulator both run every statement through `run`, so this
 # section is the one statement of them; tests/test_d1_contract.py holds it to workerd.
 
-MAX_STATEMENT_BYTES = 100_000
-"""D1's limit on one statement's text, its `;` included (SQLITE_LIMIT_SQL_LENGTH)."""
-
-MAX_PARAMETERS = 100
-"""D1's limit on the values bound to one statement (SQLITE_LIMIT_VARIABLE_NUMBER)."""
-
 RESERVED_PREFIX = "_cf_"
 """Names D1 keeps for itself (any case): user SQL may not create, read or touch them."""
-
-LIMITS: dict[int, int] = {
-    sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER: MAX_PARAMETERS,
-    sqlite3.SQLITE_LIMIT_COLUMN: 100,
-    sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: 50,
-    sqlite3.SQLITE_LIMIT_COMPOUND_SELECT: 5,
-    sqlite3.SQLITE_LIMIT_EXPR_DEPTH: 100,
-    sqlite3.SQLITE_LIMIT_TRIGGER_DEPTH: 10,
-    sqlite3.SQLITE_LIMIT_ATTACHED: 0,
-    # D1's documented limits, stricter than the workerd wrangler runs locally (4 MB or
-    # more, 127 arguments): a rehearsal must fail where production D1 would.
-    sqlite3.SQLITE_LIMIT_LENGTH: 2_000_000,
-    sqlite3.SQLITE_LIMIT_FUNCTION_ARG: 32,
-}
-"""`sqlite3_limit` categories as D1 sets them. Statement length is checked by `run`
-(Python's sqlite3 reports that limit as its own DataError, not as SQLite's text)."""
 
 TRANSACTION_REFUSED = (
     "To execute a transaction, please use the state.storage.transaction() or "
@@ -524,7 +507,7 @@ def d1_rules(action: Action) -> int:
 def prepare(db: sqlite3.Connection) -> None:
     """Give `db` D1's limits and foreign keys on (set outside any transaction: inside one
     SQLite ignores it, which is also why user SQL can never switch enforcement off)."""
-    for category, limit in LIMITS.items():
+    for category, limit in limits.SQLITE_LIMITS.items():
         db.setlimit(category, limit)
     db.execute("PRAGMA foreign_keys = ON")
 
@@ -575,9 +558,9 @@ def run(
     :raises sqlite3.Error: without `sqlite_errorname`, from Python's binding layer
         (wrong number of parameters, several statements in one): the caller's input.
     """
-    if len(sql.encode()) > MAX_STATEMENT_BYTES:
+    if len(sql.encode()) > limits.MAX_STATEMENT_BYTES:
         raise D1Error(STATEMENT_TOO_LONG, "SQLITE_TOOBIG")
-    if len(params) > MAX_PARAMETERS:
+    if len(params) > limits.MAX_PARAMETERS:
         raise D1Error(TOO_MANY_PARAMETERS, "SQLITE_ERROR")
 
     def policy(action: Action) -> int:

@@ -1,17 +1,17 @@
 """Fleet mode: one operation over many D1 databases (one database per tenant or region).
 
 Owns choosing the databases (`select_databases`), running one task per database with
-bounded concurrency and canaries first (`run_fleet`) into a `FleetReport`, the
-account-wide request budget (`RequestBudget`), and `remote_task`, which runs a backend
-operation on each database through one shared `D1Client`.
+bounded concurrency and canaries first (`run_fleet`) into a `FleetReport`,
+and `remote_task`, which runs a backend operation on each database through one shared
+`D1Client`.
 
 Sharing one client is safe and is the intended set-up: httpx.Client is thread-safe,
 and `D1Client` keeps its retry state per call (`_Call`, and tenacity's per-thread
-iteration state). So the whole fleet uses one connection pool, one `RateGate` (a 429
-on any database pauses every worker, instead of N independent backoffs) and one
-`RequestBudget`::
+iteration state). So the whole fleet uses one connection pool and one
+`ratelimit.RateLimitTransport` (a 429 on any database pauses every worker, instead of N
+independent backoffs, and the account's request budget holds for the fleet)::
 
-    client = D1Client(..., rate_gate=RateGate(), budget=RequestBudget().acquire)
+    client = D1Client(..., transport=RateLimitTransport())
     report = run_fleet(select_databases(client, matching="tenant-*"),
                        remote_task(client, lambda backend: migrate(backend, ...)))
 
@@ -25,7 +25,6 @@ import fnmatch
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -59,10 +58,6 @@ A task's exception that is not a `D1DeployError` is a bug with unknown effects: 
 INTERRUPTED_EXIT = 130
 """Exit code when databases were skipped by Ctrl-C or `stop` and none failed (the
 CLI's code for Ctrl-C)."""
-
-API_LIMIT = 1200
-API_WINDOW = 300.0
-"""Cloudflare's documented API limit: 1200 requests per 5 minutes per user."""
 
 _LISTED = 20
 
@@ -393,46 +388,3 @@ def remote_task(client: D1Client, operation: Callable[[Backend], R]) -> Callable
         return operation(_SharedClientBackend(client, client.get_database(info.uuid)))
 
     return task
-
-
-class RequestBudget:
-    """At most `limit` requests in any `window` seconds, shared by every thread.
-
-    A sliding window rather than a token bucket: a bucket that starts full lets through
-    its capacity plus a window's refill, twice the limit, in the first window. Pass
-    `acquire` to `D1Client(budget=...)`; it blocks until a request may be sent.
-    """
-
-    def __init__(
-        self,
-        limit: int = API_LIMIT,
-        window: float = API_WINDOW,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if limit < 1 or window <= 0:
-            raise errors.UsageError(
-                f"a request budget needs a limit of at least 1 and a positive window "
-                f"(got {limit} per {window} s)"
-            )
-        self._limit = limit
-        self._window = window
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._sent: deque[float] = deque()
-
-    def acquire(self) -> None:
-        """Record one request, first waiting until it fits in the window."""
-        while True:
-            with self._lock:
-                now = self._clock()
-                while self._sent and self._sent[0] <= now - self._window:
-                    self._sent.popleft()
-                if len(self._sent) < self._limit:
-                    self._sent.append(now)
-                    return
-                wait_for = self._sent[0] + self._window - now
-            # Sleep outside the lock so that other threads can check the window too.
-            self._sleep(wait_for)

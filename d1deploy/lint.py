@@ -19,12 +19,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from d1deploy import d1sqlite, sqlsplit
+from d1deploy import d1sqlite, limits, sqlsplit
 from d1deploy.backend import SqlValue, Statement
 from d1deploy.errors import InputError
-
-STATEMENT_MAX_BYTES = d1sqlite.MAX_STATEMENT_BYTES
-MAX_PARAMETERS = d1sqlite.MAX_PARAMETERS
 
 Severity = Literal["error", "warning", "note"]
 """`note`: nothing wrong, but a reviewer should see it (a check that runs as a probe)."""
@@ -255,20 +252,21 @@ def _lint(st: Statement, model: SchemaModel) -> list[Finding]:
         )
         return found
     size = len(st.sql.encode("utf-8"))
-    if size > STATEMENT_MAX_BYTES:
+    if size > limits.MAX_STATEMENT_BYTES:
         add(
             "error",
             "statement-too-big",
             f"the statement is {size:,} bytes; D1 refuses statements over"
-            f" {STATEMENT_MAX_BYTES:,} bytes (SQLITE_TOOBIG)",
+            f" {limits.MAX_STATEMENT_BYTES:,} bytes (SQLITE_TOOBIG)",
             "Split it into several statements, for example fewer rows per INSERT.",
         )
     parameters = sqlsplit.count_parameters(st.sql)
-    if parameters > MAX_PARAMETERS:
+    if parameters > limits.MAX_PARAMETERS:
         add(
             "error",
             "too-many-parameters",
-            f"the statement binds {parameters} parameters; D1 allows at most {MAX_PARAMETERS}",
+            f"the statement binds {parameters} parameters; D1 allows at most "
+            f"{limits.MAX_PARAMETERS}",
             "Split it into several statements.",
         )
     if _FOREIGN_KEYS_OFF.match(sqlsplit.strip_leading_comments(st.sql)):

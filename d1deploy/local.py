@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from d1deploy import d1sqlite, dumpsql, sqlsplit, suggest
+from d1deploy import d1sqlite, dumpsql, limits, sqlsplit, suggest
 from d1deploy.backend import (
     DatabaseInfo,
     ExportHandle,
@@ -45,7 +45,7 @@ _HINTS = {
     d1sqlite.TRANSACTION_REFUSED: _TRANSACTION_HINT,
     d1sqlite.IMPORT_BEGIN_REFUSED: _TRANSACTION_HINT,
     d1sqlite.STATEMENT_TOO_LONG: "Split it into smaller statements: D1 limits each statement "
-    f"to {d1sqlite.MAX_STATEMENT_BYTES:,} bytes.",
+    f"to {limits.MAX_STATEMENT_BYTES:,} bytes.",
 }
 _BOOKMARK = re.compile(r"([0-9a-f]{8})-([0-9a-f]{8})-([0-9a-f]{8})-([0-9a-f]{32})")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -392,7 +392,7 @@ class LocalBackend:
                     hint="Run the export again; it takes a fresh snapshot.",
                 ) from exc
 
-        return ExportHandle(bookmark=bookmark, filename=filename, size=None, download=download)
+        return ExportHandle(bookmark=bookmark, filename=filename, download=download)
 
     def close(self) -> None:
         self._conn.close()

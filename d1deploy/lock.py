@@ -109,16 +109,6 @@ def new_token() -> str:
     return secrets.token_hex(16)
 
 
-def acquire(backend: Backend, holder: str, ttl_seconds: int) -> Lease:
-    """Take the lock in one request.
-
-    :raises LockHeld: when another unexpired lease exists.
-    """
-    token = new_token()
-    results = backend.run(acquire_statements(holder, token, ttl_seconds))
-    return lease_from(results[-1], token)
-
-
 def check_and_extend(lease: Lease, ttl_seconds: int) -> list[Statement]:
     """Statements that fail their batch unless `lease` is still ours, then extend it.
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
-from d1deploy import checks, guard, interrupts, ledger, lint, schema, sqlsplit, suggest
+from d1deploy import checks, guard, interrupts, ledger, limits, lint, schema, sqlsplit, suggest
 from d1deploy.backend import Backend
 from d1deploy.checks import CheckResult
 from d1deploy.discovery import Migration, discover, new_migration, resolve
@@ -482,8 +482,7 @@ def migrate(
         deploy.settle(exc)
 
 
-BATCH_SECONDS = 30
-"""D1 ends a request after 30 s: a batch commits at most this long after it started."""
+BATCH_SECONDS = limits.REQUEST_SECONDS
 
 
 def _open_taking_bookmark(session: ledger.Session) -> tuple[DbState, str | None]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict, TypeVar
 
-from d1deploy import backup, migrations
+from d1deploy import backups, migrations, restoring
 from d1deploy.backend import Backend, Statement
 from d1deploy.checks import CheckResult
 from d1deploy.errors import D1DeployError
@@ -223,10 +223,10 @@ def _load_copy(
 ) -> str:
     """Fill the empty copy the way a backup is restored (verified, tables first)."""
     if from_backup is None:
-        taken = backup.backup(target, dest=None, backup_dir=work, notify=say)
-        backup.restore_from_backup(copy, taken.path, notify=say)
+        taken = backups.backup(target, dest=None, backup_dir=work, notify=say)
+        restoring.restore_from_backup(copy, taken.path, notify=say)
         return f"export of {target.info.name}, {taken.bytes} bytes"
-    backup.restore_from_backup(copy, from_backup, notify=say)
+    restoring.restore_from_backup(copy, from_backup, notify=say)
     return f"backup {from_backup.name}"
 
 

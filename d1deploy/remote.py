@@ -22,6 +22,7 @@ from d1deploy.backend import (
     QueryResult,
     RestoreResult,
     Statement,
+    locate,
 )
 from d1deploy.client import D1Client
 
@@ -45,20 +46,12 @@ class RemoteBackend:
         try:
             results = self._client.query(self._info.uuid, statements, read_only=read_only)
         except errors.SqlError as err:
-            # A REST batch failure does not say which item failed; with one statement
-            # there is no doubt. The client sets `index` when D1 does say (per item).
-            index = err.index if err.index is not None else 0 if len(statements) == 1 else None
-            if index is None or not 0 <= index < len(statements) or err.file is not None:
+            # A REST batch failure does not say which item failed; the client sets
+            # `index` when D1 does say (per item).
+            located = locate(err, statements)
+            if located is err:
                 raise
-            stmt = statements[index]
-            raise errors.SqlError(
-                err.message,
-                sqlite_code=err.sqlite_code,
-                index=index,
-                hint=err.hint,
-                file=stmt.file,
-                line=stmt.line,
-            ) from err
+            raise located from err
         if read_only:
             for index, (stmt, result) in enumerate(zip(statements, results, strict=True)):
                 if result.wrote:

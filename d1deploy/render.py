@@ -19,7 +19,7 @@ from d1deploy.output import Output, cell, md_escape, md_table
 
 if TYPE_CHECKING:
     from d1deploy.backend import DatabaseInfo, RestoreResult
-    from d1deploy.backup import BackupResult, RestoreFromBackupResult, RestorePoint
+    from d1deploy.backups import BackupResult
     from d1deploy.checks import CheckResult
     from d1deploy.fleet import FleetReport
     from d1deploy.layout import MoveReport
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         VerifyReport,
     )
     from d1deploy.rehearse import RehearsalReport
+    from d1deploy.restoring import RestoreFromBackupResult, RestorePoint
     from d1deploy.schema import SchemaCheck
     from d1deploy.sqlexec import ExecReport
 

@@ -42,6 +42,10 @@ Choices, and why:
   live one, which `d1deploy baseline` then records without running. A migration that
   changes no schema (data only) cannot be told ran or not from the schema: the other
   matching prefixes are listed in `also_matches_up_to`.
+
+Why one module over 500 lines: replaying, comparing, explaining a change and searching
+for the prefix to adopt all work on the same normalised `sqlite_master` rows and the
+same scratch replay; they are one comparison, told in the words its report uses.
 """
 
 from __future__ import annotations

@@ -13,13 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from d1deploy import lint, sqlsplit
-from d1deploy.backend import Backend, ImportResult, QueryResult, SqlValue, Statement
+from d1deploy import limits, lint, sqlsplit
+from d1deploy.backend import Backend, ImportResult, QueryResult, SqlValue, Statement, locate
 from d1deploy.errors import InputError, SqlError, UsageError
-
-# Beyond these a file goes through the import flow instead of one batch request.
-BATCH_MAX_BYTES = 2_000_000
-BATCH_MAX_STATEMENTS = 1000
 
 
 @dataclass(frozen=True)
@@ -93,7 +89,7 @@ def execute(
     try:
         results = backend.run(statements)
     except SqlError as err:
-        raise _locate(err, statements) from None
+        raise locate(err, statements) from None
     return ExecReport(
         database=backend.info.name,
         mode="batch",
@@ -115,7 +111,9 @@ def _refuse_what_d1_refuses(statements: list[Statement]) -> None:
 
 
 def _needs_import(text: str, statements: list[Statement]) -> bool:
-    return len(text.encode()) > BATCH_MAX_BYTES or len(statements) > BATCH_MAX_STATEMENTS
+    return (
+        len(text.encode()) > limits.BATCH_MAX_BYTES or len(statements) > limits.BATCH_MAX_STATEMENTS
+    )
 
 
 def _import(
@@ -145,24 +143,3 @@ def _import(
                 line=err.line,
             ) from None
     return ExecReport(database=backend.info.name, mode="import", imported=imported)
-
-
-def _locate(err: SqlError, statements: list[Statement]) -> SqlError:
-    """Point the error at the failing statement's file:line when the backend knows which."""
-    if err.file is not None:
-        return err
-    stmt = None
-    if err.index is not None and 0 <= err.index < len(statements):
-        stmt = statements[err.index]
-    elif len(statements) == 1:
-        stmt = statements[0]
-    if stmt is None:
-        return err
-    return SqlError(
-        err.message,
-        sqlite_code=err.sqlite_code,
-        index=err.index,
-        hint=err.hint,
-        file=stmt.file,
-        line=stmt.line,
-    )

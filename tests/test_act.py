@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from d1deploy import backup
+from d1deploy import backups
 from tests import act, realtools
 from tests.act.github_api import BOT, GitHubApi
 from tests.e2e.states import (
@@ -467,10 +467,10 @@ def dump_state(dump: Path) -> Any:
         con.close()
 
 
-def verified_backup(artifact: Path) -> backup.Sidecar:
+def verified_backup(artifact: Path) -> backups.Sidecar:
     """The one dump in a backup artifact: its sidecar verifies, and says what it holds."""
     (dump,) = [p for p in artifact.iterdir() if p.suffix == ".sql"]
-    sidecar = backup.verify_backup(dump)
+    sidecar = backups.verify_backup(dump)
     assert sidecar.sha256 == hashlib.sha256(dump.read_bytes()).hexdigest()
     assert sidecar.bytes == dump.stat().st_size
     return sidecar

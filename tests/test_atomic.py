@@ -24,18 +24,17 @@ from d1deploy.backend import (
 )
 from d1deploy.local import LocalBackend
 from d1deploy.migrations import DeployFailed, MigrateReport
-from tests import test_checks as checks_tests
+from tests import helpers
 from tests.emulator import D1Emulator
-from tests.test_migrations import USER_TABLES, Db, deploy, remote_backend, three, write
+from tests.helpers import SEED, USER_TABLES, Db, deploy, remote_backend, three, write
 
-SEED = Path(__file__).resolve().parent.parent / "migrations"
 APPLY_ROW = 'INSERT INTO "d1_migrations"'
 UNDO_ROW = 'DELETE FROM "d1_migrations"'
 NAMES = ["001_a.sql", "002_b.sql", "003_c.sql"]
 
 
-class Recording(checks_tests.Recording):
-    """test_checks' recording Backend, counting the requests that hold a statement."""
+class Recording(helpers.Recording):
+    """The shared recording Backend, counting the requests that hold a statement."""
 
     @property
     def sent(self) -> list[list[str]]:

@@ -1,4 +1,4 @@
-"""backup.py: backup files (atomic, 0600, sidecar, retried downloads), restores from them,
+"""backups.py: backup files (atomic, 0600, sidecar, retried downloads), restores from them,
 and Time Travel restore points, against a fake backend, the local backend and the emulator."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from d1deploy import __version__, backup, dumps, dumpsql, errors, ledger
+from d1deploy import __version__, backups, dumps, dumpsql, errors, ledger, restoring
 from d1deploy.backend import (
     Backend,
     DatabaseInfo,
@@ -128,8 +128,7 @@ def d1_dump(db: sqlite3.Connection, options: ExportOptions | None = None) -> byt
 class FakeBackend:
     """A database in memory that answers SQL for real (it `holds` that script, and runs
     what is imported into it) and exports in D1's format; `body` replaces the dump it
-    serves. `cut` attempts end short (by error, or silently when `silent_cut` and the
-    size is announced)."""
+    serves. `cut` attempts end short (by error, or silently when `silent_cut`)."""
 
     holds: str = SEED
     body: bytes | None = None
@@ -183,7 +182,6 @@ class FakeBackend:
         return ExportHandle(
             bookmark="bm-export",
             filename="prod-db.sql",
-            size=len(self.dump) if self.silent_cut else None,
             download=self._download,
         )
 
@@ -210,9 +208,9 @@ class FakeBackend:
 
 def run_backup(
     db: Backend, tmp_path: Path, **kwargs: object
-) -> tuple[backup.BackupResult, list[str]]:
+) -> tuple[backups.BackupResult, list[str]]:
     said: list[str] = []
-    result = backup.backup(
+    result = backups.backup(
         db,
         dest=kwargs.pop("dest", None),  # type: ignore[arg-type]
         backup_dir=tmp_path / "backups",
@@ -263,7 +261,7 @@ def test_backup_writes_dump_and_sidecar_private_and_consistent(tmp_path: Path) -
     assert result.sha256 == side["sha256"] and result.bytes == side["bytes"]
     assert result.attempts == 1 and result.bookmark == "bm-export"
 
-    parsed = backup.verify_backup(result.path)
+    parsed = backups.verify_backup(result.path)
     assert parsed.sha256 == result.sha256
     assert parsed.contents == result.contents
     assert parsed.rows_before == parsed.rows_after == {"t": 50}
@@ -289,7 +287,7 @@ def test_gzip_backup_is_hashed_as_written_and_records_options(tmp_path: Path) ->
     assert gzip.decompress(on_disk) == db.dump
     assert result.sha256 == hashlib.sha256(on_disk).hexdigest()
     assert result.bytes == len(on_disk)
-    side = backup.verify_backup(result.path)
+    side = backups.verify_backup(result.path)
     assert side.gzip and side.options == opts
 
 
@@ -352,11 +350,11 @@ def test_truncated_download_is_retried_from_the_start(tmp_path: Path) -> None:
     result, said = run_backup(db, tmp_path, attempts=3)
     assert db.downloads == 3 and result.attempts == 3
     assert result.path.read_bytes() == db.dump
-    assert backup.verify_backup(result.path).bytes == len(db.dump)
+    assert backups.verify_backup(result.path).bytes == len(db.dump)
     assert sum("starting it again" in line for line in said) == 2
 
 
-def test_silently_short_download_is_caught_by_the_announced_size(tmp_path: Path) -> None:
+def test_silently_short_download_is_caught_as_an_incomplete_dump(tmp_path: Path) -> None:
     db = FakeBackend(cut=1, silent_cut=True)
     result, _ = run_backup(db, tmp_path)
     assert db.downloads == 2
@@ -399,7 +397,7 @@ def test_sidecar_write_failure_removes_the_dump(
     def boom(path: Path, data: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(backup, "_write_json_atomically", boom)
+    monkeypatch.setattr(backups, "_write_json_atomically", boom)
     with pytest.raises(errors.DiskFull, match=r"sidecar .* the disk is full") as caught:
         run_backup(FakeBackend(), tmp_path)
     assert caught.value.exit_code == 4
@@ -503,38 +501,38 @@ def test_a_table_that_does_not_exist_is_refused_before_exporting(tmp_path: Path)
 
 
 @pytest.fixture
-def made(tmp_path: Path) -> backup.BackupResult:
+def made(tmp_path: Path) -> backups.BackupResult:
     return run_backup(FakeBackend(), tmp_path)[0]
 
 
-def test_verify_rejects_a_tampered_or_truncated_dump(made: backup.BackupResult) -> None:
+def test_verify_rejects_a_tampered_or_truncated_dump(made: backups.BackupResult) -> None:
     data = made.path.read_bytes()
     made.path.write_bytes(data.replace(b"CREATE TABLE t", b"CREATE TABLE u", 1))
     with pytest.raises(errors.InputError, match="damaged") as caught:
-        backup.verify_backup(made.path)
+        backups.verify_backup(made.path)
     assert caught.value.exit_code == 2 and caught.value.hint
     made.path.write_bytes(data[:-10])
     with pytest.raises(errors.InputError, match="damaged"):
-        backup.verify_backup(made.path)
+        backups.verify_backup(made.path)
 
 
-def test_missing_sidecar_means_not_a_backup(made: backup.BackupResult) -> None:
+def test_missing_sidecar_means_not_a_backup(made: backups.BackupResult) -> None:
     made.sidecar.unlink()
     with pytest.raises(errors.InputError, match="not a d1deploy backup") as caught:
-        backup.verify_backup(made.path)
+        backups.verify_backup(made.path)
     assert caught.value.hint
 
 
-def test_sidecar_path_given_instead_of_the_dump(made: backup.BackupResult) -> None:
+def test_sidecar_path_given_instead_of_the_dump(made: backups.BackupResult) -> None:
     with pytest.raises(errors.InputError) as caught:
-        backup.read_sidecar(made.sidecar)
+        backups.read_sidecar(made.sidecar)
     assert caught.value.hint and made.path.name in caught.value.hint
 
 
-def test_missing_dump_with_sidecar(made: backup.BackupResult) -> None:
+def test_missing_dump_with_sidecar(made: backups.BackupResult) -> None:
     made.path.unlink()
     with pytest.raises(errors.InputError, match="missing"):
-        backup.verify_backup(made.path)
+        backups.verify_backup(made.path)
 
 
 @pytest.mark.parametrize(
@@ -550,11 +548,11 @@ def test_missing_dump_with_sidecar(made: backup.BackupResult) -> None:
     ],
 )
 def test_malformed_sidecar_is_refused(
-    made: backup.BackupResult, damage: Callable[[dict[str, object]], str]
+    made: backups.BackupResult, damage: Callable[[dict[str, object]], str]
 ) -> None:
     made.sidecar.write_text(damage(json.loads(made.sidecar.read_text())))
     with pytest.raises(errors.InputError, match="not a d1deploy backup sidecar"):
-        backup.read_sidecar(made.path)
+        backups.read_sidecar(made.path)
 
 
 # --- restore from a backup ------------------------------------------------------------
@@ -567,38 +565,38 @@ INSERT INTO d1_migrations (name) VALUES ('0001_users.sql');
 """
 
 
-def test_restore_refuses_a_non_empty_target_unless_forced(made: backup.BackupResult) -> None:
+def test_restore_refuses_a_non_empty_target_unless_forced(made: backups.BackupResult) -> None:
     target = FakeBackend(holds=LEDGER + "CREATE TABLE users (x);")
     with pytest.raises(errors.Refused, match="2 tables") as caught:
-        backup.restore_from_backup(target, made.path)
+        restoring.restore_from_backup(target, made.path)
     assert caught.value.exit_code == 5
     assert caught.value.hint and "--force" in caught.value.hint
     assert target.imported == []
 
     said: list[str] = []
-    result = backup.restore_from_backup(target, made.path, force=True, notify=said.append)
+    result = restoring.restore_from_backup(target, made.path, force=True, notify=said.append)
     assert target.imported == [made.path.read_bytes()]
     assert result.tables_before == ("d1_migrations", "users")
     assert result.bookmark_before == "bm-now"
     assert any("restore --bookmark bm-now" in line for line in said)
     assert (result.num_queries, result.rows_written, result.final_bookmark) == (3, 2, "bm-final")
-    assert result.rows == (backup.TableRows("t", 50, 0, 50),) and result.verified
+    assert result.rows == (restoring.TableRows("t", 50, 0, 50),) and result.verified
 
 
 def test_data_only_backup_into_existing_tables_says_force_is_expected(tmp_path: Path) -> None:
     made, _ = run_backup(FakeBackend(), tmp_path, options=ExportOptions(no_schema=True))
     with pytest.raises(errors.Refused, match="1 table ") as caught:
-        backup.restore_from_backup(FakeBackend(holds="CREATE TABLE t (x);"), made.path)
+        restoring.restore_from_backup(FakeBackend(holds="CREATE TABLE t (x);"), made.path)
     assert caught.value.hint and "data only" in caught.value.hint
 
 
 def test_restore_refuses_a_tampered_backup_before_touching_the_target(
-    made: backup.BackupResult,
+    made: backups.BackupResult,
 ) -> None:
     made.path.write_bytes(made.path.read_bytes() + b"DROP TABLE t;\n")
     target = FakeBackend(holds="")
     with pytest.raises(errors.InputError, match="damaged"):
-        backup.restore_from_backup(target, made.path)
+        restoring.restore_from_backup(target, made.path)
     assert target.imported == []
 
 
@@ -616,7 +614,7 @@ def test_restore_gunzips_into_a_temporary_file_it_removes(tmp_path: Path) -> Non
             return super().import_file(path, on_message)
 
     target = Target(holds="")
-    result = backup.restore_from_backup(target, made.path)
+    result = restoring.restore_from_backup(target, made.path)
     assert target.imported == [source.dump]
     assert result.source and result.source.gzip and result.tables_before == ()
     assert seen[0].name == made.path.name and not seen[0].exists()
@@ -632,23 +630,23 @@ def test_restore_reports_a_gzip_backup_that_is_not_gzip(tmp_path: Path) -> None:
     side["sha256"] = hashlib.sha256(made.path.read_bytes()).hexdigest()
     made.sidecar.write_text(json.dumps(side))
     with pytest.raises(errors.InputError, match="not valid gzip"):
-        backup.restore_from_backup(FakeBackend(holds=""), made.path)
+        restoring.restore_from_backup(FakeBackend(holds=""), made.path)
 
 
 def test_a_dump_without_a_sidecar_is_checked_and_restored_as_unverified(
-    made: backup.BackupResult,
+    made: backups.BackupResult,
 ) -> None:
     made.sidecar.unlink()
     target = FakeBackend(holds="")
     said: list[str] = []
-    result = backup.restore_from_backup(target, made.path, notify=said.append)
+    result = restoring.restore_from_backup(target, made.path, notify=said.append)
     assert not result.verified and result.source is None
     assert any("no sidecar" in line and "(unverified)" in line for line in said)
-    assert result.rows == (backup.TableRows("t", 50, 0, 50),)
+    assert result.rows == (restoring.TableRows("t", 50, 0, 50),)
 
     made.path.write_bytes(rows_of_t(made.path.read_bytes(), 10)[:-3])  # cut mid-statement
     with pytest.raises(errors.InputError, match="is not a complete D1 dump: it ends inside"):
-        backup.restore_from_backup(FakeBackend(holds=""), made.path)
+        restoring.restore_from_backup(FakeBackend(holds=""), made.path)
 
 
 def test_a_gzip_dump_never_inflates_past_the_room_to_write_it(
@@ -656,29 +654,29 @@ def test_a_gzip_dump_never_inflates_past_the_room_to_write_it(
 ) -> None:
     made, _ = run_backup(FakeBackend(), tmp_path, gzip=True)
     plain = gzip.decompress(made.path.read_bytes())
-    monkeypatch.setattr(backup, "_room", lambda _folder: len(plain))
+    monkeypatch.setattr(backups, "free_space", lambda _folder: len(plain))
     target = FakeBackend(holds="")
-    backup.restore_from_backup(target, made.path)  # exactly the room it needs
+    restoring.restore_from_backup(target, made.path)  # exactly the room it needs
     assert target.imported == [plain]
 
     made.sidecar.unlink()
-    monkeypatch.setattr(backup, "_room", lambda _folder: len(plain) - 1)
+    monkeypatch.setattr(backups, "free_space", lambda _folder: len(plain) - 1)
     with pytest.raises(errors.DiskFull, match=f"inflates to more than {len(plain) - 1:,} bytes"):
-        backup.restore_from_backup(FakeBackend(holds=""), made.path)
+        restoring.restore_from_backup(FakeBackend(holds=""), made.path)
 
 
 def test_no_room_for_the_import_copy_is_said_before_anything_changes(
-    made: backup.BackupResult, monkeypatch: pytest.MonkeyPatch
+    made: backups.BackupResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backup, "_room", lambda _folder: 100)
+    monkeypatch.setattr(backups, "free_space", lambda _folder: 100)
     target = FakeBackend(holds="")
     with pytest.raises(errors.DiskFull, match=r"needs 1.7 kB .* for the import copy") as caught:
-        backup.restore_from_backup(target, made.path)
+        restoring.restore_from_backup(target, made.path)
     assert "TMPDIR" in (caught.value.hint or "") and target.imported == []
 
 
 def test_a_disk_filling_up_under_the_import_copy_leaves_nothing(
-    made: backup.BackupResult, monkeypatch: pytest.MonkeyPatch
+    made: backups.BackupResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[Path] = []
 
@@ -690,11 +688,11 @@ def test_a_disk_filling_up_under_the_import_copy_leaves_nothing(
     monkeypatch.setattr(dumps, "write_importable", full)
     target = FakeBackend(holds="")
     with pytest.raises(errors.DiskFull, match=r"writing the import copy of .* the disk is full"):
-        backup.restore_from_backup(target, made.path)
+        restoring.restore_from_backup(target, made.path)
     assert target.imported == [] and not seen[0].exists() and not seen[0].parent.exists()
 
 
-def test_a_failed_import_names_the_users_file_not_the_copy(made: backup.BackupResult) -> None:
+def test_a_failed_import_names_the_users_file_not_the_copy(made: backups.BackupResult) -> None:
     class Failing(FakeBackend):
         def import_file(
             self, path: Path, on_message: MessageCallback | None = None
@@ -704,13 +702,13 @@ def test_a_failed_import_names_the_users_file_not_the_copy(made: backup.BackupRe
             )
 
     with pytest.raises(errors.SqlError) as caught:
-        backup.restore_from_backup(Failing(holds=""), made.path)
+        restoring.restore_from_backup(Failing(holds=""), made.path)
     assert caught.value.file == str(made.path) and caught.value.line is None
     assert str(made.path) in caught.value.message and "d1deploy-restore-" not in str(caught.value)
 
 
 def test_rows_that_do_not_arrive_fail_the_restore_with_the_numbers(
-    made: backup.BackupResult,
+    made: backups.BackupResult,
 ) -> None:
     class Lossy(FakeBackend):
         def import_file(
@@ -721,7 +719,7 @@ def test_rows_that_do_not_arrive_fail_the_restore_with_the_numbers(
             return result
 
     with pytest.raises(errors.ChangeFailed, match=r"t holds 47 rows where 50 were expected"):
-        backup.restore_from_backup(Lossy(holds=""), made.path)
+        restoring.restore_from_backup(Lossy(holds=""), made.path)
 
 
 USED = (
@@ -748,7 +746,7 @@ def test_d1deploys_own_tables_never_block_or_come_with_a_restore(tmp_path: Path)
     # A database d1deploy used but that holds nothing is empty: no --force needed.
     used = local_db(tmp_path / "used.sqlite", USED)
     used.run([Statement("INSERT INTO _d1deploy_meta VALUES ('proof', 'target')")])
-    result = backup.restore_from_backup(used, made.path)
+    result = restoring.restore_from_backup(used, made.path)
     assert snapshot(used)[1]["d1_migrations"] == snapshot(source)[1]["d1_migrations"]
     assert snapshot(used)[1]["_d1deploy_lock"] == []  # a lease is not data
     assert snapshot(used)[1]["_d1deploy_meta"] == [("proof", "target")]
@@ -766,7 +764,7 @@ def test_d1deploys_own_tables_never_block_or_come_with_a_restore(tmp_path: Path)
         ]
     )
     said: list[str] = []
-    result = backup.restore_from_backup(staged, data.path, force=True, notify=said.append)
+    result = restoring.restore_from_backup(staged, data.path, force=True, notify=said.append)
     assert result.kept == ("d1_migrations",)
     assert "Keeping staged's own d1_migrations (1 row)" in "\n".join(said)
     assert snapshot(staged)[1]["user_deposits"] == snapshot(source)[1]["user_deposits"]
@@ -774,11 +772,11 @@ def test_d1deploys_own_tables_never_block_or_come_with_a_restore(tmp_path: Path)
 
 
 def test_a_forced_restore_of_tables_the_target_has_is_refused_before_importing(
-    made: backup.BackupResult,
+    made: backups.BackupResult,
 ) -> None:
     target = FakeBackend(holds="CREATE TABLE t (x); CREATE TABLE mine (y);")
     with pytest.raises(errors.Refused, match="creates t, which prod-db already has"):
-        backup.restore_from_backup(target, made.path, force=True)
+        restoring.restore_from_backup(target, made.path, force=True)
     assert target.imported == []
 
 
@@ -792,7 +790,7 @@ def test_local_backup_restores_into_an_empty_database_identically(tmp_path: Path
     assert made.bookmark
 
     target = local_db(tmp_path / "fresh.sqlite")
-    result = backup.restore_from_backup(target, made.path)
+    result = restoring.restore_from_backup(target, made.path)
     assert result.num_queries > 8
     assert snapshot(target) == snapshot(source)
     rows = snapshot(target)[1]["user_deposits"]
@@ -801,15 +799,15 @@ def test_local_backup_restores_into_an_empty_database_identically(tmp_path: Path
     assert rows[3][2] == "line one\nline two\rcr"
 
     with pytest.raises(errors.Refused, match=r"2 tables \(audit log, user_deposits\)"):
-        backup.restore_from_backup(target, made.path)
+        restoring.restore_from_backup(target, made.path)
 
 
 def test_local_backup_of_a_table_subset(tmp_path: Path) -> None:
     source = local_db(tmp_path / "src.sqlite", SOURCE_SQL)
     made, _ = run_backup(source, tmp_path, options=ExportOptions(tables=("user_deposits",)))
     target = local_db(tmp_path / "fresh.sqlite")
-    backup.restore_from_backup(target, made.path)
-    assert backup.user_tables(target) == ("user_deposits",)
+    restoring.restore_from_backup(target, made.path)
+    assert restoring.user_tables(target) == ("user_deposits",)
 
 
 def test_local_fts5_export_failure_keeps_its_own_hint(tmp_path: Path) -> None:
@@ -845,18 +843,18 @@ def test_restore_point_by_bookmark_returns_the_local_database_there(tmp_path: Pa
     clock.now += timedelta(minutes=5)
     db.run([Statement("INSERT INTO user_deposits VALUES (2)")])
 
-    point = backup.describe_restore_point(db, bookmark=mark, timestamp=None, now=clock)
+    point = restoring.describe_restore_point(db, bookmark=mark, timestamp=None, now=clock)
     assert point.bookmark == mark and not point.is_current
     assert point.point_in_time is None and point.span is None  # no history to date it
-    result = backup.restore_point(db, point)
+    result = restoring.restore_point(db, point)
     assert count(db) == 1
     assert result.previous_bookmark == point.current_bookmark
 
     # The previous bookmark is the undo.
-    undo = backup.describe_restore_point(
+    undo = restoring.describe_restore_point(
         db, bookmark=result.previous_bookmark, timestamp=None, now=clock
     )
-    backup.restore_point(db, undo)
+    restoring.restore_point(db, undo)
     assert count(db) == 2
 
 
@@ -870,12 +868,12 @@ def test_restore_point_by_timestamp_reports_the_span(tmp_path: Path) -> None:
     db.bookmark()
     clock.now += timedelta(hours=1)
 
-    point = backup.describe_restore_point(
+    point = restoring.describe_restore_point(
         db, bookmark=None, timestamp=NOW + timedelta(hours=1), now=clock
     )
     assert point.bookmark == mark
     assert point.span == timedelta(hours=2)
-    backup.restore_point(db, point)
+    restoring.restore_point(db, point)
     assert count(db) == 0
 
 
@@ -894,30 +892,30 @@ def test_restore_point_dates_a_bookmark_from_the_history(tmp_path: Path) -> None
             Statement(insert, ("003_torn.sql", "apply", "bm-1", None, "2024-05-01T10:31:00Z")),
         ]
     )
-    point = backup.describe_restore_point(db, bookmark="bm-1", timestamp=None, now=lambda: NOW)
+    point = restoring.describe_restore_point(db, bookmark="bm-1", timestamp=None, now=lambda: NOW)
     assert point.migrations_since == ("001_x.sql", "002_y.sql")
     assert point.point_in_time == datetime(2024, 5, 1, 10, 30, 45, tzinfo=UTC)
     assert point.span == timedelta(hours=2)
 
-    unknown = backup.describe_restore_point(db, bookmark="bm-9", timestamp=None, now=lambda: NOW)
+    unknown = restoring.describe_restore_point(db, bookmark="bm-9", timestamp=None, now=lambda: NOW)
     assert unknown.migrations_since == () and unknown.span is None
 
 
 def test_restore_point_arguments_are_checked(tmp_path: Path) -> None:
     db = FakeBackend()
     with pytest.raises(errors.UsageError, match="exactly one"):
-        backup.describe_restore_point(db, bookmark=None, timestamp=None)
+        restoring.describe_restore_point(db, bookmark=None, timestamp=None)
     with pytest.raises(errors.UsageError, match="exactly one"):
-        backup.describe_restore_point(db, bookmark="b", timestamp=NOW)
+        restoring.describe_restore_point(db, bookmark="b", timestamp=NOW)
     with pytest.raises(errors.UsageError, match="future"):
-        backup.describe_restore_point(
+        restoring.describe_restore_point(
             db, bookmark=None, timestamp=NOW + timedelta(seconds=1), now=lambda: NOW
         )
-    naive = backup.describe_restore_point(
+    naive = restoring.describe_restore_point(
         db, bookmark=None, timestamp=datetime(2024, 5, 1, 12), now=lambda: NOW
     )
     assert naive.bookmark == "bm-at" and naive.span == timedelta(minutes=30, seconds=45)
-    result = backup.restore_point(db, naive)
+    result = restoring.restore_point(db, naive)
     assert db.restored == ["bm-at"] and result.previous_bookmark == "bm-now"
 
 
@@ -969,16 +967,16 @@ def test_emulator_backup_restores_identically_without_leaking_the_token(
     source = seeded_remote(remote, tmp_path)
     made, said = run_backup(source, tmp_path, gzip=gz)
     assert "blocks every query to prod" in said[0]
-    assert backup.verify_backup(made.path).bookmark == made.bookmark
+    assert backups.verify_backup(made.path).bookmark == made.bookmark
     assert mode(made.path) == 0o600 and mode(made.sidecar) == 0o600
 
     fresh = remote("fresh")
-    result = backup.restore_from_backup(fresh, made.path)
+    result = restoring.restore_from_backup(fresh, made.path)
     assert result.final_bookmark and result.num_queries > 8
     assert snapshot(fresh) == snapshot(source)
 
     local = local_db(tmp_path / "copy.sqlite")
-    backup.restore_from_backup(local, made.path)
+    restoring.restore_from_backup(local, made.path)
     assert snapshot(local) == snapshot(source)
 
     # The export download and the import upload both went to presigned URLs, bare.
@@ -996,7 +994,7 @@ def test_emulator_truncated_download_is_retried_to_a_verified_file(
     made, said = run_backup(source, tmp_path)
     assert made.attempts == 2
     assert any("starting it again" in line for line in said)
-    assert backup.verify_backup(made.path).bytes == made.bytes > 100
+    assert backups.verify_backup(made.path).bytes == made.bytes > 100
 
 
 def test_emulator_download_truncated_every_time_leaves_nothing(
@@ -1027,7 +1025,7 @@ def test_emulator_refuses_to_restore_into_a_non_empty_database(
     source = seeded_remote(remote, tmp_path)
     made, _ = run_backup(source, tmp_path)
     with pytest.raises(errors.Refused, match="2 tables"):
-        backup.restore_from_backup(source, made.path)
+        restoring.restore_from_backup(source, made.path)
 
 
 def test_emulator_time_travel_by_bookmark_and_undo(
@@ -1040,12 +1038,12 @@ def test_emulator_time_travel_by_bookmark_and_undo(
     after = snapshot(db)
     assert after != before
 
-    point = backup.describe_restore_point(db, bookmark=mark, timestamp=None)
+    point = restoring.describe_restore_point(db, bookmark=mark, timestamp=None)
     assert not point.is_current
-    result = backup.restore_point(db, point)
+    result = restoring.restore_point(db, point)
     assert snapshot(db) == before
     assert result.previous_bookmark
 
-    undo = backup.describe_restore_point(db, bookmark=result.previous_bookmark, timestamp=None)
-    backup.restore_point(db, undo)
+    undo = restoring.describe_restore_point(db, bookmark=result.previous_bookmark, timestamp=None)
+    restoring.restore_point(db, undo)
     assert snapshot(db) == after

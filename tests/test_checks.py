@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -11,21 +10,13 @@ import pytest
 from d1deploy import checks, errors, guard, ledger, lint, planning
 from d1deploy.backend import (
     Backend,
-    DatabaseInfo,
-    ExportHandle,
-    ExportOptions,
-    ImportResult,
-    MessageCallback,
     QueryResult,
-    RestoreResult,
-    SqlValue,
     Statement,
 )
 from d1deploy.checks import Check, Expectation
-from d1deploy.client import D1Client
 from d1deploy.local import LocalBackend
-from d1deploy.remote import RemoteBackend
 from tests.emulator import D1Emulator
+from tests.helpers import Recording, remote_backend
 
 SCHEMA = (
     "CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT,"
@@ -332,50 +323,6 @@ def test_classification_uses_the_schema_the_checks_meet() -> None:
 # --- running ------------------------------------------------------------------------
 
 
-class Recording:
-    """A Backend that records every request it passes on to another."""
-
-    def __init__(self, inner: Backend, kind: str = "local") -> None:
-        self.inner = inner
-        self.kind = kind
-        self.requests: list[tuple[list[str], bool]] = []
-
-    @property
-    def info(self) -> DatabaseInfo:
-        return self.inner.info
-
-    @property
-    def is_remote(self) -> bool:
-        return self.inner.is_remote
-
-    def run(self, statements: Sequence[Statement], *, read_only: bool = False) -> list[QueryResult]:
-        self.requests.append(([s.sql for s in statements], read_only))
-        return self.inner.run(statements, read_only=read_only)
-
-    def bookmark(self, at: datetime | None = None) -> str:
-        return self.inner.bookmark(at)
-
-    def restore(self, bookmark: str) -> RestoreResult:
-        return self.inner.restore(bookmark)
-
-    def export(
-        self, options: ExportOptions, on_message: MessageCallback | None = None
-    ) -> ExportHandle:
-        return self.inner.export(options, on_message)
-
-    def import_file(self, path: Path, on_message: MessageCallback | None = None) -> ImportResult:
-        return self.inner.import_file(path, on_message)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def scalar(self, sql: str) -> SqlValue:
-        return self.inner.run([Statement(sql)], read_only=True)[0].first_value()
-
-    def script(self, sql: str) -> None:
-        self.inner.run([Statement(s) for s in sql.split(";\n") if s.strip()])
-
-
 class NoAbort(Recording):
     """A database whose forced aborts never fire: it drops them from every batch."""
 
@@ -399,20 +346,6 @@ def local(tmp_path: Path) -> Iterator[LocalBackend]:
     backend = LocalBackend(tmp_path / "db.sqlite")
     yield backend
     backend.close()
-
-
-def remote_backend(emulator: D1Emulator) -> RemoteBackend:
-    """A RemoteBackend on the emulator's database, in process."""
-    client = D1Client(
-        token=emulator.token,
-        account_id=emulator.account_id,
-        base_url=emulator.base_url,
-        transport=emulator.transport(),
-        sleep=lambda _: None,
-    )
-    assert emulator.default_db is not None
-    ref = emulator.default_db
-    return RemoteBackend(client, DatabaseInfo(uuid=ref.uuid, name=ref.name))
 
 
 @pytest.fixture(params=["local", "emulator", "emulator-nonatomic"])

@@ -24,16 +24,15 @@ from typing import Any
 import pytest
 import typer.main
 from typer.core import TyperGroup
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from d1deploy import __version__, cli, lock, suggest
+from d1deploy import __version__, cli, suggest
 from d1deploy.client import D1Client
 from d1deploy.errors import EXIT_CODES
 from d1deploy.local import LocalBackend
 from tests.emulator import D1Emulator, ServedEmulator
+from tests.helpers import SEED, TOKEN, TRACEBACK, local_rows, run, run_json, take_lock
 
-TOKEN = "cli-SECRET-token-42"
-SEED = Path(__file__).resolve().parent.parent / "migrations"
 DB = "telegram-conversations"
 LOCAL = "--local=db.sqlite"
 COMMANDS = (
@@ -55,44 +54,14 @@ COMMANDS = (
     "move-companions",
 )
 M001 = "001_schema_enhancements.sql"
-TRACEBACK = "Traceback (most recent call last)"
 
 
 # -- running the command -----------------------------------------------------------------------
-def run(*args: str, code: int = 0) -> Result:
-    """`d1deploy ARGS` in process, expecting exit `code`. Every run of every test checks
-    that the token never shows and that only --debug prints a traceback."""
-    result = CliRunner().invoke(cli.app, list(args), catch_exceptions=False)
-    shown = result.stdout + result.stderr
-    assert TOKEN not in shown
-    if "--debug" not in args:
-        assert TRACEBACK not in shown
-    assert result.exit_code == code, (
-        f"exit {result.exit_code}, expected {code}\n"
-        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    )
-    return result
-
-
-def run_json(*args: str, code: int = 0) -> dict[str, Any]:
-    """`d1deploy ARGS --json`: stdout is exactly one JSON object, whose `ok` and (on
-    failure) `error.exit_code` agree with the exit code."""
-    result = run(*args, "--json", code=code)
-    payload = json.loads(result.stdout)
-    assert isinstance(payload, dict)
-    assert payload["ok"] is (code == 0)
-    if code:
-        assert payload["error"]["exit_code"] == code
-        assert payload["error"]["message"]
-    return payload
-
-
 def one_line(text: str) -> str:
     """Help text wraps at the terminal width; compare it with whitespace collapsed."""
     return " ".join(text.split())
 
 
-# -- fixtures ----------------------------------------------------------------------------------
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working directory holding a copy of the seed migrations."""
@@ -135,11 +104,6 @@ def remote(
     monkeypatch.setenv("D1DEPLOY_DATABASE", DB)
     yield emulator
     assert emulator.auth_leaks == 0
-
-
-def local_rows(sql: str, path: str = "db.sqlite") -> list[tuple[Any, ...]]:
-    with sqlite3.connect(path) as conn:
-        return conn.execute(sql).fetchall()
 
 
 def remote_rows(emulator: D1Emulator, sql: str) -> list[tuple[Any, ...]]:
@@ -483,7 +447,7 @@ def test_unlock_without_a_lock(deployed: Path) -> None:
 def test_unlock_a_held_lock_needs_force(deployed: Path) -> None:
     backend = LocalBackend(Path("db.sqlite"))
     try:
-        lock.acquire(backend, "ci-run-7 on host-x", 3600)
+        take_lock(backend, "ci-run-7 on host-x", 3600)
     finally:
         backend.close()
     result = run("unlock", LOCAL, code=5)

@@ -1,4 +1,4 @@
-"""D1Client against a scripted in-process transport: request shapes, error mapping,
+"""D1Client against respx routes as its transport: request shapes, error mapping,
 retries with recorded (never real) sleeps, polling flows and signed-URL transfers."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ import hashlib
 import json
 import random
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -16,11 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 
 from d1deploy import errors
 from d1deploy.backend import ExportOptions, Statement
-from d1deploy.client import DEFAULT_BASE_URL, D1Client, RateGate
-from d1deploy.config import validate_base_url
+from d1deploy.client import D1Client
+from d1deploy.config import DEFAULT_API_BASE_URL, validate_base_url
 from tests import wire
 
 TOKEN = "tok-SECRET-123"
@@ -31,31 +31,12 @@ ROOT = f"{BASE}/accounts/{ACCOUNT}/d1/database"
 SIGNED = "https://r2.test/bucket/dump.sql"
 SIGNED_QUERY = "?X-Amz-Signature=sig-SECRET&X-Amz-Expires=3600"
 
-Reply = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
+Reply = httpx.Response | Exception
 
 
-class Fake:
-    """A scripted server: replies per (method, url without query), the last one repeats."""
-
-    def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], list[Reply]] = {}
-        self.requests: list[httpx.Request] = []
-
-    def on(self, method: str, url: str, *replies: Reply) -> None:
-        self.routes.setdefault((method, url), []).extend(replies)
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        url = request.url.copy_with(query=None)
-        queue = self.routes[(request.method, str(url))]
-        reply = queue.pop(0) if len(queue) > 1 else queue[0]
-        if isinstance(reply, Exception):
-            raise reply
-        return reply(request) if callable(reply) else reply
-
-    def to(self, url: str) -> list[httpx.Request]:
-        return [r for r in self.requests if str(r.url.copy_with(query=None)) == url]
+def requests_of(api: respx.Router) -> list[httpx.Request]:
+    """Every request that reached the mocked API, in order."""
+    return [call.request for call in api.calls]
 
 
 class FakeTime:
@@ -72,8 +53,13 @@ class FakeTime:
 
 
 @pytest.fixture
-def fake() -> Fake:
-    return Fake()
+def api() -> Iterator[respx.Router]:
+    """A respx router as the client's transport: a request no route matches fails the
+    test, and so does a route never called; a route given a list of replies fails on
+    one request more than the list has, so an extra retry cannot hide."""
+    router = respx.Router(assert_all_called=True, assert_all_mocked=True)
+    yield router
+    router.assert_all_called()
 
 
 @pytest.fixture
@@ -82,7 +68,7 @@ def ft() -> FakeTime:
 
 
 @pytest.fixture
-def make(fake: Fake, ft: FakeTime) -> Iterator[Callable[..., D1Client]]:
+def make(api: respx.Router, ft: FakeTime) -> Iterator[Callable[..., D1Client]]:
     made: list[D1Client] = []
 
     def build(**kw: Any) -> D1Client:
@@ -90,7 +76,7 @@ def make(fake: Fake, ft: FakeTime) -> Iterator[Callable[..., D1Client]]:
             "token": TOKEN,
             "account_id": ACCOUNT,
             "base_url": BASE,
-            "transport": httpx.MockTransport(fake.handler),
+            "transport": httpx.MockTransport(api.handler),
             "sleep": ft.sleep,
             "clock": ft.clock,
             "jitter": lambda: 0.0,
@@ -141,7 +127,7 @@ def select(n: int = 1) -> list[Statement]:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        (DEFAULT_BASE_URL, DEFAULT_BASE_URL),
+        (DEFAULT_API_BASE_URL, DEFAULT_API_BASE_URL),
         ("https://proxy.example/cf/client/v4/", "https://proxy.example/cf/client/v4"),
         ("http://127.0.0.1:8787/client/v4", "http://127.0.0.1:8787/client/v4"),
         ("http://127.9.9.9/client/v4", "http://127.9.9.9/client/v4"),
@@ -191,11 +177,11 @@ def test_copy_paste_character_named_as_such() -> None:
         D1Client(token="abc…", account_id=ACCOUNT)
 
 
-def test_api_headers_and_context_manager(fake: Fake, make: Callable[..., D1Client]) -> None:
-    fake.on("GET", f"{ROOT}/{DB}", ok({"uuid": DB, "name": "prod"}))
+def test_api_headers_and_context_manager(api: respx.Router, make: Callable[..., D1Client]) -> None:
+    api.get(f"{ROOT}/{DB}").mock(side_effect=[ok({"uuid": DB, "name": "prod"})])
     with make() as client:
         client.get_database(DB)
-    sent = fake.requests[0]
+    sent = requests_of(api)[0]
     assert sent.headers["authorization"] == f"Bearer {TOKEN}"
     assert sent.headers["content-type"] == "application/json"
     assert sent.headers["user-agent"].startswith("d1deploy/")
@@ -208,41 +194,41 @@ def db(name: str, n: int = 0) -> dict[str, Any]:
     return {"uuid": f"00000000-0000-0000-0000-{n:012d}", "name": name, "version": "production"}
 
 
-def test_list_pages_until_total_count(fake: Fake, make: Callable[..., D1Client]) -> None:
+def test_list_pages_until_total_count(api: respx.Router, make: Callable[..., D1Client]) -> None:
     dbs = [db(f"db{i}", i) for i in range(25)]
-    fake.on(
-        "GET",
-        ROOT,
-        *(
-            ok(dbs[i : i + 10], result_info={"page": p, "per_page": 10, "total_count": 25})
-            for p, i in enumerate(range(0, 30, 10), 1)
-        ),
+    api.get(ROOT).mock(
+        side_effect=[
+            *(
+                ok(dbs[i : i + 10], result_info={"page": p, "per_page": 10, "total_count": 25})
+                for p, i in enumerate(range(0, 30, 10), 1)
+            )
+        ]
     )
     found = make().list_databases(per_page=10)
     assert [d.name for d in found] == [d["name"] for d in dbs]
     assert found[3].uuid == dbs[3]["uuid"] and found[3].version == "production"
-    pages = [dict(r.url.params) for r in fake.requests]
+    pages = [dict(r.url.params) for r in requests_of(api)]
     assert pages == [{"page": str(p), "per_page": "10"} for p in (1, 2, 3)]
-    assert all(fits_the_sdk(r) for r in fake.requests)
+    assert all(fits_the_sdk(r) for r in requests_of(api))
 
 
 def test_list_stops_on_exact_total_and_on_short_page(
-    fake: Fake, make: Callable[..., D1Client]
+    api: respx.Router, make: Callable[..., D1Client]
 ) -> None:
     full = [db(f"a{i}", i) for i in range(10)]
-    fake.on("GET", ROOT, ok(full, result_info={"total_count": 10}), ok([]))
+    api.get(ROOT).mock(side_effect=[ok(full, result_info={"total_count": 10}), ok([])])
     assert len(make().list_databases(per_page=10)) == 10
-    assert len(fake.requests) == 1
-    fake.routes.clear()
-    fake.on("GET", ROOT, ok(full), ok(full[:3]), ok([]))
+    assert len(requests_of(api)) == 1
+    api.clear()
+    api.get(ROOT).mock(side_effect=[ok(full), ok(full[:3]), ok([])])
     assert len(make().list_databases("a", per_page=10)) == 13
-    assert [r.url.params["name"] for r in fake.requests[1:]] == ["a", "a"]
-    assert all(fits_the_sdk(r) for r in fake.requests)
+    assert [r.url.params["name"] for r in requests_of(api)[1:]] == ["a", "a"]
+    assert all(fits_the_sdk(r) for r in requests_of(api))
 
 
-def test_get_database_details(fake: Fake, make: Callable[..., D1Client]) -> None:
+def test_get_database_details(api: respx.Router, make: Callable[..., D1Client]) -> None:
     details = {**db("prod"), "num_tables": 4, "file_size": 12288, "created_at": "2024-01-01"}
-    fake.on("GET", f"{ROOT}/{DB}", ok(details))
+    api.get(f"{ROOT}/{DB}").mock(side_effect=[ok(details)])
     info = make().get_database(DB)
     assert (info.name, info.num_tables, info.file_size, info.created_at) == (
         "prod",
@@ -252,43 +238,49 @@ def test_get_database_details(fake: Fake, make: Callable[..., D1Client]) -> None
     )
 
 
-def test_resolve_name_matches_exactly(fake: Fake, make: Callable[..., D1Client]) -> None:
-    fake.on("GET", ROOT, ok([db("prod-db-2", 2), db("prod-db", 1)]))
+def test_resolve_name_matches_exactly(api: respx.Router, make: Callable[..., D1Client]) -> None:
+    api.get(ROOT).mock(side_effect=[ok([db("prod-db-2", 2), db("prod-db", 1)])])
     one = db("prod-db", 1)
-    fake.on("GET", f"{ROOT}/{one['uuid']}", ok({**one, "file_size": 12288, "num_tables": 3}))
+    api.get(f"{ROOT}/{one['uuid']}").mock(
+        side_effect=[ok({**one, "file_size": 12288, "num_tables": 3})]
+    )
     info = make().resolve_database("prod-db")
     assert info.name == "prod-db" and info.uuid.endswith("1")
-    assert fake.requests[0].url.params["name"] == "prod-db"
+    assert requests_of(api)[0].url.params["name"] == "prod-db"
     # The list carries no file_size (Cloudflare's DatabaseListResponse): the GET does.
     assert (info.file_size, info.num_tables) == (12288, 3)
 
 
-def test_resolve_uuid_gets(fake: Fake, make: Callable[..., D1Client]) -> None:
-    fake.on("GET", f"{ROOT}/{DB}", ok({"uuid": DB, "name": "prod"}))
+def test_resolve_uuid_gets(api: respx.Router, make: Callable[..., D1Client]) -> None:
+    api.get(f"{ROOT}/{DB}").mock(side_effect=[ok({"uuid": DB, "name": "prod"})])
     assert make().resolve_database(DB).name == "prod"
 
 
-def test_resolve_not_found_lists_existing_names(fake: Fake, make: Callable[..., D1Client]) -> None:
+def test_resolve_not_found_lists_existing_names(
+    api: respx.Router, make: Callable[..., D1Client]
+) -> None:
     existing = [db(f"other{i}", i) for i in range(25)]
-    fake.on("GET", ROOT, ok([db("prod-db-2")]), ok(existing, result_info={"total_count": 25}))
+    api.get(ROOT).mock(
+        side_effect=[ok([db("prod-db-2")]), ok(existing, result_info={"total_count": 25})]
+    )
     with pytest.raises(errors.NotFound) as info:
         make().resolve_database("prod-db")
     message = str(info.value)
     assert "'prod-db' not found" in message
     assert "other0" in message and "other19" in message and "other20" not in message
     assert "(and 5 more)" in message
-    assert "name" not in fake.requests[1].url.params
+    assert "name" not in requests_of(api)[1].url.params
 
 
-def test_resolve_unknown_uuid_lists_names(fake: Fake, make: Callable[..., D1Client]) -> None:
-    fake.on("GET", f"{ROOT}/{DB}", fail(404, 7404, "Not Found"))
-    fake.on("GET", ROOT, ok([]))
+def test_resolve_unknown_uuid_lists_names(api: respx.Router, make: Callable[..., D1Client]) -> None:
+    api.get(f"{ROOT}/{DB}").mock(side_effect=[fail(404, 7404, "Not Found")])
+    api.get(ROOT).mock(side_effect=[ok([])])
     with pytest.raises(errors.NotFound, match="has no D1 databases"):
         make().resolve_database(DB)
 
 
 # -- query ----------------------------------------------------------------------------------
-def test_query_request_and_results(fake: Fake, make: Callable[..., D1Client]) -> None:
+def test_query_request_and_results(api: respx.Router, make: Callable[..., D1Client]) -> None:
     results = [
         {
             "success": True,
@@ -311,7 +303,7 @@ def test_query_request_and_results(fake: Fake, make: Callable[..., D1Client]) ->
             "meta": {"rows_read": 2},
         },
     ]
-    fake.on("POST", f"{ROOT}/{DB}/query", ok(results))
+    api.post(f"{ROOT}/{DB}/query").mock(side_effect=[ok(results)])
     got = make().query(
         DB,
         [
@@ -319,7 +311,7 @@ def test_query_request_and_results(fake: Fake, make: Callable[..., D1Client]) ->
             Statement("SELECT id, name, data, score FROM t"),
         ],
     )
-    assert body(fake.requests[0]) == {
+    assert body(requests_of(api)[0]) == {
         "batch": [
             {
                 "sql": "INSERT INTO t (a, b, c, d) VALUES (?, ?, ?, ?)",
@@ -341,46 +333,48 @@ def test_query_request_and_results(fake: Fake, make: Callable[..., D1Client]) ->
 
 
 def test_query_bodies_fit_the_sdk_widened_only_for_non_text_params(
-    fake: Fake, make: Callable[..., D1Client]
+    api: respx.Router, make: Callable[..., D1Client]
 ) -> None:
-    fake.on("POST", f"{ROOT}/{DB}/query", ok([row(), row()]))
+    api.post(f"{ROOT}/{DB}/query").mock(side_effect=[ok([row(), row()])] * 2)
     client = make()
     client.query(DB, [Statement("SELECT ?", ("a",)), Statement("SELECT 2")], read_only=True)
     client.query(DB, [Statement("SELECT ?, ?, ?", (1, None, True)), Statement("SELECT 2")])
-    texts, natives = (body(r) for r in fake.requests)
+    texts, natives = (body(r) for r in requests_of(api))
     assert wire.request_problem("query", texts, widened=False) is None
     # The SDK types params as strings; d1deploy binds numbers and NULL natively instead.
     assert natives["batch"][0]["params"] == [1, None, 1]
     assert "params" in (wire.request_problem("query", natives, widened=False) or "")
-    assert all(fits_the_sdk(r) for r in fake.requests)
+    assert all(fits_the_sdk(r) for r in requests_of(api))
 
 
-def test_query_blob_param_refused_before_sending(fake: Fake, make: Callable[..., D1Client]) -> None:
+def test_query_blob_param_refused_before_sending(
+    api: respx.Router, make: Callable[..., D1Client]
+) -> None:
     with pytest.raises(errors.InputError) as info:
         make().query(DB, [Statement("INSERT INTO t VALUES (?)", (b"\x00",), "m.sql", 3)])
     assert info.value.location == "m.sql:3" and "X'" in (info.value.hint or "")
-    assert fake.requests == []
+    assert requests_of(api) == []
 
 
-def test_query_nothing_sends_nothing(fake: Fake, make: Callable[..., D1Client]) -> None:
+def test_query_nothing_sends_nothing(api: respx.Router, make: Callable[..., D1Client]) -> None:
     assert make().query(DB, []) == []
-    assert fake.requests == []
+    assert requests_of(api) == []
 
 
 def test_query_item_failure_inside_success_envelope(
-    fake: Fake, make: Callable[..., D1Client]
+    api: respx.Router, make: Callable[..., D1Client]
 ) -> None:
     bad = {"success": False, "error": "no such table: x: SQLITE_ERROR"}
-    fake.on("POST", f"{ROOT}/{DB}/query", ok([row(), bad]))
+    api.post(f"{ROOT}/{DB}/query").mock(side_effect=[ok([row(), bad])])
     with pytest.raises(errors.SqlError) as info:
         make().query(DB, [Statement("SELECT 1"), Statement("SELECT * FROM x")])
     assert info.value.index == 1 and info.value.sqlite_code == "SQLITE_ERROR"
 
 
 def test_query_result_count_mismatch_is_malformed(
-    fake: Fake, make: Callable[..., D1Client]
+    api: respx.Router, make: Callable[..., D1Client]
 ) -> None:
-    fake.on("POST", f"{ROOT}/{DB}/query", ok([row()]))
+    api.post(f"{ROOT}/{DB}/query").mock(side_effect=[ok([row()])])
     with pytest.raises(errors.ServerError, match="1 results for 2 statements"):
         make().query(DB, [Statement("SELECT 1"), Statement("SELECT 2")])
 
@@ -423,13 +417,13 @@ HTML = {"content-type": "text/html"}
     ],
 )
 def test_error_mapping(
-    fake: Fake,
+    api: respx.Router,
     make: Callable[..., D1Client],
     response: Reply,
     kind: type[errors.D1DeployError],
     text: str,
 ) -> None:
-    fake.on("POST", f"{ROOT}/{DB}/query", response)
+    api.post(f"{ROOT}/{DB}/query").mock(side_effect=[response])
     with pytest.raises(errors.D1DeployError) as info:
         make(max_attempts=1).query(DB, select())
     err = info.value
@@ -446,23 +440,21 @@ def test_error_mapping(
         assert TOKEN not in shown
 
 
-def test_sqlite_code_of_extended_form(fake: Fake, make: Callable[..., D1Client]) -> None:
+def test_sqlite_code_of_extended_form(api: respx.Router, make: Callable[..., D1Client]) -> None:
     text = (
         "FOREIGN KEY constraint failed: SQLITE_CONSTRAINT (extended: SQLITE_CONSTRAINT_FOREIGNKEY)"
     )
-    fake.on("POST", f"{ROOT}/{DB}/query", fail(400, 7500, text))
+    api.post(f"{ROOT}/{DB}/query").mock(side_effect=[fail(400, 7500, text)])
     with pytest.raises(errors.SqlError) as info:
         make().query(DB, select())
     assert info.value.sqlite_code == "SQLITE_CONSTRAINT" and info.value.message == text
-    assert len(fake.requests) == 1
+    assert len(requests_of(api)) == 1
 
 
-def test_echoed_token_is_redacted(fake: Fake, make: Callable[..., D1Client]) -> None:
-    fake.on("GET", f"{ROOT}/{DB}", fail(400, 1001, f"bad header: Bearer {TOKEN}"))
-    fake.on(
-        "POST",
-        f"{ROOT}/{DB}/query",
-        ok([{"success": False, "error": f"near {TOKEN}: syntax error: SQLITE_ERROR"}]),
+def test_echoed_token_is_redacted(api: respx.Router, make: Callable[..., D1Client]) -> None:
+    api.get(f"{ROOT}/{DB}").mock(side_effect=[fail(400, 1001, f"bad header: Bearer {TOKEN}")])
+    api.post(f"{ROOT}/{DB}/query").mock(
+        side_effect=[ok([{"success": False, "error": f"near {TOKEN}: syntax error: SQLITE_ERROR"}])]
     )
     client = make()
     for call in (lambda: client.get_database(DB), lambda: client.query(DB, select())):
@@ -478,94 +470,97 @@ def limited(retry_after: str, **headers: str) -> httpx.Response:
 
 
 def test_429_honours_retry_after_seconds_even_for_writes(
-    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+    api: respx.Router, ft: FakeTime, make: Callable[..., D1Client]
 ) -> None:
     said: list[str] = []
-    fake.on("POST", f"{ROOT}/{DB}/query", limited("3"), ok([row()]))
+    api.post(f"{ROOT}/{DB}/query").mock(side_effect=[limited("3"), ok([row()])])
     make(on_retry=said.append).query(DB, [Statement("INSERT INTO t VALUES (1)")])
-    assert len(fake.requests) == 2 and ft.sleeps == [3.0]
+    assert len(requests_of(api)) == 2 and ft.sleeps == [3.0]
     assert said == ["429 from D1, retrying in 3.0 s (attempt 2/5)"]
 
 
 def test_429_honours_retry_after_http_date(
-    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+    api: respx.Router, ft: FakeTime, make: Callable[..., D1Client]
 ) -> None:
     now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
     later = format_datetime(now + timedelta(seconds=7), usegmt=True)
-    fake.on(
-        "GET",
-        f"{ROOT}/{DB}/time_travel/bookmark",
-        limited(later, date=format_datetime(now, usegmt=True)),
-        ok({"bookmark": "b1"}),
+    api.get(f"{ROOT}/{DB}/time_travel/bookmark").mock(
+        side_effect=[limited(later, date=format_datetime(now, usegmt=True)), ok({"bookmark": "b1"})]
     )
     assert make().bookmark(DB) == "b1"
     assert ft.sleeps == [7.0]
 
 
 def test_429_waits_at_least_a_second(
-    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+    api: respx.Router, ft: FakeTime, make: Callable[..., D1Client]
 ) -> None:
-    fake.on("GET", f"{ROOT}/{DB}", limited("0"), ok(db("x")))
+    api.get(f"{ROOT}/{DB}").mock(side_effect=[limited("0"), ok(db("x"))])
     make().get_database(DB)
     assert ft.sleeps == [1.0]
 
 
 def test_429_asking_over_60_s_fails_fast(
-    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+    api: respx.Router, ft: FakeTime, make: Callable[..., D1Client]
 ) -> None:
-    fake.on("GET", f"{ROOT}/{DB}", limited("120"), ok(db("x")))
+    api.get(f"{ROOT}/{DB}").mock(side_effect=[limited("120"), ok(db("x"))])
     with pytest.raises(errors.RateLimited) as info:
         make().get_database(DB)
     assert info.value.retry_after == 120.0 and "120 s" in str(info.value)
-    assert len(fake.requests) == 1 and ft.sleeps == []
+    assert len(requests_of(api)) == 1 and ft.sleeps == []
     assert info.value.exit_code == 4
 
 
-def test_jitter_is_bounded(fake: Fake, ft: FakeTime, make: Callable[..., D1Client]) -> None:
-    fake.on("GET", f"{ROOT}/{DB}", limited("2"), ok(db("x")))
+def test_jitter_is_bounded(api: respx.Router, ft: FakeTime, make: Callable[..., D1Client]) -> None:
+    api.get(f"{ROOT}/{DB}").mock(side_effect=[limited("2"), ok(db("x"))])
     make(jitter=lambda: 5.0).get_database(DB)
-    fake.routes.clear()
-    fake.on("GET", f"{ROOT}/{DB}", *[limited("2")] * 20, ok(db("x")))
+    api.clear()
+    api.get(f"{ROOT}/{DB}").mock(side_effect=[*[limited("2")] * 20, ok(db("x"))])
     make(jitter=random.random, max_attempts=30, max_retry_time=1e9).get_database(DB)
     assert ft.sleeps[0] == 3.0
     assert all(2.0 <= s < 3.0 for s in ft.sleeps[1:]) and len(ft.sleeps) == 21
 
 
 def test_5xx_retried_for_reads_with_exponential_backoff(
-    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+    api: respx.Router, ft: FakeTime, make: Callable[..., D1Client]
 ) -> None:
     said: list[str] = []
-    fake.on("POST", f"{ROOT}/{DB}/query", fail(503, 1, "down"), fail(502, 1, "down"), ok([row()]))
+    api.post(f"{ROOT}/{DB}/query").mock(
+        side_effect=[fail(503, 1, "down"), fail(502, 1, "down"), ok([row()])]
+    )
     got = make(on_retry=said.append).query(DB, select(), read_only=True)
     assert got[0].rows == ((1,),)
-    assert ft.sleeps == [1.0, 2.0] and len(fake.requests) == 3
+    assert ft.sleeps == [1.0, 2.0] and len(requests_of(api)) == 3
     assert said[1] == "502 from D1, retrying in 2.0 s (attempt 3/5)"
 
 
 def test_5xx_not_retried_for_a_write(
-    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+    api: respx.Router, ft: FakeTime, make: Callable[..., D1Client]
 ) -> None:
-    fake.on("POST", f"{ROOT}/{DB}/query", fail(503, 1, "down"), ok([row()]))
+    api.post(f"{ROOT}/{DB}/query").mock(side_effect=[fail(503, 1, "down"), ok([row()])])
     with pytest.raises(errors.ServerError) as info:
         make().query(DB, [Statement("INSERT INTO t VALUES (1)")])
-    assert len(fake.requests) == 1 and ft.sleeps == []
+    assert len(requests_of(api)) == 1 and ft.sleeps == []
     assert info.value.hint and "may or may not have run" in info.value.hint
 
 
-def test_read_error_not_retried_for_a_write(fake: Fake, make: Callable[..., D1Client]) -> None:
-    fake.on("POST", f"{ROOT}/{DB}/time_travel/restore", httpx.ReadError("reset"), ok({}))
+def test_read_error_not_retried_for_a_write(
+    api: respx.Router, make: Callable[..., D1Client]
+) -> None:
+    api.post(f"{ROOT}/{DB}/time_travel/restore").mock(
+        side_effect=[httpx.ReadError("reset"), ok({})]
+    )
     with pytest.raises(errors.NetworkError):
         make().restore(DB, bookmark="b0")
-    assert len(fake.requests) == 1
+    assert len(requests_of(api)) == 1
 
 
 def test_connect_error_retried_for_a_write(
-    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+    api: respx.Router, ft: FakeTime, make: Callable[..., D1Client]
 ) -> None:
     said: list[str] = []
-    fake.on("POST", f"{ROOT}/{DB}/query", httpx.ConnectError("refused"), ok([row()]))
+    api.post(f"{ROOT}/{DB}/query").mock(side_effect=[httpx.ConnectError("refused"), ok([row()])])
     make(on_retry=said.append).query(DB, [Statement("INSERT INTO t VALUES (1)")])
-    assert len(fake.requests) == 2 and ft.sleeps == [1.0]
+    assert len(requests_of(api)) == 2 and ft.sleeps == [1.0]
     assert said == ["network error (ConnectError), retrying in 1.0 s (attempt 2/5)"]
 
 
@@ -578,109 +573,96 @@ def test_connect_error_retried_for_a_write(
     ids=["dns", "refused"],
 )
 def test_an_unreachable_api_fails_at_once_naming_the_url(
-    fake: Fake, ft: FakeTime, make: Callable[..., D1Client], cause: OSError, said: str
+    ft: FakeTime, make: Callable[..., D1Client], cause: OSError, said: str
 ) -> None:
     """Nothing answers there, and retrying will not change that soon: no retry (a read
     or a write alike), and the message says which URL was tried."""
+    tried: list[httpx.Request] = []
 
+    # A transport of its own: respx re-raises a side effect's error from its own, which
+    # would hide the OS error under it that this test is about.
     def unreachable(request: httpx.Request) -> httpx.Response:
+        tried.append(request)
         raise httpx.ConnectError(str(cause), request=request) from cause
 
-    fake.on("GET", ROOT, unreachable)
-    fake.on("POST", f"{ROOT}/{DB}/query", unreachable)
-    for call in (make().list_databases, lambda: make().query(DB, select())):
+    refusing = httpx.MockTransport(unreachable)
+    for call in (
+        make(transport=refusing).list_databases,
+        lambda: make(transport=refusing).query(DB, select()),
+    ):
         with pytest.raises(errors.Unreachable) as info:
             call()
         assert info.value.exit_code == 4
         assert f"could not reach {ROOT}" in info.value.message and said in info.value.message
-    assert len(fake.requests) == 2 and ft.sleeps == []
+    assert [r.method for r in tried] == ["GET", "POST"] and ft.sleeps == []
 
 
-def test_attempts_are_bounded(fake: Fake, ft: FakeTime, make: Callable[..., D1Client]) -> None:
-    fake.on("GET", f"{ROOT}/{DB}", fail(500, 1, "down"))
+def test_attempts_are_bounded(
+    api: respx.Router, ft: FakeTime, make: Callable[..., D1Client]
+) -> None:
+    api.get(f"{ROOT}/{DB}").mock(side_effect=[fail(500, 1, "down")] * 5)
     with pytest.raises(errors.ServerError) as info:
         make().get_database(DB)
-    assert len(fake.requests) == 5 and ft.sleeps == [1.0, 2.0, 4.0, 8.0]
+    assert len(requests_of(api)) == 5 and ft.sleeps == [1.0, 2.0, 4.0, 8.0]
     assert "gave up after 5 attempts over 15.0 s" in str(info.value)
 
 
 def test_total_retry_time_is_bounded(
-    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+    api: respx.Router, ft: FakeTime, make: Callable[..., D1Client]
 ) -> None:
-    fake.on("GET", f"{ROOT}/{DB}", httpx.ReadTimeout("slow"))
+    api.get(f"{ROOT}/{DB}").mock(side_effect=[httpx.ReadTimeout("slow")] * 3)
     with pytest.raises(errors.NetworkError, match=r"gave up after 3 attempts over 3\.0 s"):
         make(max_retry_time=5.0).get_database(DB)
     assert ft.sleeps == [1.0, 2.0]
 
 
 def test_backoff_capped_at_ten_seconds(
-    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+    api: respx.Router, ft: FakeTime, make: Callable[..., D1Client]
 ) -> None:
-    fake.on("GET", f"{ROOT}/{DB}", fail(500, 1, "down"))
+    api.get(f"{ROOT}/{DB}").mock(side_effect=[fail(500, 1, "down")] * 7)
     with pytest.raises(errors.ServerError):
         make(max_attempts=7, max_retry_time=1000).get_database(DB)
     assert ft.sleeps == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
 
 
 def test_429_gives_up_with_rate_limited(
-    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+    api: respx.Router, ft: FakeTime, make: Callable[..., D1Client]
 ) -> None:
-    fake.on("POST", f"{ROOT}/{DB}/time_travel/restore", limited("2"))
+    api.post(f"{ROOT}/{DB}/time_travel/restore").mock(side_effect=[limited("2")] * 3)
     with pytest.raises(errors.RateLimited, match=r"gave up after 3 attempts over 4\.0 s"):
         make(max_attempts=3).restore(DB, bookmark="b0")
 
 
-def test_rate_gate_pauses_other_clients(
-    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
-) -> None:
-    gate = RateGate(clock=ft.clock, sleep=ft.sleep)
-    fake.on("GET", f"{ROOT}/{DB}", limited("5"))
-    fake.on("GET", f"{ROOT}/other", ok(db("other")))
-    with pytest.raises(errors.RateLimited):
-        make(rate_gate=gate, max_attempts=1).get_database(DB)
-    assert ft.sleeps == []
-    make(rate_gate=gate).get_database("other")
-    assert ft.sleeps == [5.0]
-
-
-def test_rate_gate_keeps_the_longest_pause_across_threads(ft: FakeTime) -> None:
-    gate = RateGate(clock=ft.clock, sleep=ft.sleep)
-    threads = [threading.Thread(target=gate.pause, args=(s,)) for s in (3.0, 9.0, 1.0, 4.0)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    gate.wait()
-    gate.wait()
-    assert ft.sleeps == [9.0]
-
-
 # -- Time Travel ----------------------------------------------------------------------------
-def test_bookmark_requests(fake: Fake, make: Callable[..., D1Client]) -> None:
-    fake.on("GET", f"{ROOT}/{DB}/time_travel/bookmark", ok({"bookmark": "00000085-0000024c"}))
+def test_bookmark_requests(api: respx.Router, make: Callable[..., D1Client]) -> None:
+    api.get(f"{ROOT}/{DB}/time_travel/bookmark").mock(
+        side_effect=[ok({"bookmark": "00000085-0000024c"})] * 3
+    )
     client = make()
     assert client.bookmark(DB) == "00000085-0000024c"
     client.bookmark(DB, datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2))))
     client.bookmark(DB, datetime(2026, 1, 2, 3, 4, 5))
-    assert [dict(r.url.params) for r in fake.requests] == [
+    assert [dict(r.url.params) for r in requests_of(api)] == [
         {},
         {"timestamp": "2026-01-02T03:04:05Z"},
         {"timestamp": "2026-01-02T03:04:05Z"},
     ]
-    assert all(fits_the_sdk(r) for r in fake.requests)
+    assert all(fits_the_sdk(r) for r in requests_of(api))
 
 
-def test_bookmark_missing_is_malformed(fake: Fake, make: Callable[..., D1Client]) -> None:
-    fake.on("GET", f"{ROOT}/{DB}/time_travel/bookmark", ok({}))
+def test_bookmark_missing_is_malformed(api: respx.Router, make: Callable[..., D1Client]) -> None:
+    api.get(f"{ROOT}/{DB}/time_travel/bookmark").mock(side_effect=[ok({})])
     with pytest.raises(errors.ServerError, match="missing `bookmark`"):
         make(max_attempts=1).bookmark(DB)
 
 
-def test_restore_sends_query_params_not_a_body(fake: Fake, make: Callable[..., D1Client]) -> None:
+def test_restore_sends_query_params_not_a_body(
+    api: respx.Router, make: Callable[..., D1Client]
+) -> None:
     reply = {"bookmark": "b2", "previous_bookmark": "b1", "message": "Database restored"}
-    fake.on("POST", f"{ROOT}/{DB}/time_travel/restore", ok(reply))
+    api.post(f"{ROOT}/{DB}/time_travel/restore").mock(side_effect=[ok(reply)])
     result = make().restore(DB, bookmark="b0")
-    sent = fake.requests[0]
+    sent = requests_of(api)[0]
     assert dict(sent.url.params) == {"bookmark": "b0"} and sent.content == b""
     assert fits_the_sdk(sent)
     assert (result.bookmark, result.previous_bookmark, result.message) == (
@@ -703,61 +685,67 @@ def complete(**extra: Any) -> httpx.Response:
 
 
 def test_export_polls_until_complete(
-    fake: Fake, ft: FakeTime, make: Callable[..., D1Client]
+    api: respx.Router, ft: FakeTime, make: Callable[..., D1Client]
 ) -> None:
-    fake.on(
-        "POST",
-        f"{ROOT}/{DB}/export",
-        export_reply("active", "Generating db.sql"),
-        export_reply("active", "Uploaded part 2", "Uploaded part 1"),
-        export_reply("active"),
-        complete(),
+    api.post(f"{ROOT}/{DB}/export").mock(
+        side_effect=[
+            export_reply("active", "Generating db.sql"),
+            export_reply("active", "Uploaded part 2", "Uploaded part 1"),
+            export_reply("active"),
+            complete(),
+        ]
     )
     seen: list[str] = []
     handle = make().export(DB, ExportOptions(no_data=True, tables=("a", "b")), seen.append)
     assert seen == ["Generating db.sql", "Uploaded part 2", "Uploaded part 1", "Finished"]
     assert ft.sleeps == [1.0, 1.0, 1.0]
     assert (handle.bookmark, handle.filename) == ("bm-1", "db.sql")
-    bodies = [body(r) for r in fake.requests]
+    bodies = [body(r) for r in requests_of(api)]
     dump = {"no_data": True, "no_schema": False, "tables": ["a", "b"]}
     assert bodies[0] == {"output_format": "polling", "dump_options": dump}
     assert all(b == {**bodies[0], "current_bookmark": "bm-1"} for b in bodies[1:])
-    assert all(fits_the_sdk(r) for r in fake.requests)
+    assert all(fits_the_sdk(r) for r in requests_of(api))
 
 
-def test_export_poll_timeout(fake: Fake, ft: FakeTime, make: Callable[..., D1Client]) -> None:
-    fake.on("POST", f"{ROOT}/{DB}/export", export_reply("active"))
+def test_export_poll_timeout(
+    api: respx.Router, ft: FakeTime, make: Callable[..., D1Client]
+) -> None:
+    api.post(f"{ROOT}/{DB}/export").mock(side_effect=[export_reply("active")] * 6)
     with pytest.raises(errors.PollTimeout) as info:
         make(poll_timeout=5.0, poll_interval=1.0).export(DB, ExportOptions())
-    assert len(fake.requests) == 6 and ft.sleeps == [1.0] * 5
+    assert len(requests_of(api)) == 6 and ft.sleeps == [1.0] * 5
     assert "5 s" in str(info.value) and "blocks" in (info.value.hint or "")
 
 
-def test_export_virtual_tables_hint(fake: Fake, make: Callable[..., D1Client]) -> None:
+def test_export_virtual_tables_hint(api: respx.Router, make: Callable[..., D1Client]) -> None:
     error = "D1 Export error: cannot export databases with Virtual Tables (fts5)"
-    fake.on("POST", f"{ROOT}/{DB}/export", export_reply("error", error=error))
+    api.post(f"{ROOT}/{DB}/export").mock(side_effect=[export_reply("error", error=error)])
     with pytest.raises(errors.UsageError) as info:
         make().export(DB, ExportOptions())
     assert "Virtual Tables" in str(info.value)
     assert info.value.hint and "FTS5" in info.value.hint and "--table" in info.value.hint
 
 
-def test_export_error_explained(fake: Fake, make: Callable[..., D1Client]) -> None:
-    fake.on("POST", f"{ROOT}/{DB}/export", export_reply("error", "step 1", error="disk full"))
+def test_export_error_explained(api: respx.Router, make: Callable[..., D1Client]) -> None:
+    api.post(f"{ROOT}/{DB}/export").mock(
+        side_effect=[export_reply("error", "step 1", error="disk full")]
+    )
     with pytest.raises(errors.ServerError) as info:
         make().export(DB, ExportOptions())
     assert "disk full" in str(info.value) and "step 1" in (info.value.hint or "")
 
 
-def test_export_download_streams_without_token(fake: Fake, make: Callable[..., D1Client]) -> None:
+def test_export_download_streams_without_token(
+    api: respx.Router, make: Callable[..., D1Client]
+) -> None:
     dump = b"PRAGMA defer_foreign_keys=TRUE;\n" + b"x" * (3 << 20)
-    fake.on("POST", f"{ROOT}/{DB}/export", complete())
-    fake.on("GET", SIGNED, httpx.Response(200, content=dump))
+    api.post(f"{ROOT}/{DB}/export").mock(side_effect=[complete()])
+    signed = api.get(SIGNED).mock(return_value=httpx.Response(200, content=dump))
     handle = make().export(DB, ExportOptions())
     chunks = list(handle.download())
     assert b"".join(chunks) == dump and len(chunks) >= 3
     assert list(handle.download())  # each call starts over
-    downloads = fake.to(SIGNED)
+    downloads = [call.request for call in signed.calls]
     assert len(downloads) == 2
     assert all("authorization" not in r.headers for r in downloads)
     assert downloads[0].url.params["X-Amz-Signature"] == "sig-SECRET"
@@ -783,10 +771,10 @@ class Dropping(httpx.SyncByteStream):
     ],
 )
 def test_export_download_failures(
-    fake: Fake, make: Callable[..., D1Client], reply: Reply, text: str
+    api: respx.Router, make: Callable[..., D1Client], reply: Reply, text: str
 ) -> None:
-    fake.on("POST", f"{ROOT}/{DB}/export", complete())
-    fake.on("GET", SIGNED, reply)
+    api.post(f"{ROOT}/{DB}/export").mock(side_effect=[complete()])
+    api.get(SIGNED).mock(side_effect=[reply])
     handle = make().export(DB, ExportOptions())
     with pytest.raises(errors.DownloadError) as info:
         b"".join(handle.download())
@@ -821,78 +809,89 @@ def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def uploaded(etag: str) -> Callable[[httpx.Request], httpx.Response]:
-    return lambda request: httpx.Response(200, headers={"etag": f'"{etag}"'})
+def uploaded(etag: str) -> httpx.Response:
+    return httpx.Response(200, headers={"etag": f'"{etag}"'})
 
 
 def test_import_full_flow(
-    fake: Fake, ft: FakeTime, make: Callable[..., D1Client], sql_file: Path
+    api: respx.Router, ft: FakeTime, make: Callable[..., D1Client], sql_file: Path
 ) -> None:
     etag = md5(sql_file)
-    fake.on(
-        "POST",
-        f"{ROOT}/{DB}/import",
-        ok({"filename": "f.sql", "upload_url": UPLOAD + "?sig=up-SECRET"}),
-        poll_reply("active", "Ingesting"),
-        poll_reply("active"),
-        imported(),
+    imports = api.post(f"{ROOT}/{DB}/import").mock(
+        side_effect=[
+            ok({"filename": "f.sql", "upload_url": UPLOAD + "?sig=up-SECRET"}),
+            poll_reply("active", "Ingesting"),
+            poll_reply("active"),
+            imported(),
+        ]
     )
-    fake.on("PUT", UPLOAD, uploaded(etag))
+    upload = api.put(UPLOAD).mock(side_effect=[uploaded(etag)])
     seen: list[str] = []
     result = make().import_file(DB, sql_file, seen.append)
     assert (result.num_queries, result.rows_read, result.rows_written) == (2, 3, 4)
     assert (result.final_bookmark, result.duration_ms) == ("bm-10", 12.5)
     assert seen == ["Ingesting", "Done"] and ft.sleeps == [1.0, 1.0]
-    api = fake.to(f"{ROOT}/{DB}/import")
-    assert [body(r) for r in api] == [
+    assert [body(call.request) for call in imports.calls] == [
         {"action": "init", "etag": etag},
         {"action": "ingest", "etag": etag, "filename": "f.sql"},
         {"action": "poll", "current_bookmark": "bm-9"},
         {"action": "poll", "current_bookmark": "bm-9"},
     ]
-    assert all(fits_the_sdk(r) for r in api)
-    (put,) = fake.to(UPLOAD)
+    assert all(fits_the_sdk(call.request) for call in imports.calls)
+    ((put, _),) = upload.calls
     assert put.content == sql_file.read_bytes()
     assert put.headers["content-length"] == str(sql_file.stat().st_size)
     assert "transfer-encoding" not in put.headers and "authorization" not in put.headers
 
 
-def test_import_already_uploaded(fake: Fake, make: Callable[..., D1Client], sql_file: Path) -> None:
-    fake.on("POST", f"{ROOT}/{DB}/import", poll_reply("active", "Processing"), imported())
+def test_import_already_uploaded(
+    api: respx.Router, make: Callable[..., D1Client], sql_file: Path
+) -> None:
+    api.post(f"{ROOT}/{DB}/import").mock(
+        side_effect=[poll_reply("active", "Processing"), imported()]
+    )
     seen: list[str] = []
     assert make().import_file(DB, sql_file, seen.append).num_queries == 2
     assert "already uploaded" in seen[0] and seen[1:] == ["Processing", "Done"]
-    assert [body(r)["action"] for r in fake.requests] == ["init", "poll"]
+    assert [body(r)["action"] for r in requests_of(api)] == ["init", "poll"]
 
 
-def test_import_etag_mismatch(fake: Fake, make: Callable[..., D1Client], sql_file: Path) -> None:
-    fake.on("POST", f"{ROOT}/{DB}/import", ok({"filename": "f.sql", "upload_url": UPLOAD}))
-    fake.on("PUT", UPLOAD, uploaded("0" * 32))
+def test_import_etag_mismatch(
+    api: respx.Router, make: Callable[..., D1Client], sql_file: Path
+) -> None:
+    imports = api.post(f"{ROOT}/{DB}/import").mock(
+        side_effect=[ok({"filename": "f.sql", "upload_url": UPLOAD})]
+    )
+    api.put(UPLOAD).mock(side_effect=[uploaded("0" * 32)])
     with pytest.raises(errors.NetworkError, match="upload corrupted"):
         make().import_file(DB, sql_file)
-    assert [body(r)["action"] for r in fake.to(f"{ROOT}/{DB}/import")] == ["init"]
+    assert [body(call.request)["action"] for call in imports.calls] == ["init"]
 
 
-def test_import_upload_refused(fake: Fake, make: Callable[..., D1Client], sql_file: Path) -> None:
-    fake.on("POST", f"{ROOT}/{DB}/import", ok({"filename": "f.sql", "upload_url": UPLOAD + "?s=x"}))
-    fake.on("PUT", UPLOAD, httpx.Response(403, text="<Error>AccessDenied</Error>"))
+def test_import_upload_refused(
+    api: respx.Router, make: Callable[..., D1Client], sql_file: Path
+) -> None:
+    api.post(f"{ROOT}/{DB}/import").mock(
+        side_effect=[ok({"filename": "f.sql", "upload_url": UPLOAD + "?s=x"})]
+    )
+    api.put(UPLOAD).mock(side_effect=[httpx.Response(403, text="<Error>AccessDenied</Error>")])
     with pytest.raises(errors.NetworkError) as info:
         make().import_file(DB, sql_file)
     assert "HTTP 403" in str(info.value) and "s=x" not in str(info.value)
 
 
 def test_import_error_joins_errors_and_messages(
-    fake: Fake, make: Callable[..., D1Client], sql_file: Path
+    api: respx.Router, make: Callable[..., D1Client], sql_file: Path
 ) -> None:
-    fake.on(
-        "POST",
-        f"{ROOT}/{DB}/import",
-        poll_reply(
-            "error",
-            "Executing line 7",
-            error="statement failed",
-            errors=["UNIQUE constraint failed: t.id: SQLITE_CONSTRAINT"],
-        ),
+    api.post(f"{ROOT}/{DB}/import").mock(
+        side_effect=[
+            poll_reply(
+                "error",
+                "Executing line 7",
+                error="statement failed",
+                errors=["UNIQUE constraint failed: t.id: SQLITE_CONSTRAINT"],
+            )
+        ]
     )
     with pytest.raises(errors.SqlError) as info:
         make().import_file(DB, sql_file)
@@ -901,9 +900,11 @@ def test_import_error_joins_errors_and_messages(
     assert info.value.sqlite_code == "SQLITE_CONSTRAINT" and info.value.file == str(sql_file)
 
 
-def test_import_polling_failure(fake: Fake, make: Callable[..., D1Client], sql_file: Path) -> None:
+def test_import_polling_failure(
+    api: respx.Router, make: Callable[..., D1Client], sql_file: Path
+) -> None:
     failure = ok({"success": False, "error": "Not currently importing anything."})
-    fake.on("POST", f"{ROOT}/{DB}/import", poll_reply("active"), failure)
+    api.post(f"{ROOT}/{DB}/import").mock(side_effect=[poll_reply("active"), failure])
     with pytest.raises(errors.SqlError, match="Not currently importing anything"):
         make().import_file(DB, sql_file)
 
@@ -914,8 +915,8 @@ def test_import_unreadable_file(make: Callable[..., D1Client], tmp_path: Path) -
 
 
 def test_import_reply_without_status_is_malformed(
-    fake: Fake, make: Callable[..., D1Client], sql_file: Path
+    api: respx.Router, make: Callable[..., D1Client], sql_file: Path
 ) -> None:
-    fake.on("POST", f"{ROOT}/{DB}/import", ok({"filename": "f.sql"}))
+    api.post(f"{ROOT}/{DB}/import").mock(side_effect=[ok({"filename": "f.sql"})])
     with pytest.raises(errors.ServerError, match="unknown import status"):
         make().import_file(DB, sql_file)

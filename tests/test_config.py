@@ -518,6 +518,8 @@ def test_binding_without_wrangler_config(tmp_path: Path) -> None:
     with pytest.raises(errors.ConfigFileError, match="no wrangler config was found") as info:
         run(tmp_path)
     assert info.value.file == "d1deploy.toml"
+    # The hint names the setting that exists (no command has a --wrangler-config).
+    assert info.value.hint is not None and "wrangler_config = " in info.value.hint
 
 
 def test_entry_with_only_database_id(tmp_path: Path) -> None:

@@ -23,15 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from d1deploy import d1sqlite, sqlexec
-from d1deploy.backend import Backend, DatabaseInfo, Statement
-from d1deploy.client import D1Client
+from d1deploy import d1sqlite, limits, sqlexec
+from d1deploy.backend import Backend, Statement
 from d1deploy.errors import InputError, SqlError
 from d1deploy.local import LocalBackend
-from d1deploy.remote import RemoteBackend
 from tests import realtools
 from tests.d1_contract import CASES, TARGETS, Answer, Case, Row
 from tests.emulator import D1Emulator
+from tests.helpers import remote_backend
 
 _WRANGLER_TOML = """\
 name = "d1-contract"
@@ -59,23 +58,10 @@ def local_answer(case: Case, tmp: Path) -> Answer:
     return Answer(rows=tuple(results[-1].as_dicts()))
 
 
-def emulator_backend(emulator: D1Emulator) -> RemoteBackend:
-    """d1deploy's own remote backend on a new database of `emulator`, in process."""
-    ref = emulator.create_database("contract")
-    client = D1Client(
-        token=emulator.token,
-        account_id=emulator.account_id,
-        base_url=emulator.base_url,
-        transport=emulator.transport(),
-        sleep=lambda _: None,
-    )
-    return RemoteBackend(client, DatabaseInfo(uuid=ref.uuid, name=ref.name))
-
-
 def emulator_answer(case: Case, tmp: Path) -> Answer:
     emulator = D1Emulator(tmp / "emulator")
     try:
-        backend = emulator_backend(emulator)
+        backend = remote_backend(emulator, "contract")
         try:
             results = backend.run([Statement(sql) for sql in statements(case, tmp)])
         except SqlError as exc:
@@ -202,7 +188,7 @@ def test_the_table_is_well_formed() -> None:
 def _big_file_with_a_begin(tmp_path: Path) -> Path:
     """More statements than one batch carries, so `exec --file` takes the import path."""
     lines = ["CREATE TABLE t (v INTEGER);", "BEGIN;"]
-    lines += [f"INSERT INTO t VALUES ({i});" for i in range(sqlexec.BATCH_MAX_STATEMENTS)]
+    lines += [f"INSERT INTO t VALUES ({i});" for i in range(limits.BATCH_MAX_STATEMENTS)]
     path = tmp_path / "big.sql"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -218,7 +204,7 @@ def test_a_begin_in_an_imported_file_is_reported_once_at_the_users_file(
     if target == "local":
         backend = LocalBackend(tmp_path / "local.sqlite")
     else:
-        backend = emulator_backend(emulator)
+        backend = remote_backend(emulator, "contract")
     try:
         # What the import itself answers (exec's lint would stop it first, see below).
         with pytest.raises(SqlError) as info:

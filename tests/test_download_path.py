@@ -1,5 +1,5 @@
 """The backup's download path end to end in one process: `D1Client`'s signed-URL stream
-(no re-chunking, still decoded and length-checked, no token) and `backup._download`'s
+(no re-chunking, still decoded and length-checked, no token) and `backups._download`'s
 write path (sha256 hashed in a thread over exactly the bytes written, in order; fsync
 before returning; 0600; nothing left behind and no thread left running on failure)."""
 
@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from d1deploy import backup, errors
+from d1deploy import backups, errors
 from d1deploy.backend import ExportHandle, ExportOptions
 from d1deploy.client import DOWNLOAD_CHUNK, D1Client
 
@@ -55,21 +55,21 @@ def irregular(data: bytes, seed: int = 2) -> Iterator[bytes]:
         at += step
 
 
-def handle(chunks: Callable[[], Iterator[bytes]], size: int | None = None) -> ExportHandle:
-    return ExportHandle(bookmark="bm", filename="d.sql", size=size, download=chunks)
+def handle(chunks: Callable[[], Iterator[bytes]]) -> ExportHandle:
+    return ExportHandle(bookmark="bm", filename="d.sql", download=chunks)
 
 
 def hashing_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "d1deploy-sha256"]
 
 
-# -- backup._download -------------------------------------------------------------------
+# -- backups._download -------------------------------------------------------------------
 
 
 def test_many_chunks_are_written_and_hashed_in_order(tmp_path: Path) -> None:
     data = dump_bytes(5_300_000)  # several hash batches
     part = tmp_path / "b.sql.part"
-    size, digest, contents = backup._download(
+    size, digest, contents = backups._download(
         handle(lambda: irregular(data)), part, gz=False, on_bytes=None
     )
     assert part.read_bytes() == data
@@ -82,7 +82,7 @@ def test_many_chunks_are_written_and_hashed_in_order(tmp_path: Path) -> None:
 def test_gzip_output_is_hashed_as_written(tmp_path: Path) -> None:
     data = dump_bytes(2_000_000) + b'INSERT INTO "t" ("id","b") VALUES(0,NULL);\n' * 200_000
     part = tmp_path / "b.sql.gz.part"
-    size, digest, contents = backup._download(
+    size, digest, contents = backups._download(
         handle(lambda: irregular(data)), part, gz=True, on_bytes=None
     )
     on_disk = part.read_bytes()
@@ -102,7 +102,7 @@ def test_the_file_is_complete_when_fsynced(tmp_path: Path, monkeypatch: pytest.M
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    backup._download(handle(lambda: irregular(data)), part, gz=False, on_bytes=None)
+    backups._download(handle(lambda: irregular(data)), part, gz=False, on_bytes=None)
     assert seen == [data]
 
 
@@ -115,7 +115,7 @@ def test_failure_mid_stream_removes_the_part_and_stops_the_thread(tmp_path: Path
 
     part = tmp_path / "b.sql.part"
     with pytest.raises(errors.DownloadError):
-        backup._download(handle(cut), part, gz=False, on_bytes=None)
+        backups._download(handle(cut), part, gz=False, on_bytes=None)
     assert not part.exists() and hashing_threads() == []
 
 
@@ -133,7 +133,7 @@ def test_a_hashing_failure_surfaces_without_blocking_the_writer(
     data = dump_bytes(12_000_000)  # more batches than the queue holds
     part = tmp_path / "b.sql.part"
     with pytest.raises(MemoryError):
-        backup._download(handle(lambda: irregular(data)), part, gz=False, on_bytes=None)
+        backups._download(handle(lambda: irregular(data)), part, gz=False, on_bytes=None)
     assert not part.exists() and hashing_threads() == []
 
 
@@ -141,7 +141,7 @@ def test_a_closed_writer_refuses_late_writes(tmp_path: Path) -> None:
     # A gzip writer finalised after the download failed must not write to a reused fd.
     fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        with backup._HashingWriter(fd) as sink:
+        with backups._HashingWriter(fd) as sink:
             sink.write(b"abc")
         assert sink.hexdigest() == hashlib.sha256(b"abc").hexdigest()
         with pytest.raises(ValueError, match="closed"):
@@ -155,7 +155,7 @@ def test_bytearray_chunks_are_hashed_as_they_were_written(tmp_path: Path) -> Non
     buffer = bytearray(b"a" * 100)
     fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        with backup._HashingWriter(fd) as sink:
+        with backups._HashingWriter(fd) as sink:
             sink.write(buffer)  # type: ignore[arg-type]  # a caller reusing its buffer
             buffer[:] = b"b" * 100
             digest = sink.hexdigest()
@@ -264,7 +264,9 @@ def test_a_full_disk_is_named_with_its_folder_and_leaves_nothing(
     monkeypatch.setattr(os, "write", filling)
     part = tmp_path / "b.sql.part"
     with pytest.raises(errors.DiskFull) as caught:
-        backup._download(handle(lambda: irregular(data), len(data)), part, gz=False, on_bytes=None)
+        backups._download(
+            handle(lambda: irregular(data)), part, gz=False, on_bytes=None, estimate=len(data)
+        )
     message = str(caught.value)
     assert f"writing the backup {tmp_path / 'b.sql'} failed after" in message
     assert f"the disk is full (No space left on device): {tmp_path} has " in message
@@ -283,7 +285,7 @@ def test_a_download_that_is_not_a_dump_stops_early_and_leaves_nothing(tmp_path: 
 
     part = tmp_path / "b.sql.part"
     with pytest.raises(errors.InvalidDump, match="not a complete D1 dump: it is an HTML page"):
-        backup._download(handle(page), part, gz=False, on_bytes=None)
+        backups._download(handle(page), part, gz=False, on_bytes=None)
     assert sent[0] < 10  # refused as the first bytes were checked, not after all of it
     assert list(tmp_path.iterdir()) == [] and hashing_threads() == []
 

@@ -11,22 +11,7 @@ import pytest
 from d1deploy import dumps, errors
 from d1deploy.backend import ExportOptions, Statement
 from d1deploy.local import LocalBackend
-
-REBUILT_PARENT = [
-    "CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT)",
-    "CREATE TABLE child (id INTEGER PRIMARY KEY,"
-    " parent_id INTEGER NOT NULL REFERENCES parent(id) ON DELETE CASCADE)",
-    "INSERT INTO parent VALUES (1, 'a'), (2, 'b;\nwith a newline')",
-    "INSERT INTO child VALUES (10, 1), (11, 2)",
-    # The row-loss guard's advice: rebuild the parent without losing the children.
-    "CREATE TABLE parent_new (id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT '')",
-    "INSERT INTO parent_new SELECT id, name FROM parent",
-    "CREATE TABLE keep AS SELECT * FROM child",  # D1 refuses TEMP tables
-    "DROP TABLE parent",
-    "ALTER TABLE parent_new RENAME TO parent",
-    "INSERT INTO child SELECT * FROM keep",
-    "DROP TABLE keep",
-]
+from tests.helpers import REBUILT_PARENT
 
 
 def dump_of(db: LocalBackend, path: Path) -> Path:

@@ -1,7 +1,8 @@
 """Tests for the D1 emulator (tests/emulator), driven with plain httpx.
 
-They pin the emulator to the shapes, codes and behaviours in reference/d1-rest-api.md,
-over both transports (in process and loopback HTTP) where the transport matters.
+They pin the emulator to the shapes, codes and behaviours of Cloudflare's D1 REST API
+(its documentation; tests/wire.py holds the shapes to Cloudflare's SDK types), over both
+transports (in process and loopback HTTP) where the transport matters.
 """
 
 from __future__ import annotations

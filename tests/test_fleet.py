@@ -16,16 +16,16 @@ import pytest
 
 from d1deploy import errors, migrations
 from d1deploy.backend import Backend, DatabaseInfo, Statement
-from d1deploy.client import D1Client, RateGate
+from d1deploy.client import D1Client
 from d1deploy.fleet import (
     INTERRUPTED_EXIT,
     FleetReport,
-    RequestBudget,
     remote_task,
     run_fleet,
     select_databases,
 )
 from d1deploy.migrations import MigrateReport
+from d1deploy.ratelimit import RateLimitTransport
 from tests.emulator import D1Emulator, DatabaseRef
 
 NAMES = ["001_a.sql", "002_b.sql", "003_c.sql"]
@@ -69,16 +69,24 @@ def make_client(emulator: D1Emulator, **options: object) -> D1Client:
         token=emulator.token,
         account_id=emulator.account_id,
         base_url=emulator.base_url,
-        transport=emulator.transport(),
         sleep=no_sleep,
+        **{"transport": emulator.transport(), **options},  # type: ignore[arg-type]
+    )
+
+
+def rate_limited(emulator: D1Emulator, clock: FakeClock, **options: object) -> RateLimitTransport:
+    """The fleet's shared transport, in front of the emulator, on a fake clock."""
+    return RateLimitTransport(
+        emulator.transport(),
+        clock=clock,
+        sleep=clock.sleep,
         **options,  # type: ignore[arg-type]
     )
 
 
 @pytest.fixture
 def client(emulator: D1Emulator, gate_clock: FakeClock) -> Iterator[D1Client]:
-    gate = RateGate(clock=gate_clock, sleep=gate_clock.sleep)
-    with make_client(emulator, rate_gate=gate) as shared:
+    with make_client(emulator, transport=rate_limited(emulator, gate_clock)) as shared:
         yield shared
 
 
@@ -258,8 +266,12 @@ def test_a_429_on_one_database_pauses_every_worker(
         backing_off.set()
         assert b_done.wait(5)
 
-    gate = RateGate(clock=gate_clock, sleep=gate_clock.sleep)
-    shared = make_client(emulator, rate_gate=gate, on_retry=on_retry, jitter=lambda: 0.0)
+    shared = make_client(
+        emulator,
+        transport=rate_limited(emulator, gate_clock),
+        on_retry=on_retry,
+        jitter=lambda: 0.0,
+    )
     migrate = migrate_task(shared, mdir)
 
     def task(db: DatabaseInfo) -> MigrateReport:
@@ -282,61 +294,24 @@ def test_a_429_on_one_database_pauses_every_worker(
     assert ledger(emulator, "tenant-a") == ledger(emulator, "tenant-b") == NAMES
 
 
-def test_budget_allows_at_most_limit_requests_in_any_window() -> None:
-    clock = FakeClock()
-    budget = RequestBudget(3, 10.0, clock=clock, sleep=clock.sleep)
-    budget.acquire()  # t=0
-    clock.now = 4.0
-    budget.acquire()
-    clock.now = 5.0
-    budget.acquire()
-    assert clock.sleeps == []
-    budget.acquire()  # the t=0 request leaves the window at t=10
-    budget.acquire()  # the t=4 one at t=14
-    assert [s for _, s in clock.sleeps] == [5.0, 4.0] and clock.now == 14.0
-
-
-def test_budget_is_shared_safely_by_threads() -> None:
-    clock = FakeClock()
-    budget = RequestBudget(10, 60.0, clock=clock, sleep=clock.sleep)
-
-    def worker() -> None:
-        for _ in range(25):
-            budget.acquire()
-
-    workers = [threading.Thread(target=worker) for _ in range(4)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join(5)
-    assert not any(t.is_alive() for t in workers)
-    # 100 requests at 10 per 60 s take at least 9 full windows.
-    assert clock.now >= 9 * 60.0
-
-
-def test_budget_refuses_a_meaningless_limit() -> None:
-    with pytest.raises(errors.UsageError):
-        RequestBudget(0, 300.0)
-    with pytest.raises(errors.UsageError):
-        RequestBudget(10, 0.0)
-
-
 def test_client_consults_the_budget_before_every_attempt(emulator: D1Emulator) -> None:
-    calls: list[int] = []
+    clock = FakeClock()
     emulator.faults.add("POST", "/query$", status=429, headers={"Retry-After": "1"}, times=1)
-    with make_client(emulator, budget=lambda: calls.append(len(emulator.requests))) as shared:
+    budget = rate_limited(emulator, clock, limit=1, window=10.0)
+    with make_client(emulator, transport=budget) as shared:
         result = shared.query(emulator.default_db, [Statement("SELECT 1")], read_only=True)
     assert result[0].first_value() == 1
-    # Called once before the 429 and once before the retry, each ahead of its request.
-    assert calls == [0, 1] and len(emulator.requests) == 2
+    # One request per 10 s: the retry waited for the 429's window to pass (over the
+    # 1 s pause the 429 asked for), so the budget counted both attempts.
+    assert [s for _, s in clock.sleeps] == [1.0, 9.0] and len(emulator.requests) == 2
 
 
 def test_a_fleet_under_a_small_budget_is_throttled_to_it(
     emulator: D1Emulator, tenants: dict[str, DatabaseRef], mdir: Path
 ) -> None:
     clock = FakeClock()
-    budget = RequestBudget(4, 60.0, clock=clock, sleep=clock.sleep)
-    with make_client(emulator, rate_gate=RateGate(), budget=budget.acquire) as shared:
+    budget = rate_limited(emulator, clock, limit=4, window=60.0)
+    with make_client(emulator, transport=budget) as shared:
         report = run_fleet([info(t) for t in tenants.values()], migrate_task(shared, mdir))
     assert report.ok
     sent = len(emulator.requests)

@@ -12,7 +12,7 @@ from d1deploy import errors, guard, lock
 from d1deploy.backend import Backend, Statement
 from d1deploy.local import LocalBackend
 from tests.emulator import D1Emulator
-from tests.test_migrations import remote_backend
+from tests.helpers import remote_backend, take_lock
 
 
 @pytest.fixture(params=["local", "emulator"])
@@ -38,28 +38,28 @@ def when(stamp: str) -> datetime:
 
 
 def test_a_held_lock_names_its_holder_and_expiry(backend: Backend) -> None:
-    mine = lock.acquire(backend, "ci run 1", 900)
+    mine = take_lock(backend, "ci run 1", 900)
     assert mine.holder == "ci run 1" and not mine.expired
     assert when(mine.expires_at) - when(mine.acquired_at) == timedelta(seconds=900)
     with pytest.raises(errors.LockHeld) as info:
-        lock.acquire(backend, "ci run 2", 900)
+        take_lock(backend, "ci run 2", 900)
     err = info.value
     assert err.exit_code == 5
     assert "ci run 1" in err.message and mine.expires_at in err.message
     assert err.hint is not None and "d1deploy unlock --force" in err.hint
     lock.release(backend, mine)
     assert lock.current(backend) is None
-    assert lock.acquire(backend, "ci run 2", 900).holder == "ci run 2"
+    assert take_lock(backend, "ci run 2", 900).holder == "ci run 2"
 
 
 def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_release_it(
     backend: Backend,
 ) -> None:
-    crashed = lock.acquire(backend, "crashed run", 60)
+    crashed = take_lock(backend, "crashed run", 60)
     expire(backend)
     held = lock.current(backend)
     assert held is not None and held.expired
-    fresh = lock.acquire(backend, "next run", 60)
+    fresh = take_lock(backend, "next run", 60)
     assert fresh.token != crashed.token
     lock.release(backend, crashed)
     current = lock.current(backend)
@@ -68,7 +68,7 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_release_it(
 
 def test_force_release_removes_any_lease(backend: Backend) -> None:
     assert lock.force_release(backend) is None
-    held = lock.acquire(backend, "stuck", 900)
+    held = take_lock(backend, "stuck", 900)
     removed = lock.force_release(backend)
     assert removed is not None and removed.holder == "stuck" and removed.token == held.token
     assert lock.current(backend) is None
@@ -78,14 +78,14 @@ def test_check_and_extend_fails_the_batch_once_the_lease_changed_hands(
     backend: Backend,
 ) -> None:
     backend.run([Statement("CREATE TABLE t (x INTEGER)")])
-    mine = lock.acquire(backend, "me", 60)
+    mine = take_lock(backend, "me", 60)
     write = Statement("INSERT INTO t VALUES (1)")
     backend.run([*lock.check_and_extend(mine, 900), write])
     extended = lock.current(backend)
     assert extended is not None and extended.expires_at > mine.expires_at
 
     expire(backend)
-    lock.acquire(backend, "someone else", 900)
+    take_lock(backend, "someone else", 900)
     with pytest.raises(errors.SqlError) as info:
         backend.run([*lock.check_and_extend(mine, 900), write])
     assert lock.is_lost(info.value.message)
@@ -94,7 +94,7 @@ def test_check_and_extend_fails_the_batch_once_the_lease_changed_hands(
 
 
 def test_an_expired_lease_nobody_took_is_still_usable(backend: Backend) -> None:
-    mine = lock.acquire(backend, "slow run", 60)
+    mine = take_lock(backend, "slow run", 60)
     expire(backend)
     backend.run(lock.check_and_extend(mine, 60))
     renewed = lock.current(backend)

@@ -3,130 +3,21 @@
 from __future__ import annotations
 
 import re
-import shutil
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from d1deploy import errors, ledger, lock, migrations, planning, sqlsplit
-from d1deploy.backend import Backend, DatabaseInfo, SqlValue, Statement
-from d1deploy.client import D1Client
-from d1deploy.local import LocalBackend
-from d1deploy.migrations import MigrateOptions, MigrateReport
+from d1deploy.backend import SqlValue, Statement
+from d1deploy.migrations import MigrateReport
 from d1deploy.remote import RemoteBackend
-from tests.emulator import D1Emulator
+from tests import helpers
+from tests.helpers import USER_TABLES, Db, deploy, remote_backend, three, write
 
-SEED = Path(__file__).resolve().parent.parent / "migrations"
-USER_TABLES = (
-    "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite%'"
-    " AND name NOT LIKE '_cf%' AND name NOT LIKE '_d1deploy%' AND name <> 'd1_migrations'"
-    " ORDER BY type, name"
-)
-
-
-@dataclass
-class Db:
-    backend: Backend
-    emulator: D1Emulator | None
-    path: Path
-
-    def rows(self, sql: str) -> list[tuple[SqlValue, ...]]:
-        return list(self.backend.run([Statement(sql)], read_only=True)[0].rows)
-
-    def exec(self, *sql: str) -> None:
-        self.backend.run([Statement(s) for s in sql])
-
-    def ledger(self) -> list[str]:
-        return [str(r[0]) for r in self.rows("SELECT name FROM d1_migrations ORDER BY id")]
-
-    def events(self) -> list[tuple[SqlValue, ...]]:
-        return self.rows(
-            f"SELECT name, event, duration_ms IS NOT NULL FROM {ledger.HISTORY_TABLE} ORDER BY id"
-        )
-
-    def count(self, table: str) -> int:
-        return int(self.rows(f"SELECT count(*) FROM {table}")[0][0] or 0)
-
-
-def remote_backend(emulator: D1Emulator, name: str | None = None) -> RemoteBackend:
-    ref = emulator.default_db if name is None else emulator.create_database(name)
-    assert ref is not None
-    client = D1Client(
-        token=emulator.token,
-        account_id=emulator.account_id,
-        base_url=emulator.base_url,
-        transport=emulator.transport(),
-        sleep=lambda _: None,
-    )
-    return RemoteBackend(client, DatabaseInfo(uuid=ref.uuid, name=ref.name))
-
-
-@pytest.fixture(params=["local", "emulator"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
-    if request.param == "local":
-        path = tmp_path / "local.sqlite"
-        backend: Backend = LocalBackend(path)
-        found = Db(backend, None, path)
-    else:
-        emulator: D1Emulator = request.getfixturevalue("emulator")
-        backend = remote_backend(emulator)
-        assert emulator.default_db is not None
-        found = Db(backend, emulator, emulator.db_path(emulator.default_db.uuid))
-    yield found
-    backend.close()
-
-
-@pytest.fixture
-def remote(emulator: D1Emulator, tmp_path: Path) -> Iterator[Db]:
-    backend = remote_backend(emulator)
-    assert emulator.default_db is not None
-    yield Db(backend, emulator, emulator.db_path(emulator.default_db.uuid))
-    backend.close()
-
-
-@pytest.fixture
-def mdir(tmp_path: Path) -> Path:
-    path = tmp_path / "migrations"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def seed(tmp_path: Path) -> Path:
-    path = tmp_path / "seed"
-    shutil.copytree(SEED, path, ignore=shutil.ignore_patterns("*.md"))
-    return path
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def deploy(db: Db, folder: Path, **options: object) -> MigrateReport:
-    notify = options.pop("notify", None)
-    hook = options.pop("before_change", None)
-    return migrations.migrate(
-        db.backend,
-        folder,
-        actor="tester",
-        options=MigrateOptions(**options),  # type: ignore[arg-type]
-        notify=notify,  # type: ignore[arg-type]
-        before_change=hook,  # type: ignore[arg-type]
-    )
-
-
-def three(folder: Path, *, rollbacks: bool = True) -> None:
-    for n, table in ((1, "a"), (2, "b"), (3, "c")):
-        write(folder, f"00{n}_{table}.sql", f"CREATE TABLE {table} (id INTEGER PRIMARY KEY);\n")
-        if rollbacks:
-            write(folder, f"00{n}_{table}/rollback.sql", f"DROP TABLE {table};\n")
-
+# The engine's fixtures (tests/helpers.py): a database on a local file and on the
+# emulator, the emulator alone, a migrations folder, a copy of the seed.
+db, remote, mdir, seed = helpers.db, helpers.remote, helpers.mdir, helpers.seed
 
 # --- the deploy ------------------------------------------------------------------------
 

@@ -8,16 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from d1deploy import backup, migrations, sqlsplit
+from d1deploy import backups, migrations, sqlsplit
 from d1deploy.backend import Statement
 from d1deploy.local import LocalBackend
 from d1deploy.rehearse import RehearsalFailed, rehearse, row_counts
 from tests.emulator import D1Emulator
-from tests.test_checks import remote_backend
-from tests.test_dumps import REBUILT_PARENT
-from tests.test_seed import REALISTIC_DATA
-
-SEED = Path(__file__).resolve().parent.parent / "migrations"
+from tests.helpers import REALISTIC_DATA, REBUILT_PARENT, SEED, remote_backend
 
 
 @pytest.fixture
@@ -85,7 +81,7 @@ def test_a_failing_precheck_fails_the_rehearsal_with_exit_5_and_leaves_the_sourc
 
 def test_a_rehearsal_can_start_from_a_verified_backup(tmp_path: Path, migrations_dir: Path) -> None:
     source = production(tmp_path / "prod.sqlite", migrations_dir)
-    taken = backup.backup(source, dest=tmp_path / "prod.sql", backup_dir=tmp_path)
+    taken = backups.backup(source, dest=tmp_path / "prod.sql", backup_dir=tmp_path)
     source.run([Statement("DELETE FROM deposit_transactions")])  # the backup is what counts
 
     report = rehearse(source, migrations_dir, actor="test", from_backup=taken.path)

@@ -10,11 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 
 from d1deploy import errors
 from d1deploy.backend import Backend, DatabaseInfo, ExportOptions, Statement
 from d1deploy.client import D1Client
 from d1deploy.remote import RemoteBackend
+from tests.helpers import requests_of
 
 DB = "0b6b1c5e-1111-2222-3333-444455556666"
 ROOT = f"https://api.test/client/v4/accounts/acc/d1/database/{DB}"
@@ -32,35 +34,25 @@ def sql_failure(message: str) -> httpx.Response:
     return httpx.Response(400, json=body)
 
 
-class Recorder:
-    """Answers with `reply` and remembers every request."""
-
-    def __init__(self, reply: Handler) -> None:
-        self.reply = reply
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        return self.reply(request)
-
-
 @pytest.fixture
-def open_backend() -> Iterator[Callable[[Handler], tuple[RemoteBackend, Recorder]]]:
+def open_backend() -> Iterator[Callable[[Handler], tuple[RemoteBackend, respx.Router]]]:
+    """A backend whose client's every request is answered by `reply` through one respx
+    route that matches them all."""
     opened: list[RemoteBackend] = []
 
-    def build(reply: Handler) -> tuple[RemoteBackend, Recorder]:
-        recorder = Recorder(reply)
+    def build(reply: Handler) -> tuple[RemoteBackend, respx.Router]:
+        router = respx.Router(assert_all_mocked=True)
+        router.route().mock(side_effect=reply)
         client = D1Client(
             token="tok-SECRET-123",
             account_id="acc",
             base_url="https://api.test/client/v4",
-            transport=httpx.MockTransport(recorder),
+            transport=httpx.MockTransport(router.handler),
             sleep=lambda _: None,
         )
         backend = RemoteBackend(client, DatabaseInfo(uuid=DB, name="prod"))
         opened.append(backend)
-        return backend, recorder
+        return backend, router
 
     yield build
     for backend in opened:
@@ -68,20 +60,20 @@ def open_backend() -> Iterator[Callable[[Handler], tuple[RemoteBackend, Recorder
 
 
 def test_satisfies_the_backend_protocol(
-    open_backend: Callable[[Handler], tuple[RemoteBackend, Recorder]],
+    open_backend: Callable[[Handler], tuple[RemoteBackend, respx.Router]],
 ) -> None:
     backend: Backend = open_backend(lambda r: envelope(None))[0]
     assert backend.is_remote and backend.info.name == "prod"
 
 
 def test_run_sends_one_batch_to_its_database(
-    open_backend: Callable[[Handler], tuple[RemoteBackend, Recorder]],
+    open_backend: Callable[[Handler], tuple[RemoteBackend, respx.Router]],
 ) -> None:
     item = {"success": True, "results": [{"n": 1}], "meta": {}}
     backend, rec = open_backend(lambda r: envelope([item, item]))
     results = backend.run([Statement("SELECT 1 AS n"), Statement("SELECT ? AS n", (1,))])
     assert [r.first_value() for r in results] == [1, 1]
-    (sent,) = rec.requests
+    (sent,) = requests_of(rec)
     assert sent.url == f"{ROOT}/query"
     assert json.loads(sent.content) == {
         "batch": [{"sql": "SELECT 1 AS n"}, {"sql": "SELECT ? AS n", "params": [1]}]
@@ -89,21 +81,21 @@ def test_run_sends_one_batch_to_its_database(
 
 
 def test_run_read_only_is_retried_but_a_write_is_not(
-    open_backend: Callable[[Handler], tuple[RemoteBackend, Recorder]],
+    open_backend: Callable[[Handler], tuple[RemoteBackend, respx.Router]],
 ) -> None:
     replies = iter([httpx.Response(503, json={"success": False, "errors": []})] * 2)
     item = {"success": True, "results": [], "meta": {}}
     backend, rec = open_backend(lambda r: next(replies, envelope([item])))
     backend.run([Statement("SELECT 1")], read_only=True)
-    assert len(rec.requests) == 3
+    assert len(requests_of(rec)) == 3
     replies = iter([httpx.Response(503, json={"success": False, "errors": []})])
     with pytest.raises(errors.ServerError):
         backend.run([Statement("INSERT INTO t VALUES (1)")])
-    assert len(rec.requests) == 4
+    assert len(requests_of(rec)) == 4
 
 
 def test_single_statement_failure_points_at_its_file_and_line(
-    open_backend: Callable[[Handler], tuple[RemoteBackend, Recorder]],
+    open_backend: Callable[[Handler], tuple[RemoteBackend, respx.Router]],
 ) -> None:
     message = "CHECK constraint failed: balance >= 0: SQLITE_CONSTRAINT"
     backend, _ = open_backend(lambda r: sql_failure(message))
@@ -115,7 +107,7 @@ def test_single_statement_failure_points_at_its_file_and_line(
 
 
 def test_batch_failure_has_no_index(
-    open_backend: Callable[[Handler], tuple[RemoteBackend, Recorder]],
+    open_backend: Callable[[Handler], tuple[RemoteBackend, respx.Router]],
 ) -> None:
     backend, _ = open_backend(lambda r: sql_failure("no such table: x: SQLITE_ERROR"))
     stmts = [
@@ -128,7 +120,7 @@ def test_batch_failure_has_no_index(
 
 
 def test_item_failure_known_by_index_gets_located(
-    open_backend: Callable[[Handler], tuple[RemoteBackend, Recorder]],
+    open_backend: Callable[[Handler], tuple[RemoteBackend, respx.Router]],
 ) -> None:
     ok = {"success": True, "results": [], "meta": {}}
     bad = {"success": False, "error": "no such table: x: SQLITE_ERROR"}
@@ -143,21 +135,21 @@ def test_item_failure_known_by_index_gets_located(
 
 
 def test_bookmark_and_restore_use_its_database(
-    open_backend: Callable[[Handler], tuple[RemoteBackend, Recorder]],
+    open_backend: Callable[[Handler], tuple[RemoteBackend, respx.Router]],
 ) -> None:
     backend, rec = open_backend(
         lambda r: envelope({"bookmark": "bm-2", "previous_bookmark": "bm-1"})
     )
     assert backend.bookmark(datetime(2026, 3, 1, tzinfo=UTC)) == "bm-2"
     assert backend.restore("bm-0").previous_bookmark == "bm-1"
-    assert [str(r.url) for r in rec.requests] == [
+    assert [str(r.url) for r in requests_of(rec)] == [
         f"{ROOT}/time_travel/bookmark?timestamp=2026-03-01T00%3A00%3A00Z",
         f"{ROOT}/time_travel/restore?bookmark=bm-0",
     ]
 
 
 def test_export_and_import_use_its_database(
-    open_backend: Callable[[Handler], tuple[RemoteBackend, Recorder]], tmp_path: Path
+    open_backend: Callable[[Handler], tuple[RemoteBackend, respx.Router]], tmp_path: Path
 ) -> None:
     def reply(request: httpx.Request) -> httpx.Response:
         if request.url.host == "r2.test":
@@ -177,5 +169,5 @@ def test_export_and_import_use_its_database(
     path.write_text("INSERT INTO t VALUES (1);\n")
     result = backend.import_file(path)
     assert (result.num_queries, result.final_bookmark, result.rows_written) == (1, "bm-5", 1)
-    api = [r.url.path for r in rec.requests if r.url.host == "api.test"]
+    api = [r.url.path for r in requests_of(rec) if r.url.host == "api.test"]
     assert api == [f"{ROOT.removeprefix('https://api.test')}/{p}" for p in ("export", "import")]

@@ -21,11 +21,9 @@ from d1deploy.errors import DriftDetected
 from d1deploy.local import LocalBackend
 from d1deploy.migrations import MigrateOptions
 from d1deploy.schema import SchemaDrift, canonical
-from tests import test_migrations
-from tests.test_cli import local_rows, run, run_json
-from tests.test_migrations import Db
+from tests import helpers
+from tests.helpers import SEED, Db, local_rows, run, run_json
 
-SEED = Path(__file__).resolve().parent.parent / "migrations"
 M000 = "000_base_schema.sql"
 M001 = "001_schema_enhancements.sql"
 
@@ -186,8 +184,8 @@ def test_sqlite_d1_d1deploy_and_ledger_objects_are_left_out() -> None:
 
 # The seed project, and a database on a local file or the emulator, as the engine's
 # tests have them.
-db = test_migrations.db
-seed = test_migrations.seed
+db = helpers.db
+seed = helpers.seed
 
 
 def by_hand(db: Db, folder: Path, name: str) -> None:

@@ -14,7 +14,7 @@ from d1deploy.backend import Backend, SqlValue, Statement
 from d1deploy.local import LocalBackend
 from d1deploy.migrations import MigrateOptions
 from tests.emulator import D1Emulator
-from tests.test_checks import remote_backend
+from tests.helpers import FIFTEEN_ASCII, FIFTEEN_KOREAN, REALISTIC_DATA, remote_backend
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 BASE = MIGRATIONS / "000_base_schema.sql"
@@ -31,31 +31,6 @@ INDEXES = {
     "sqlite_autoindex_users_1",
 }
 AUDIT_INDEXES = {"idx_audit_logs_telegram_created", "idx_audit_logs_action_created"}
-
-FIFTEEN_KOREAN = "가나다라마바사아자차카타파하거"
-FIFTEEN_ASCII = "ABCDEFGHIJKLMNO"
-
-REALISTIC_DATA = f"""
-INSERT INTO users (id, telegram_id, username, first_name, created_at) VALUES
-  (1, '123456', 'hong', '길동', '2025-12-01 09:00:00'),
-  (2, '654321', NULL, 'Kim', '2025-12-02 10:30:00'),
-  (3, '777', 'it''s_me', NULL, '2025-12-03 11:45:00');
-INSERT INTO user_deposits (id, user_id, balance, created_at, updated_at) VALUES
-  (1, 1, 15000, '2025-12-01 09:05:00', '2026-01-10 08:00:00'),
-  (2, 2, 0, '2025-12-02 10:31:00', '2025-12-02 10:31:00'),
-  (3, 3, 2500, '2025-12-03 11:46:00', '2026-01-15 22:10:00');
-INSERT INTO deposit_transactions
-  (id, user_id, type, amount, depositor_name, status, description, created_at, confirmed_at)
-VALUES
-  (1, 1, 'deposit', 5000, '홍길동', 'confirmed', NULL, '2026-01-10 07:55:00',
-   '2026-01-10 08:00:00'),
-  (2, 1, 'deposit', 10000, '{FIFTEEN_KOREAN}', 'confirmed', 'bank SMS', '2026-01-11 12:00:00',
-   '2026-01-11 12:01:00'),
-  (3, 2, 'deposit', 3000, '{FIFTEEN_ASCII}', 'pending', NULL, '2026-01-12 18:20:00', NULL),
-  (4, 3, 'withdrawal', -500, NULL, 'cancelled', 'user cancelled', '2026-01-15 22:00:00', NULL),
-  (5, 3, 'deposit', 3000, 'O''Brien', 'confirmed', NULL, '2026-01-15 22:05:00',
-   '2026-01-15 22:10:00');
-"""
 
 
 def apply(backend: Backend, path: Path) -> None:

@@ -22,19 +22,18 @@ from d1deploy.backend import QueryResult, Statement
 from d1deploy.client import D1Client
 from d1deploy.local import LocalBackend
 from d1deploy.remote import RemoteBackend
-from tests import test_checks as checks_tests
-from tests import test_migrations
+from tests import helpers
 from tests.emulator import ServedEmulator
-from tests.test_migrations import Db, deploy, three, write
+from tests.helpers import Db, deploy, take_lock, three, write
 
 # The engine's fixtures: a database on a local file and on the emulator, the emulator
 # alone, a migrations folder.
-db, remote, mdir = test_migrations.db, test_migrations.remote, test_migrations.mdir
+db, remote, mdir = helpers.db, helpers.remote, helpers.mdir
 
 THREE = ["001_a.sql", "002_b.sql", "003_c.sql"]
 
 
-class Failing(checks_tests.Recording):
+class Failing(helpers.Recording):
     """A backend whose first request holding `marker` raises `error`, before it is sent
     or (`landed`) after it ran."""
 
@@ -232,7 +231,7 @@ def test_a_lease_given_up_unanswered_cannot_be_taken_by_its_late_request(db: Db)
     db.backend.run(lock.give_up_statements("run 1", "t1"))
     held = lock.lease_of(db.backend.run(late)[-1])
     assert held is not None and held.token == "t1" and held.expired
-    assert lock.acquire(db.backend, "run 2", 120).holder == "run 2"
+    assert take_lock(db.backend, "run 2", 120).holder == "run 2"
 
 
 # --- interrupts and the settle's bound ---------------------------------------------------

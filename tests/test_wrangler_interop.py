@@ -30,9 +30,9 @@ import pytest
 
 from d1deploy import config, discovery, ledger
 from tests import realtools
-from tests.e2e.conftest import d1deploy_executable
 from tests.e2e.states import fingerprint
 from tests.emulator import D1Emulator, ServedEmulator
+from tests.helpers import d1deploy_executable
 
 pytestmark = pytest.mark.wrangler
 

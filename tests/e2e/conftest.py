@@ -20,7 +20,6 @@ import resource
 import shutil
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -33,6 +32,7 @@ import pytest
 
 from tests.e2e.states import DB, SEED, DbState, read_state, seed_before
 from tests.emulator import D1Emulator, Response
+from tests.helpers import d1deploy_executable
 
 TOKEN = "e2e-SECRET-token-7f3a9c"
 WRONG_TOKEN = "e2e-SECRET-wrong-token-3b8d1e"
@@ -41,15 +41,6 @@ SECRETS = (TOKEN, WRONG_TOKEN)
 _DROPPED_ENV = ("CLOUDFLARE_", "D1DEPLOY_", "GITHUB_", "RUNNER_")
 # A proxy must never see loopback traffic (and no test may reach anything else).
 _PROXY_ENV = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
-
-
-def d1deploy_executable() -> str:
-    """The console script installed for this interpreter (else the one on PATH)."""
-    beside = Path(sys.executable).with_name("d1deploy")
-    found = str(beside) if beside.is_file() else shutil.which("d1deploy")
-    if found is None:
-        pytest.fail("the d1deploy command is not installed: pip install -e '.[dev]'")
-    return found
 
 
 # --- the emulator's side ---------------------------------------------------------------
@@ -337,3 +328,19 @@ def project(tmp_path: Path) -> Iterator[Project]:
         assert not leaks, f"the API token leaked into: {leaks}"
     finally:
         emulator.close()
+
+
+# --- shared by the scenario modules ---------------------------------------------------
+
+EXTRA = {
+    "002_a.sql": "CREATE TABLE a_002 (id INTEGER PRIMARY KEY);\n",
+    "003_b.sql": "CREATE TABLE b_003 (id INTEGER PRIMARY KEY);\n",
+    "004_c.sql": "CREATE TABLE c_004 (id INTEGER PRIMARY KEY);\n",
+}
+
+
+def write_extra(project: Project) -> None:
+    for name, sql in EXTRA.items():
+        project.write(name, sql)
+        table = sql.split()[2]
+        project.write(name.replace(".sql", "/rollback.sql"), f"DROP TABLE {table};\n")

@@ -25,7 +25,7 @@ from d1deploy import migrations
 from d1deploy.client import D1Client
 from d1deploy.remote import RemoteBackend
 from tests.emulator import D1Emulator
-from tests.test_seed import REALISTIC_DATA
+from tests.helpers import REALISTIC_DATA
 
 DB = "telegram-conversations"
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench import soak
-from d1deploy import backup, errors, lock, migrations
+from d1deploy import backups, errors, lock, migrations
 from d1deploy.backend import Backend
 from d1deploy.client import MAX_BACKOFF
 from d1deploy.remote import RemoteBackend
@@ -61,7 +61,7 @@ def test_an_export_that_never_completes_is_abandoned_within_the_poll_limit(
     folder = tmp_path / "backups"
 
     with pytest.raises(errors.PollTimeout) as info:
-        backup.backup(backend(quiet, time), dest=None, backup_dir=folder)
+        backups.backup(backend(quiet, time), dest=None, backup_dir=folder)
 
     assert info.value.exit_code == 4
     assert "did not finish within 900 s" in info.value.message
@@ -79,7 +79,7 @@ def test_persistent_5xx_on_export_polls_gives_up_after_bounded_attempts(
     folder = tmp_path / "backups"
 
     with pytest.raises(errors.ServerError) as info:
-        backup.backup(backend(quiet, time), dest=None, backup_dir=folder)
+        backups.backup(backend(quiet, time), dest=None, backup_dir=folder)
 
     assert info.value.exit_code == 4
     assert "gave up after 5 attempts" in info.value.message
@@ -93,12 +93,12 @@ def test_same_second_backups_get_distinct_complete_files(quiet: D1Emulator, tmp_
     folder = tmp_path / "backups"
     db = in_process_backend(quiet)
 
-    first = backup.backup(db, dest=None, backup_dir=folder, now=lambda: moment)
-    second = backup.backup(db, dest=None, backup_dir=folder, now=lambda: moment)
+    first = backups.backup(db, dest=None, backup_dir=folder, now=lambda: moment)
+    second = backups.backup(db, dest=None, backup_dir=folder, now=lambda: moment)
 
     assert first.path.name == f"{DB}-20260102T030405Z.sql"
     assert second.path.name == f"{DB}-20260102T030405Z-2.sql"
-    assert backup.verify_backup(second.path).sha256 == second.sha256
+    assert backups.verify_backup(second.path).sha256 == second.sha256
 
 
 def test_an_answer_lost_then_an_unreadable_ledger_says_what_is_known(

@@ -14,24 +14,12 @@ import threading
 
 import pytest
 
-from tests.e2e.conftest import Project, Served
+from tests.e2e.conftest import EXTRA, Project, Served, write_extra
 from tests.e2e.states import M001, assert_stage
 
 pytestmark = pytest.mark.e2e
 
 APPLY_001 = "CREATE TABLE user_deposits_new"
-EXTRA = {
-    "002_a.sql": "CREATE TABLE a_002 (id INTEGER PRIMARY KEY);\n",
-    "003_b.sql": "CREATE TABLE b_003 (id INTEGER PRIMARY KEY);\n",
-    "004_c.sql": "CREATE TABLE c_004 (id INTEGER PRIMARY KEY);\n",
-}
-
-
-def write_extra(project: Project) -> None:
-    for name, sql in EXTRA.items():
-        project.write(name, sql)
-        table = sql.split()[2]
-        project.write(name.replace(".sql", "/rollback.sql"), f"DROP TABLE {table};\n")
 
 
 def kill_while_parked(project: Project) -> tuple[int, list[Served]]:

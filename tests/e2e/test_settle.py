@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Project, Run
+from tests.e2e.conftest import EXTRA, Project, Run, write_extra
 from tests.e2e.states import DB, M000, M001, assert_settled, migrate_in_process, read_state
-from tests.e2e.test_concurrency import EXTRA, write_extra
 
 pytestmark = pytest.mark.e2e
 

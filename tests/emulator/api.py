@@ -6,7 +6,8 @@ URLs, Time Travel endpoints, the request log and fault handling. It is transport
 `handle()` takes a request's parts and returns a `Response`; `server.py` mounts it in
 process (`httpx.MockTransport`) or on a loopback HTTP server.
 
-Error codes follow `reference/d1-rest-api.md` §2.2. Where Cloudflare's code is unknown
+Error codes follow Cloudflare's (7404 not found, 7500 SQL error, 10000 authentication,
+429/971 overloaded...). Where Cloudflare's code is unknown
 the emulator uses 7400 for a malformed request (bad JSON, schema violation, bad
 parameter) and 7502 for a duplicate database name.
 """

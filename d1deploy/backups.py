@@ -1,4 +1,4 @@
-"""Backups and restores: export to a proven file, re-import it, and Time Travel.
+"""Backups: export to a proven file, and read one back (its sidecar, its dump).
 
 This module owns the backup file format: a D1 SQL dump (optionally gzipped) written
 through `<dest>.part` (mode 0600, sha256 computed and the dump checked while streaming,
@@ -8,9 +8,12 @@ before the export and right after it, and the dump must create every object and 
 per table, a row count within those two. A backup either exists complete with its
 sidecar or not at all.
 
-It also owns restoring a dump (a d1deploy backup, or a dump without a sidecar such as
-`wrangler d1 export` writes) through the import flow, proving the rows afterwards, and
-describing and performing Time Travel restores.
+Restoring (a dump re-imported, Time Travel) is `restoring`; it reads a dump with
+`inspect_dump` here first.
+
+Why one module over 500 lines: taking a backup and the file it leaves are one format
+(the dump, its streaming checks, the sidecar written and read, the size and disk-space
+arithmetic); split, each half would import the other's private details.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,10 +41,8 @@ from d1deploy.backend import (
     Backend,
     ExportHandle,
     ExportOptions,
-    RestoreResult,
     Statement,
 )
-from d1deploy.ledger import DEFAULT_TABLE, HISTORY_TABLE
 
 FORMAT = "d1-sql-dump"
 """The sidecar's `format` value: a D1-format SQL dump (as D1's export produces)."""
@@ -52,8 +53,8 @@ _HASH_QUEUE = 4  # batches waiting at most, so memory stays flat when hashing la
 _GZIP_LEVEL = 6  # level 9 costs several times the CPU for a few percent on SQL text
 _TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _CENSUS_ROUNDS = 3  # schema reads before giving up on a schema that keeps changing
-_SPARE_BYTES = 16 << 20  # left free on a disk the import copy is written to
-_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+SPARE_BYTES = 16 << 20  # left free on a disk the import copy is written to
+DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def _fts5_hint() -> str:
@@ -79,7 +80,7 @@ _CONNECTION_HINT = "Check the connection and run the backup again."
 
 # Every schema object with SQL of its own (automatic indexes have none, and D1's
 # exporter writes only objects that have SQL).
-_SCHEMA_SQL = (
+SCHEMA_SQL = (
     "SELECT type, name, tbl_name FROM sqlite_master WHERE sql IS NOT NULL"
     " AND type IN ('table', 'index', 'trigger', 'view') ORDER BY rowid"
 )
@@ -90,15 +91,15 @@ Notify = Callable[[str], None]
 OnBytes = Callable[[int, int | None], None]
 
 
-def _utc_now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _quote(name: str) -> str:
+def quote_name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _is_sqlite_or_d1(name: str) -> bool:
+def is_sqlite_or_d1(name: str) -> bool:
     """Objects SQLite and D1 keep for themselves: never exported, never user content."""
     return name.startswith(("sqlite_", "_cf_"))
 
@@ -179,71 +180,6 @@ class DumpFile:
     @property
     def verified(self) -> bool:
         return self.sidecar is not None
-
-
-@dataclass(frozen=True)
-class TableRows:
-    """One table of a restore: rows in the backup, in the target before and after."""
-
-    table: str
-    in_backup: int
-    before: int
-    after: int
-
-    @property
-    def proved(self) -> bool:
-        return self.after == self.before + self.in_backup
-
-
-@dataclass(frozen=True)
-class RestoreFromBackupResult:
-    """A backup re-imported into a database, and the rows counted after the import."""
-
-    path: Path
-    source: Sidecar | None
-    """The backup's sidecar; None for a dump without one (unverified)."""
-    verified: bool
-    database_name: str
-    database_uuid: str
-    tables_before: tuple[str, ...]
-    """Tables the target held before the import (d1deploy's own working tables aside)."""
-    bookmark_before: str | None
-    """The target's bookmark before a forced import over existing tables: the undo."""
-    num_queries: int
-    rows_read: int
-    rows_written: int
-    final_bookmark: str | None
-    duration_ms: float
-    rows: tuple[TableRows, ...] = ()
-    """Each table the backup fills, counted after the import."""
-    kept: tuple[str, ...] = ()
-    """The target's own ledger/history tables kept instead of the backup's."""
-
-
-@dataclass(frozen=True)
-class RestorePoint:
-    """What a Time Travel restore will do, for the confirmation the CLI asks."""
-
-    database_name: str
-    database_uuid: str
-    bookmark: str
-    """The bookmark the database will be restored to."""
-    current_bookmark: str
-    """The bookmark now: restoring to it undoes the restore."""
-    point_in_time: datetime | None
-    """When the target bookmark was current, when known (a timestamp, or the history)."""
-    now: datetime
-    migrations_since: tuple[str, ...]
-    """Migrations the history records as applied at or after the target bookmark."""
-
-    @property
-    def span(self) -> timedelta | None:
-        """How much time of changes the restore discards, when known."""
-        return None if self.point_in_time is None else self.now - self.point_in_time
-
-    @property
-    def is_current(self) -> bool:
-        return self.bookmark == self.current_bookmark
 
 
 class _Sink(Protocol):
@@ -356,8 +292,8 @@ def _covered(listing: Sequence[Sequence[Any]], options: ExportOptions) -> dict[s
     return {
         str(name): str(kind)
         for kind, name, table in listing
-        if not _is_sqlite_or_d1(str(name))
-        and not _is_sqlite_or_d1(str(table))
+        if not is_sqlite_or_d1(str(name))
+        and not is_sqlite_or_d1(str(table))
         and (not wanted or name in wanted)
     }
 
@@ -369,7 +305,7 @@ def census(backend: Backend, options: ExportOptions, tables: Sequence[str] | Non
     :raises NotFound: `options.tables` names something the database does not have.
     :raises SqlError: a table in `tables` no longer exists.
     """
-    listing = Statement(_SCHEMA_SQL)
+    listing = Statement(SCHEMA_SQL)
     for _ in range(_CENSUS_ROUNDS):
         if tables is None:
             (schema,) = backend.run([listing], read_only=True)
@@ -389,7 +325,7 @@ def census(backend: Backend, options: ExportOptions, tables: Sequence[str] | Non
             counted = Census(known, {}).tables
         else:
             counted = [] if options.no_data else list(tables)
-        counts = [Statement(f"SELECT count(*) FROM {_quote(t)}") for t in counted]
+        counts = [Statement(f"SELECT count(*) FROM {quote_name(t)}") for t in counted]
         schema, *results = backend.run([listing, *counts], read_only=True)
         found = Census(
             _covered(schema.rows, options),
@@ -418,7 +354,7 @@ def backup(
     attempts: int = 3,
     notify: Notify | None = None,
     on_bytes: OnBytes | None = None,
-    now: Callable[[], datetime] = _utc_now,
+    now: Callable[[], datetime] = utc_now,
 ) -> BackupResult:
     """Export the database to `dest` (default: a timestamped file in `backup_dir`).
 
@@ -436,7 +372,7 @@ def backup(
         raise errors.UsageError(f"attempts must be at least 1, not {attempts}.")
     say = notify or (lambda _line: None)
     info = backend.info
-    created_at = _as_utc(now())
+    created_at = as_utc(now())
     path = dest or _unused_default_path(backup_dir, info.name, created_at, gzip)
     _check_destination(path, gzip)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -513,8 +449,8 @@ def backup(
     except BaseException as err:
         # Without its sidecar the dump cannot be verified: leave no half backup.
         path.unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
-            raise _disk_full(
+        if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+            raise disk_full(
                 err,
                 f"the backup sidecar {result.sidecar}",
                 path.parent,
@@ -590,7 +526,7 @@ def _prove(
         extra = {n: k for n, k in contents.objects.items() if n not in before.objects}
         if extra:
             problems.append(f"it creates {_names(extra)}, {unasked}")
-    rows = {t: n for t, n in contents.rows.items() if not _is_sqlite_or_d1(t)}
+    rows = {t: n for t, n in contents.rows.items() if not is_sqlite_or_d1(t)}
     if options.no_data:
         if rows:
             problems.append(f"it holds rows ({_rows(rows)}) though only the schema was asked for")
@@ -704,11 +640,11 @@ def _download(
                 out.write(chunk)
                 received += len(chunk)
                 if on_bytes is not None:
-                    on_bytes(received, handle.size)
+                    # D1 says nothing of a dump's size before it arrives (the client
+                    # checks the storage's Content-Length as the bytes come).
+                    on_bytes(received, None)
             if compressor is not None:
                 compressor.close()
-            if handle.size is not None and received != handle.size:
-                raise errors.DownloadError(f"received {received} of {handle.size} bytes")
             digest = sink.hexdigest()
         contents = scanner.finish()
         os.fsync(fd)
@@ -720,10 +656,10 @@ def _download(
                 hint="A transfer cut short, or an error page from the storage behind the "
                 "signed URL, looks like this. Run the backup again.",
             ) from None
-        if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
-            needed = max(filter(None, (handle.size, estimate, received)), default=received)
+        if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+            needed = max(filter(None, (estimate, received)), default=received)
             dest = part.with_name(part.name.removesuffix(".part"))
-            raise _disk_full(
+            raise disk_full(
                 err,
                 f"the backup {dest}",
                 part.parent,
@@ -738,10 +674,10 @@ def _download(
 
 
 _ELSEWHERE_BACKUP = "choose another folder with --backup-dir DIR or another file with -o FILE"
-_ELSEWHERE_RESTORE = "point TMPDIR at a folder with more room"
+ELSEWHERE_RESTORE = "point TMPDIR at a folder with more room"
 
 
-def _disk_full(
+def disk_full(
     err: OSError,
     what: str,
     folder: Path,
@@ -752,25 +688,25 @@ def _disk_full(
 ) -> errors.DiskFull:
     """A clear error for a write into `folder` that ran out of room: what, where, how much."""
     if err.errno == errno.EFBIG:
-        limit = _file_size_limit()
+        limit = file_size_limit()
         why = "it would exceed this process's file size limit" + (
-            f" ({_size(limit)}, `ulimit -f`)" if limit is not None else " (`ulimit -f`)"
+            f" ({size_text(limit)}, `ulimit -f`)" if limit is not None else " (`ulimit -f`)"
         )
         fix = "Raise the limit (`ulimit -f unlimited`), or"
     else:
         free = shutil.disk_usage(folder).free if folder.exists() else 0
         reason = os.strerror(err.errno or errno.ENOSPC)
-        why = f"the disk is full ({reason}): {folder} has {_size(free)} free"
+        why = f"the disk is full ({reason}): {folder} has {size_text(free)} free"
         fix = "Free space there, or"
-    done = f" after {_size(written)}" if written else ""
-    need = f"; it needs about {_size(needed)}" if needed else ""
+    done = f" after {size_text(written)}" if written else ""
+    need = f"; it needs about {size_text(needed)}" if needed else ""
     return errors.DiskFull(
         f"writing {what} failed{done}: {why}{need}",
         hint=f"{fix} {elsewhere}. Nothing was left behind.",
     )
 
 
-def _file_size_limit() -> int | None:
+def file_size_limit() -> int | None:
     try:
         import resource
     except ImportError:  # not on Windows
@@ -779,7 +715,7 @@ def _file_size_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     if n < 1000:
         return f"{n} bytes"
     for unit in ("kB", "MB", "GB", "TB"):
@@ -841,7 +777,7 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def _as_utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
@@ -921,7 +857,7 @@ def _parse_sidecar(path: Path, side: Path, data: Any) -> Sidecar:
         database_name=typed(database["name"], str, "database.name"),
         database_uuid=typed(database["uuid"], str, "database.uuid"),
         bookmark=typed(data.get("bookmark"), (str, type(None)), "bookmark"),
-        created_at=_as_utc(datetime.fromisoformat(typed(data["created_at"], str, "created_at"))),
+        created_at=as_utc(datetime.fromisoformat(typed(data["created_at"], str, "created_at"))),
         bytes=size,
         sha256=digest,
         options=ExportOptions(
@@ -961,6 +897,10 @@ def verify_backup(path: Path) -> Sidecar:
     return side
 
 
+def tmp_root() -> Path:
+    return Path(tempfile.gettempdir())
+
+
 def inspect_dump(path: Path) -> DumpFile:
     """Check the dump at `path` before anything is restored from it, in one streamed pass.
 
@@ -986,7 +926,7 @@ def inspect_dump(path: Path) -> DumpFile:
     try:
         gz = dumps.is_gzip(path)
         recorded = side.contents.bytes if side and side.contents else None
-        limit = recorded if recorded is not None else _room(_tmp_root())
+        limit = recorded if recorded is not None else free_space(tmp_root())
         contents, schema = dumps.schema_statements(dumps.chunks(path, limit=limit if gz else None))
     except dumps.NotADump as err:
         raise errors.InputError(
@@ -1003,8 +943,8 @@ def inspect_dump(path: Path) -> DumpFile:
                 file=str(path),
             ) from None
         raise errors.DiskFull(
-            f"{path} {err}: more than the {_size(limit)} a restore could write to {_tmp_root()}",
-            hint=f"Free space there, or {_ELSEWHERE_RESTORE}.",
+            f"{path} {err}: more than the {size_text(limit)} a restore could write to {tmp_root()}",
+            hint=f"Free space there, or {ELSEWHERE_RESTORE}.",
             file=str(path),
         ) from None
     except dumps.GZIP_ERRORS as err:
@@ -1026,346 +966,9 @@ def inspect_dump(path: Path) -> DumpFile:
     return DumpFile(path=path, sidecar=side, gzip=gz, contents=contents, schema=tuple(schema))
 
 
-def _room(folder: Path) -> int:
+def free_space(folder: Path) -> int:
     """Bytes a file in `folder` may grow to: the free space (less a little, for everyone
     else), within the file size limit."""
-    free = max(0, shutil.disk_usage(folder).free - _SPARE_BYTES)
-    limit = _file_size_limit()
+    free = max(0, shutil.disk_usage(folder).free - SPARE_BYTES)
+    limit = file_size_limit()
     return free if limit is None else min(free, limit)
-
-
-# -- restore --------------------------------------------------------------------------------
-
-
-def _working_table(name: str) -> bool:
-    """d1deploy's working tables (lock lease, guard counts, proofs): facts about the run
-    or database they were written in, never restored from a dump."""
-    return name.startswith("_d1deploy_") and name != HISTORY_TABLE
-
-
-def user_tables(backend: Backend) -> tuple[str, ...]:
-    """The database's tables other than SQLite's, D1's and d1deploy's working tables
-    (ledgers count)."""
-    (result,) = backend.run([Statement(_SCHEMA_SQL)], read_only=True)
-    return tuple(
-        sorted(
-            str(name)
-            for kind, name, _ in result.rows
-            if kind == "table" and not _is_sqlite_or_d1(str(name)) and not _working_table(str(name))
-        )
-    )
-
-
-def _count(backend: Backend, tables: Sequence[str]) -> dict[str, int]:
-    if not tables:
-        return {}
-    results = backend.run(
-        [Statement(f"SELECT count(*) FROM {_quote(t)}") for t in tables], read_only=True
-    )
-    return {t: int(r.first_value() or 0) for t, r in zip(tables, results, strict=True)}
-
-
-def restore_from_backup(
-    backend: Backend,
-    source: Path | DumpFile,
-    *,
-    force: bool = False,
-    table: str = DEFAULT_TABLE,
-    notify: Notify | None = None,
-) -> RestoreFromBackupResult:
-    """Re-import a dump (checked first by `inspect_dump`) into `backend` through the
-    import flow, then count each table it fills and compare with the dump.
-
-    The target must hold nothing unless `force`: d1deploy's working tables never count
-    and are never taken from a dump; the ledger (`table`) and history come from the
-    dump unless the target's own hold rows, which are then kept. With `force`, the dump
-    may not create anything the target already has (the import would fail).
-
-    :raises Refused: the target is not empty (without `force`), or holds what the dump creates.
-    :raises ChangeFailed: the import succeeded but a table does not hold the rows it should.
-    """
-    say = notify or (lambda _line: None)
-    dump = source if isinstance(source, DumpFile) else inspect_dump(source)
-    info = backend.info
-    if not dump.verified:
-        say(
-            f"Warning: {dump.path} has no sidecar, so nothing vouches it is a whole database "
-            f"(unverified); it is a complete D1 dump of {len(dump.contents.objects)} objects "
-            f"and {sum(dump.contents.rows.values())} rows."
-        )
-    (listing,) = backend.run([Statement(_SCHEMA_SQL)], read_only=True)
-    present = {
-        str(name): str(kind) for kind, name, _ in listing.rows if not _is_sqlite_or_d1(str(name))
-    }
-    records = [t for t in (table, HISTORY_TABLE) if present.get(t) == "table"]
-    filled = [t for t in dump.contents.rows if present.get(t) == "table" and not _working_table(t)]
-    rows_before = _count(backend, list(dict.fromkeys([*records, *filled])))
-    kept = tuple(
-        t
-        for t in records
-        if rows_before[t] and (t in dump.contents.objects or t in dump.contents.rows)
-    )
-    tables = tuple(sorted(t for t, k in present.items() if k == "table" and not _working_table(t)))
-    content = [t for t in tables if t not in records or rows_before[t]]
-    clashes = [
-        n
-        for n in dump.contents.objects
-        if n in present and not _working_table(n) and n not in records
-    ]
-    if content and not force:
-        hint = (
-            "Restore into a new database, or pass --force to import on top of these "
-            "tables (conflicting statements make the import fail)."
-        )
-        if not dump.contents.objects:
-            hint = "This backup holds data only, so it needs its tables to exist: " + (
-                "pass --force to import it into them."
-            )
-        raise errors.Refused(
-            f"{info.name} is not empty: it has {len(content)} "
-            f"table{'s' if len(content) != 1 else ''} ({_shown(content)}); a backup is "
-            "restored only into an empty database.",
-            hint=hint,
-        )
-    if clashes:
-        raise errors.Refused(
-            f"{dump.path} creates {_shown(clashes)}, which {info.name} already has: the "
-            "import would fail.",
-            hint="Restore into a new database, or return this one to an earlier point "
-            "with `d1deploy restore --timestamp T` (Time Travel).",
-        )
-    bookmark_before = None
-    if content:
-        bookmark_before = backend.bookmark()
-        say(
-            f"Warning: importing into {info.name}, which has {len(content)} tables "
-            f"({_shown(content)}); to undo: {suggest.restore(bookmark_before)}"
-        )
-    for name in kept:
-        n = rows_before[name]
-        say(
-            f"Keeping {info.name}'s own {name} ({n} row{'s' if n != 1 else ''}): it describes "
-            "the schema there; the backup's was not imported."
-        )
-
-    def skip(kind: str, name: str | None) -> bool:
-        if name is None or kind in ("index", "trigger", "view"):
-            return False
-        if _working_table(name) or name in kept:
-            return True
-        if name == "sqlite_sequence":
-            # The source's AUTOINCREMENT counters would clear the target's own.
-            return bool(content)
-        return kind == "table" and name in records  # the target's empty table stays
-
-    if backend.is_remote:
-        say(f"Warning: D1 blocks every query to {info.name} while the import runs.")
-    with tempfile.TemporaryDirectory(prefix="d1deploy-restore-") as tmp:
-        # Named as the user's file: D1's import messages name the file they ran.
-        copy = Path(tmp) / dump.path.name
-        _check_room(copy, dump.contents.bytes)
-        try:
-            again = dumps.write_importable(
-                dumps.chunks(dump.path, limit=dump.contents.bytes),
-                copy,
-                [text for kind, name, text in dump.schema if not skip(kind, name)],
-                skip=skip,
-            )
-        except OSError as err:
-            if err.errno in _DISK_ERRNOS:
-                raise _disk_full(
-                    err,
-                    f"the import copy of {dump.path}",
-                    _tmp_root(),
-                    elsewhere=_ELSEWHERE_RESTORE,
-                    needed=dump.contents.bytes,
-                ) from None
-            raise errors.InputError(
-                f"Cannot read {dump.path}: {err}", file=str(dump.path)
-            ) from None
-        except (dumps.NotADump, dumps.TooLarge, *dumps.GZIP_ERRORS) as err:
-            raise _changed(dump.path, str(err)) from None
-        if again != dump.contents:
-            raise _changed(dump.path, "it holds something else than when it was checked")
-        try:
-            imported = backend.import_file(copy, on_message=say)
-        except errors.D1DeployError as err:
-            raise _about(err, copy, dump.path) from None
-    created = [t for t, kind in dump.contents.objects.items() if kind == "table"]
-    proved = [
-        t
-        for t in dict.fromkeys([*created, *dump.contents.rows])
-        if not _is_sqlite_or_d1(t) and not _working_table(t) and t not in kept
-    ]
-    after = _count(backend, proved)
-    rows = tuple(
-        TableRows(t, dump.contents.rows.get(t, 0), rows_before.get(t, 0), after[t]) for t in proved
-    )
-    wrong = [r for r in rows if not r.proved]
-    if wrong:
-        raise errors.ChangeFailed(
-            f"the import into {info.name} reported success, but "
-            + "; ".join(
-                f"{r.table} holds {r.after} rows where {r.before + r.in_backup} were expected "
-                f"({r.before} before and {r.in_backup} in the backup)"
-                for r in wrong
-            ),
-            hint=f"Undo it with `{suggest.restore(bookmark_before)}`"
-            if bookmark_before
-            else "Something else wrote to those tables during the import, or triggers fired "
-            "on the imported rows; check them before the database is used.",
-        )
-    return RestoreFromBackupResult(
-        path=dump.path,
-        source=dump.sidecar,
-        verified=dump.verified,
-        database_name=info.name,
-        database_uuid=info.uuid,
-        tables_before=tables,
-        bookmark_before=bookmark_before,
-        num_queries=imported.num_queries,
-        rows_read=imported.rows_read,
-        rows_written=imported.rows_written,
-        final_bookmark=imported.final_bookmark,
-        duration_ms=imported.duration_ms,
-        rows=rows,
-        kept=kept,
-    )
-
-
-def _tmp_root() -> Path:
-    return Path(tempfile.gettempdir())
-
-
-def _shown(names: Sequence[str]) -> str:
-    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-
-
-def _check_room(path: Path, size: int) -> None:
-    """Refuse before writing `size` bytes to `path` where they cannot fit."""
-    if size <= _room(path.parent):
-        return
-    limit = _file_size_limit()
-    why = (
-        f"the file size limit is {_size(limit)} (`ulimit -f`)"
-        if limit is not None and limit < size
-        else f"{_tmp_root()} has {_size(shutil.disk_usage(path.parent).free)} free, of which "
-        f"{_size(_SPARE_BYTES)} is left for others"
-    )
-    raise errors.DiskFull(
-        f"restoring needs {_size(size)} for the import copy of the dump, but {why}",
-        hint=f"Free space there, or {_ELSEWHERE_RESTORE}. Nothing was changed.",
-    )
-
-
-def _changed(path: Path, why: str) -> errors.InputError:
-    return errors.InputError(
-        f"{path} changed while it was being restored: {why}",
-        hint="Leave the file alone while it is restored, and run the restore again.",
-        file=str(path),
-    )
-
-
-def _about(err: errors.D1DeployError, copy: Path, user_file: Path) -> errors.D1DeployError:
-    """`err` about the user's file instead of the temporary import copy (named as the
-    file, but whose lines are not the file's: its CREATE TABLEs come first)."""
-    err.message = err.message.replace(str(copy), str(user_file))
-    err.args = (err.message,)
-    if err.file is not None and Path(err.file) == copy:
-        err.file, err.line = str(user_file), None
-    return err
-
-
-def describe_restore_point(
-    backend: Backend,
-    *,
-    bookmark: str | None,
-    timestamp: datetime | None,
-    now: Callable[[], datetime] = _utc_now,
-) -> RestorePoint:
-    """Resolve the target of a Time Travel restore and say what restoring to it loses.
-
-    Exactly one of `bookmark` and `timestamp` (aware, or naive meaning UTC). Reads only.
-    """
-    if (bookmark is None) == (timestamp is None):
-        raise errors.UsageError(
-            "Give exactly one restore point: a bookmark or a timestamp.",
-            hint="Use --bookmark B or --timestamp T (ISO 8601, for example 2024-05-01T12:00:00Z).",
-        )
-    moment = _as_utc(now())
-    info = backend.info
-    current = backend.bookmark()
-    point_in_time: datetime | None = None
-    migrations: tuple[str, ...] = ()
-    if timestamp is not None:
-        point_in_time = _as_utc(timestamp)
-        if point_in_time > moment:
-            raise errors.UsageError(
-                f"The timestamp {point_in_time.isoformat()} is in the future.",
-                hint="Give a time in the past (UTC unless the timestamp says otherwise).",
-            )
-        target = backend.bookmark(at=point_in_time)
-    else:
-        assert bookmark is not None
-        target = bookmark
-    recorded = _history_since(backend, target)
-    if recorded is not None:
-        recorded_at, migrations = recorded
-        point_in_time = point_in_time or recorded_at
-    return RestorePoint(
-        database_name=info.name,
-        database_uuid=info.uuid,
-        bookmark=target,
-        current_bookmark=current,
-        point_in_time=point_in_time,
-        now=moment,
-        migrations_since=migrations,
-    )
-
-
-def _history_since(backend: Backend, bookmark: str) -> tuple[datetime, tuple[str, ...]] | None:
-    """When d1deploy's history recorded `bookmark` as a `bookmark_before`, that row's
-    time and the migrations applied since; None when the history does not know it."""
-    (exists,) = backend.run(
-        [
-            Statement(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
-                (HISTORY_TABLE,),
-            )
-        ],
-        read_only=True,
-    )
-    if not exists.first_value():
-        return None
-    first = f"SELECT min(id) FROM {HISTORY_TABLE} WHERE bookmark_before = ?"
-    recorded, applied = backend.run(
-        [
-            Statement(f"SELECT at FROM {HISTORY_TABLE} WHERE id = ({first})", (bookmark,)),
-            Statement(
-                f"SELECT name FROM {HISTORY_TABLE} WHERE id >= ({first}) AND event = 'apply'"
-                " AND duration_ms IS NOT NULL ORDER BY id",
-                (bookmark,),
-            ),
-        ],
-        read_only=True,
-    )
-    at = recorded.first_value()
-    if not isinstance(at, str):
-        return None
-    try:
-        when = _as_utc(datetime.fromisoformat(at))
-    except ValueError:
-        return None
-    return when, tuple(dict.fromkeys(str(row[0]) for row in applied.rows))
-
-
-def restore_point(backend: Backend, point: RestorePoint) -> RestoreResult:
-    """Restore the database in place to `point` (the CLI confirms first).
-
-    The result's `previous_bookmark` undoes the restore; when the backend does not
-    report one, it is the bookmark `point` saw as current.
-    """
-    result = backend.restore(point.bookmark)
-    if result.previous_bookmark is None:
-        result = replace(result, previous_bookmark=point.current_bookmark)
-    return result
