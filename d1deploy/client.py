@@ -377,6 +377,7 @@ def _query_result(what: str, item: Any, index: int) -> QueryResult:
     meta = _obj(item.get("meta"))
     last_row_id = meta.get("last_row_id")
     changed_db = meta.get("changed_db")
+    size_after = meta.get("size_after")
     return QueryResult(
         columns=columns,
         rows=tuple(tuple(_cell(row.get(c)) for c in columns) for row in rows),
@@ -386,6 +387,7 @@ def _query_result(what: str, item: Any, index: int) -> QueryResult:
         duration_ms=_num(meta.get("duration")),
         last_row_id=last_row_id if isinstance(last_row_id, int) else None,
         changed_db=changed_db if isinstance(changed_db, bool) else None,
+        size_after=int(size_after) if isinstance(size_after, int | float) else None,
     )
 
 

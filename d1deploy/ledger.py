@@ -446,22 +446,39 @@ class Session:
         """When the newest history event started (database clock), as the lock was taken."""
         self.known = DbState(table, ())
         """The schema as of the last answer (what the next batch should start from)."""
+        self.size: int | None = None
+        """The database's size in bytes as the lock was taken, when D1 said (the list
+        of databases does not; `backend.info.file_size` otherwise)."""
 
-    def open(self) -> DbState:
+    def open(self, wanted: Sequence[str] | None = None) -> DbState:
         """One request: create the tables if needed, take the lock, read everything.
+
+        With `wanted` (migration names), the lock is taken only when one of them is not
+        in the ledger: a database with nothing to do is read in this one request and
+        never locked (`lease` stays None and `close` sends nothing).
 
         :raises LockHeld: another run holds the lock (naming it)."""
         interrupts.checkpoint()
         reads = [Statement(SCHEMA_SQL), *read_statements(self.table)]
         reads.append(Statement(f"SELECT coalesce(max(id), 0), max(at) FROM {HISTORY_TABLE}"))
         start_ttl = min(self.ttl, lock.START_TTL)
+        only_if = None
+        if wanted is not None:
+            names = quote_text(json.dumps(list(wanted)))
+            only_if = (
+                f"EXISTS (SELECT 1 FROM json_each({names})"
+                f" WHERE value NOT IN (SELECT name FROM {quote_ident(self.table)}))"
+            )
         head = setup_statements(self.table) + lock.acquire_statements(
-            self.holder, self.token, start_ttl
+            self.holder, self.token, start_ttl, only_if=only_if
         )
         self.asked = True
         results = self._idempotent(head + reads, "the lock request")
         self.asked = False  # answered: the lease is ours, or LockHeld names whose it is
-        self.lease = lock.lease_from(results[len(head) - 1], self.token)
+        read = results[len(head) - 1]
+        taken = lock.lease_if_taken if wanted is not None else lock.lease_from
+        self.lease = taken(read, self.token)
+        self.size = read.size_after
         schema, rows, events, mark = results[len(head) :]
         self.history_mark = int(mark.first_value() or 0)
         self.last_event_at = _text(mark.rows[0][1]) if mark.rows else None
@@ -576,7 +593,7 @@ class Session:
             Statement(SCHEMA_SQL),
             *lock.release_statements(lease),
         ]
-        scan = 2 * (self.backend.info.file_size or 0)
+        scan = 2 * (self.size or self.backend.info.file_size or 0)
         groups: list[range] = []
         cuts: list[str] = []
         start, body, scanned = 0, _json_bytes(frame), 0
