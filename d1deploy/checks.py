@@ -14,6 +14,7 @@ its memory (`_d1deploy_meta`, `_d1deploy_scratch`).
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import uuid
@@ -81,6 +82,9 @@ class Check:
     sql: str
     expect: Expectation
     writes: bool
+    columns: tuple[str, ...] | None = None
+    """The columns it answers with, when it is a read expecting rows or a value that can
+    stand as a subquery: then it may run inside a migration's own batch (`in_batch`)."""
 
     @property
     def location(self) -> str:
@@ -176,6 +180,9 @@ def parse_checks(text: str, *, file: str, schema: SchemaModel, strict: bool = Tr
                 sql=chunk.sql,
                 expect=expectation,
                 writes=judged.writes,
+                columns=schema.result_columns(chunk.sql)
+                if expectation.reads_rows and not judged.writes
+                else None,
             )
         )
     return checks
@@ -367,8 +374,10 @@ def _judge(
     result: QueryResult | None = None,
     error: str | None = None,
     probe: Literal["abort", "shadow"] | None = None,
+    count: int | None = None,
 ) -> CheckResult:
-    """Compare what a statement did (a result, or an error message) with its expectation."""
+    """Compare what a statement did (a result, or an error message) with its expectation;
+    `count`: how many rows it found, when `result` holds only a sample of them."""
     exp = check.expect
     if error is not None:
         wanted = exp.kind == "error" and (
@@ -379,7 +388,7 @@ def _judge(
         return CheckResult(check, False, _succeeded(result, probe), probe=probe)
     if result is None or exp.kind == "succeeds":
         return CheckResult(check, True, _succeeded(result, probe), probe=probe)
-    n = len(result.rows)
+    n = len(result.rows) if count is None else count
     if exp.kind == "value":
         if n == 0:
             ok, outcome = False, "no rows"
@@ -461,6 +470,118 @@ def run_checks(
             finally:
                 shadow.close()
     return [results[i] for i in range(len(checks))]
+
+
+# --- checks inside a migration's own batch ---------------------------------------------
+
+PRECHECKS_ABORT = "prechecks failed: "
+VERIFY_ABORT = "verification failed: "
+
+
+def in_batch(check: Check) -> bool:
+    """Whether `check` can run inside a migration's batch as an assertion: a read
+    expecting rows or a value, which can stand as a subquery (`Check.columns`)."""
+    return check.columns is not None and not check.writes and check.expect.reads_rows
+
+
+def batch_statements(found: Sequence[Check], abort: str) -> list[Statement]:
+    """`found` (each `in_batch`) as statements of a migration's batch: each check's own
+    SELECT, whose result brings its rows back when the batch succeeds, then ONE
+    assertion that fails the batch (`guard.abort_if`, message `abort` + what each check
+    found: its row count and up to ROW_SAMPLE rows) unless every check holds. A failing
+    check thus aborts the batch it sits in, with the migration in it."""
+    ctes: list[str] = []
+    holds: list[str] = []
+    found_sql: list[str] = []
+    for k, check in enumerate(found):
+        assert check.columns is not None
+        name = f"_d1deploy_check_{k}"
+        cols = [f"c{i}" for i in range(len(check.columns))]
+        body = check.sql.rstrip()
+        body = body[:-1] if body.endswith(";") else body
+        ctes.append(f"{name}({', '.join(cols)}) AS (\n{body}\n)")
+        count = f"(SELECT count(*) FROM {name})"
+        holds.append(_holds_sql(check.expect, name, count))
+        cells = ", ".join(
+            f"CASE typeof({c}) WHEN 'blob' THEN json_object('blob', hex({c})) ELSE {c} END"
+            for c in cols
+        )
+        rows = (
+            f"(SELECT json_group_array(json_array({cells}))"
+            f" FROM (SELECT * FROM {name} LIMIT {ROW_SAMPLE}))"
+        )
+        found_sql.append(f"json_array({count}, json({rows}))")
+    condition = " AND ".join(f"({h})" for h in holds)
+    message = f"{guard.quote_text(abort)} || json_array({', '.join(found_sql)})"
+    assertion = "WITH " + ", ".join(ctes) + " " + guard.abort_if(f"NOT ({condition})", message)
+    return [*(_statement(c) for c in found), Statement(assertion)]
+
+
+def _holds_sql(expect: Expectation, name: str, count: str) -> str:
+    """SQL for "the expectation holds" on the rows of CTE `name`, as `_judge` decides."""
+    if expect.kind == "no_rows":
+        return f"NOT EXISTS (SELECT 1 FROM {name})"
+    if expect.kind == "rows":
+        return f"{count} {expect.op} {expect.count}"
+    wanted = sql_literal(expect.value)
+    return (
+        f"EXISTS (SELECT 1 FROM {name}) AND (SELECT CASE"
+        f" WHEN typeof(c0) IN ('integer', 'real') AND typeof({wanted}) IN ('integer', 'real')"
+        f" THEN c0 = {wanted} ELSE typeof(c0) = typeof({wanted}) AND c0 IS {wanted} END"
+        f" FROM {name} LIMIT 1)"
+    )
+
+
+def judge_batch(found: Sequence[Check], results: Sequence[QueryResult]) -> list[CheckResult]:
+    """The results of `found` from their SELECTs' answers in a batch that succeeded
+    (none when its answer was lost: the batch landed, so its assertion held). A read
+    that D1 says wrote stops the run (`ReadWrote`), as outside a batch.
+
+    :raises ReadWrote: D1's answer to a check shows a change."""
+    if not results:
+        return [CheckResult(c, True, "held (the request's answer was lost)") for c in found]
+    judged = []
+    for check, result in zip(found, results, strict=True):
+        if result.wrote:
+            sql = " ".join(check.sql.split()).rstrip(";")
+            raise errors.ReadWrote(
+                f"`{sql[:200]}` was sent as a read inside the migration's request but changed"
+                f" the database (D1 answered changes {result.changes}, rows_written"
+                f" {result.rows_written}); the run stops here",
+                changed=True,
+                file=check.file,
+                line=check.line,
+            )
+        judged.append(_judge(check, result=result))
+    return judged
+
+
+def failed_batch(found: Sequence[Check], abort: str, message: str) -> list[CheckResult] | None:
+    """The results of `found` from the message of the assertion that failed their
+    batch (`batch_statements`), or None when `message` is not that assertion's."""
+    if not message.startswith(abort):
+        return None
+    try:
+        facts = json.loads(message[len(abort) :])
+    except ValueError:
+        return None
+    results = []
+    for check, (count, rows) in zip(found, facts, strict=True):
+        assert check.columns is not None
+        sample = tuple(tuple(_cell(v) for v in row) for row in rows)
+        result = _judge(check, result=QueryResult(check.columns, sample), count=count)
+        results.append(result)
+    if all(r.ok for r in results):  # SQLite's verdict stands where the two differ
+        return [replace(r, ok=False) for r in results]
+    return results
+
+
+def _cell(value: object) -> SqlValue:
+    if isinstance(value, dict) and "blob" in value:
+        return bytes.fromhex(str(value["blob"]))
+    if isinstance(value, str | int | float) or value is None:
+        return value
+    return json.dumps(value)
 
 
 def _judged_later(result: CheckResult) -> CheckResult:

@@ -391,6 +391,9 @@ class Sent:
     failed: str | None = None
     file: str | None = None
     line: int | None = None
+    head: tuple[QueryResult, ...] = ()
+    tail: tuple[QueryResult, ...] = ()
+    """The answers to the request's `head` and `tail` statements (when it was done)."""
 
 
 @dataclass(frozen=True)
@@ -619,24 +622,35 @@ class Session:
         return Packing(tuple(groups), tuple(cuts))
 
     def send(
-        self, changes: Sequence[Change], *, bookmark: str | None, release: bool = False
+        self,
+        changes: Sequence[Change],
+        *,
+        bookmark: str | None,
+        release: bool = False,
+        head: Sequence[Statement] = (),
+        tail: Sequence[Statement] = (),
     ) -> Sent:
         """Apply (or roll back, or record) `changes` in ONE request: the lease check and
-        extension, then each change's part (see `_part`), a read of the schema, and the
-        lock's release when `release`. Any failed or lost answer, whatever the error, is
-        judged by re-reading the ledger: never sent twice. Anything else on the way
-        (an interrupt) leaves the request `in_flight` for the settle to judge."""
+        extension, `head` (prechecks), each change's part (see `_part`), `tail` (verify
+        checks), a read of the schema, and the lock's release when `release`. Any failed
+        or lost answer, whatever the error, is judged by re-reading the ledger: never
+        sent twice. Anything else on the way (an interrupt) leaves the request
+        `in_flight` for the settle to judge."""
         interrupts.checkpoint()
         assert changes
         if self.lease is None:
             return Sent("lock_lost", error=self.lost or f"{lock.LOST_PREFIX} before this request")
         batch = lock.check_and_extend(self.lease, self.ttl)
+        head_at = len(batch)
+        batch += head
         parts: list[_Part] = []
         for change in changes:
             statements, body_at, finish_at = self._part(change, bookmark)
             at = len(batch)
             parts.append(_Part(change, at, at + body_at, at + finish_at, release))
             batch += statements
+        tail_at = len(batch)
+        batch += tail
         schema_at = len(batch)
         batch.append(Statement(SCHEMA_SQL))
         if release:
@@ -666,7 +680,12 @@ class Session:
                     sum(r.rows_written for r in done),
                 )
             )
-        return Sent("done", tuple(landed))
+        return Sent(
+            "done",
+            tuple(landed),
+            head=tuple(results[head_at : head_at + len(head)]),
+            tail=tuple(results[tail_at : tail_at + len(tail)]),
+        )
 
     def fenced_outcome(self, names: Sequence[str], sent: Sequence[_Part] = ()) -> Outcome:
         """What the ledger says of `names`, read in one request that also fences the

@@ -531,6 +531,9 @@ class _Deploy(_Run):
         self.todo: list[Migration] = []
         self.planned: list[PlannedMigration] = []
         self.later: tuple[str, ...] = ()
+        self.deferred: list[str] = []
+        self.heading: list[checks.Check] = []
+        """Prechecks to run at the head of the first request."""
         self.applied: list[tuple[Migration, PlannedMigration]] = []
         """This run's migrations that are applied and not undone, in order."""
         self.report = MigrateReport(ok=True, database=session.backend.info.name)
@@ -579,17 +582,17 @@ class _Deploy(_Run):
             say(f"warning: {f.file}:{f.line}: {f.message}")
         # The check files were read and judged by `prepare`: a broken one has already
         # stopped the deploy, before any change.
-        deferred = [p.name for p in planned if p.prechecks_wait]
+        deferred = self.deferred = [p.name for p in planned if p.prechecks_wait]
+        # Prechecks that read rows run as assertions at the head of the first request
+        # (no window between check and change, no request of their own); the others
+        # (probes, expected errors, pragmas) run now, before the backup.
+        now = prechecks_now(planned)
+        self.heading = [c for c in now if checks.in_batch(c)]
         self.at("running the prechecks")
-        prechecks = checks.run_checks(backend, prechecks_now(planned))
-        failed = [r for r in prechecks if not r.ok]
+        prechecks = checks.run_checks(backend, [c for c in now if not checks.in_batch(c)])
         self.report = replace(self.report, checks=tuple(prechecks), skipped=self.later)
-        if failed:
-            raise PrechecksFailed(
-                f"{len(failed)} precheck(s) failed: " + "; ".join(r.check.label for r in failed),
-                results=prechecks,
-                hint="fix the data the checks show (first rows listed), then deploy again",
-            )
+        if any(not r.ok for r in prechecks):
+            self._refuse(prechecks)
         if not todo:
             say("nothing to apply: the database is up to date")
             return self._done()
@@ -610,22 +613,70 @@ class _Deploy(_Run):
         groups = self._groups(changes, bookmark, todo, deferred)
         for n, group in enumerate(groups):
             ms = [todo[i] for i in group]
+            head, self.heading = self.heading, []
             if ms[0].name in deferred:
-                self.at(f"running the prechecks of {ms[0].name}")
-                self._checks("precheck", ms[:1], planned[group.start].prechecks)
+                waited = planned[group.start].prechecks
+                head = [c for c in waited if checks.in_batch(c)]
+                if rest := [c for c in waited if not checks.in_batch(c)]:
+                    self.at(f"running the prechecks of {ms[0].name}")
+                    self._checks("precheck", ms[:1], rest)
+            # Verify checks that read rows are assertions inside the request: a failing
+            # one aborts its migrations with it. The others run after it, as before.
             verifying = [c for i in group for c in planned[i].verifies]
+            tail = [c for c in verifying if checks.in_batch(c)]
+            after = [c for c in verifying if not checks.in_batch(c)]
             self.at(f"applying {_label(ms)}")
             sent = self.send(
-                [changes[i] for i in group], release=n == len(groups) - 1 and not verifying
+                [changes[i] for i in group],
+                release=n == len(groups) - 1 and not after,
+                head=checks.batch_statements(head, checks.PRECHECKS_ABORT) if head else (),
+                tail=checks.batch_statements(tail, checks.VERIFY_ABORT) if tail else (),
             )
             if sent.verdict != "done":
+                self._failed_checks(ms, sent, head, tail)
                 raise self._failure(ms, sent)
             self.applied += [(todo[i], planned[i]) for i in group]
             self._record_apply([planned[i] for i in group], sent)
-            if verifying:
+            # Their SELECTs' answers: the results as listed, and a read that wrote.
+            self._checked("precheck", ms, checks.judge_batch(head, sent.head[: len(head)]))
+            self._checked("verify", ms, checks.judge_batch(tail, sent.tail[: len(tail)]))
+            if after:
                 self.at(f"verifying {_label(ms)}")
-                self._checks("verify", ms, verifying)
+                self._checks("verify", ms, after)
         return self._done()
+
+    def _refuse(self, results: Sequence[CheckResult]) -> NoReturn:
+        failed = [r for r in results if not r.ok]
+        raise PrechecksFailed(
+            f"{len(failed)} precheck(s) failed: " + "; ".join(r.check.label for r in failed),
+            results=results,
+            hint="fix the data the checks show (first rows listed), then deploy again",
+        )
+
+    def _failed_checks(
+        self,
+        ms: Sequence[Migration],
+        sent: ledger.Sent,
+        head: Sequence[checks.Check],
+        tail: Sequence[checks.Check],
+    ) -> None:
+        """When a request failed on its checks' assertion (nothing of it applied), say
+        so as checks that failed: the prechecks of the first request refuse the deploy
+        as before it changed anything (exit 5); other failures stop it (settled)."""
+        if sent.verdict != "not_applied":
+            return
+        for kind, found, abort in (
+            ("precheck", head, checks.PRECHECKS_ABORT),
+            ("verify", tail, checks.VERIFY_ABORT),
+        ):
+            results = checks.failed_batch(found, abort, sent.error) if found else None
+            if results is None:
+                continue
+            if kind == "precheck" and not self.applied and ms[0].name not in self.deferred:
+                self.changing = False  # its one request was aborted: nothing changed
+                self.report = replace(self.report, checks=self.report.checks + tuple(results))
+                self._refuse(self.report.checks)
+            self._checked(kind, ms, results)  # type: ignore[arg-type]
 
     def _done(self) -> MigrateReport:
         lock_held = self.s.close()
@@ -666,7 +717,15 @@ class _Deploy(_Run):
     ) -> None:
         """Run the verify checks of `ms` (just applied), or the prechecks of `ms[0]`
         (deferred until now: nothing of it is applied yet); a failure stops the run."""
-        results = checks.run_checks(self.s.backend, found)
+        self._checked(kind, ms, checks.run_checks(self.s.backend, found))
+
+    def _checked(
+        self,
+        kind: Literal["precheck", "verify"],
+        ms: Sequence[Migration],
+        results: Sequence[CheckResult],
+    ) -> None:
+        """List the results of checks of `ms`; a failure stops the run."""
         self.report = replace(self.report, checks=self.report.checks + tuple(results))
         if bad := [r for r in results if not r.ok]:
             what = "; ".join(f"{r.check.label} ({r.outcome})" for r in bad)
@@ -720,10 +779,10 @@ class _Deploy(_Run):
             if not self.applied:
                 return f"{self.s.lost}; nothing of this run was applied"
             return f"{self.s.lost}; this run's migrations were not undone: that needs the lock"
-        if self.s.lease is None:
-            return "the deploy had finished: its last request landed and released the lock"
         if not undo:
             return "the deploy stopped there, nothing was undone"
+        if self.s.lease is None:
+            return "the deploy had finished: its last request landed and released the lock"
         return self._undo(restore)
 
     def _reconcile(self, outcome: ledger.Outcome) -> None:

@@ -205,7 +205,7 @@ def test_a_restore_is_reported_even_when_the_lock_cannot_be_read_after_it(
     assert tables(remote) == set()
 
 
-def test_a_verify_failure_rolls_everything_back_in_one_request(db: Db, mdir: Path) -> None:
+def test_a_verify_failure_aborts_everything_in_its_own_request(db: Db, mdir: Path) -> None:
     write(mdir, "000_base.sql", "CREATE TABLE base (id INTEGER);\n")
     deploy(db, mdir)
     three(mdir)
@@ -221,14 +221,14 @@ def test_a_verify_failure_rolls_everything_back_in_one_request(db: Db, mdir: Pat
         "verification failed after the 3 migrations 001_a.sql to 003_c.sql: b has a row (value 0)"
         in err.message
     )
-    assert [r.name for r in err.report.rolled_back] == list(reversed(NAMES))
-    # One request for 000 earlier, one for all three now; one to undo all three.
+    # The read check is an assertion inside the one request (#19): failing, it aborted
+    # all three with it, so nothing needed undoing.
+    assert err.report.applied == () and err.report.rolled_back == ()
+    assert [(r.check.label, r.ok) for r in err.report.checks] == [("b has a row", False)]
     assert recording(db).requests_with(APPLY_ROW) == 2
-    assert recording(db).requests_with(UNDO_ROW) == 1
+    assert recording(db).requests_with(UNDO_ROW) == 0
     assert db.ledger() == ["000_base.sql"] and tables(db) == {"base"}
-    assert db.events()[1:] == [(n, "apply", 1) for n in NAMES] + [
-        (n, "rollback", 1) for n in reversed(NAMES)
-    ]
+    assert db.events()[1:] == []
     assert db.count(lock.LOCK_TABLE) == 0
 
 
@@ -237,7 +237,8 @@ def test_undoing_a_failed_default_deploy_takes_one_request(db: Db, mdir: Path) -
     write(mdir, "003_c/verify.sql", "-- expect: rows >= 1\nSELECT * FROM c;\n")
     with pytest.raises(DeployFailed, match=r"verification failed after 003_c\.sql") as info:
         deploy(db, mdir)
-    assert [r.name for r in info.value.report.rolled_back] == list(reversed(NAMES))
+    # 003's check aborted 003 in its own request (#19); 001 and 002 are undone together.
+    assert [r.name for r in info.value.report.rolled_back] == ["002_b.sql", "001_a.sql"]
     assert recording(db).requests_with(APPLY_ROW) == 3
     assert recording(db).requests_with(UNDO_ROW) == 1
     assert db.ledger() == [] and tables(db) == set()
@@ -356,7 +357,8 @@ def test_deferred_prechecks_run_between_requests(db: Db, mdir: Path) -> None:
         deploy(db, mdir, atomic=True, notify=lines.append)
     assert any("the prechecks of 002_b.sql can only run once" in line for line in lines)
     assert [r.name for r in info.value.report.rolled_back] == ["001_a.sql"]
-    assert recording(db).requests_with(APPLY_ROW) == 1
+    # 001's request, then 002's, whose precheck at its head aborted it (#19).
+    assert recording(db).requests_with(APPLY_ROW) == 2
     assert db.ledger() == [] and tables(db) == set()
 
 

@@ -291,7 +291,9 @@ def test_verify_failure_after_3_of_3_rolls_back_this_run_only(db: Db, mdir: Path
     report = info.value.report
     assert isinstance(report, MigrateReport) and not report.ok
     assert "verification failed after 003_c.sql: c has a row (no rows)" in info.value.message
-    assert [r.name for r in report.rolled_back] == ["003_c.sql", "002_b.sql", "001_a.sql"]
+    # The check ran inside 003's own request: its failure aborted 003 with it (#19).
+    assert [a.name for a in report.applied] == ["001_a.sql", "002_b.sql"]
+    assert [r.name for r in report.rolled_back] == ["002_b.sql", "001_a.sql"]
     assert [c.ok for c in report.checks] == [False]
     assert db.ledger() == ["000_base.sql"]
     assert {r[1] for r in db.rows(USER_TABLES)} == {"base"}
@@ -309,8 +311,9 @@ def test_verify_failure_without_rollback_sql_names_the_restore_command(db: Db, m
         info.value.hint
         == f"restore it with `d1deploy restore --bookmark {report.bookmark_before} --yes`"
     )
-    assert "003_c.sql has no rollback SQL" in info.value.message
-    assert db.ledger() == ["001_a.sql", "002_b.sql", "003_c.sql"]
+    # 003's failing check aborted 003 itself (#19); 002 is where undoing stops.
+    assert "002_b.sql has no rollback SQL" in info.value.message
+    assert db.ledger() == ["001_a.sql", "002_b.sql"]
 
 
 def test_on_failure_restore_uses_the_bookmark(db: Db, mdir: Path) -> None:
