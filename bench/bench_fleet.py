@@ -80,6 +80,8 @@ class Timed:
 
     seconds: float
     requests: int
+    again: int = 0
+    """API requests of the same command run again at once, nothing left pending."""
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,17 @@ def fleet_once(opts: Options, settings: FleetSettings, count: int) -> Timed:
             raise RuntimeError(f"the fleet migrate of {count} databases reported {counts}")
         result = census(fleet.served.emulator, fleet.names, fleet.migrations)
         _require_complete(result, count, "the fleet migrate")
-        return Timed(measured.seconds, fleet.api_requests())
+        requests = fleet.api_requests()
+        checked(
+            run_measured(
+                fleet_argv(settings.concurrency),
+                env=clean_env(fleet.served.env),
+                cwd=fleet.project,
+                timeout=LOOP_TIMEOUT,
+            ),
+            f"the fleet migrate of {count} databases again, nothing pending",
+        )
+        return Timed(measured.seconds, requests, fleet.api_requests() - requests)
 
 
 def loop_once(
@@ -539,7 +551,64 @@ def _rows(
                 commands=(setup, fleet_cmd),
             )
         )
+    rows += _rate_rows(opts, settings, fleets, setup, fleet_cmd)
     rows.append(_fault_row(opts, settings, faults, setup))
+    return rows
+
+
+PROJECTED = 10_000
+"""The fleet size of the projection row (#19)."""
+API_LIMIT = 1200
+API_WINDOW = 300.0
+"""Cloudflare's documented API limit: 1200 requests per 5 minutes per user."""
+
+
+def _rate_rows(
+    opts: Options, settings: FleetSettings, fleets: Sequence[Timed], setup: str, fleet_cmd: str
+) -> list[Row]:
+    """Requests per database with migrations pending and with none, and what they mean
+    for a large fleet under the account's rate limit (the list's pages aside)."""
+    count = settings.databases
+    pending = (median([t.requests for t in fleets]) - 1) / count  # less the one list
+    idle = (median([t.again for t in fleets]) - 1) / count
+    rate = API_LIMIT / API_WINDOW
+    rows = [
+        Row(
+            bench="fleet",
+            measure=f"API requests per database, {settings.migrations} migrations pending"
+            " / none pending",
+            d1deploy=f"{pending:.1f} / {idle:.1f}",
+            target="≤ 3 / 1 (#19)",
+            verdict=f"{verdict(pending <= 3)} / {verdict(idle <= 1)}",
+            produced_by=opts.invocation,
+            commands=(setup, fleet_cmd, f"{fleet_cmd}  # again: nothing pending"),
+            note=(
+                f"With {settings.migrations} pending: one request takes the lock and reads the"
+                " ledger and schema, one fetches the Time Travel bookmark, one per migration"
+                " (the last also releases the lock). With none pending: the one request that"
+                " reads everything, which takes the lock only when a migration is missing"
+                " from the ledger. The databases come from the list (one request per"
+                " 1000), not a GET each."
+            ),
+        )
+    ]
+    for label, per_db in (("pending", pending), ("none pending", idle)):
+        hours = PROJECTED * per_db / rate / 3600
+        rows.append(
+            Row(
+                bench="fleet",
+                measure=f"projected wall time of a {PROJECTED:,}-database fleet under the"
+                f" account's {API_LIMIT} requests / {API_WINDOW / 60:.0f} minutes, {label}",
+                d1deploy=f"{hours * 60:.0f} min ({PROJECTED * per_db:,.0f} requests)",
+                produced_by=opts.invocation,
+                commands=(setup, fleet_cmd),
+                note=(
+                    f"From the measured {per_db:.1f} requests per database at the limit's"
+                    f" {rate:g} requests/s ({PROJECTED:,} x {per_db:.1f} / {rate:g} s): the"
+                    " rate limit, not latency or concurrency, bounds a fleet this size."
+                ),
+            )
+        )
     return rows
 
 

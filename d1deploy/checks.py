@@ -577,10 +577,12 @@ def failed_batch(found: Sequence[Check], abort: str, message: str) -> list[Check
 
 
 def _cell(value: object) -> SqlValue:
+    """A value of the assertion's JSON as D1 answers it (`d1sqlite.json_value`: an
+    integral REAL comes back as an integer); BLOBs were written as their hex."""
     if isinstance(value, dict) and "blob" in value:
         return bytes.fromhex(str(value["blob"]))
     if isinstance(value, str | int | float) or value is None:
-        return value
+        return d1sqlite.json_value(value)
     return json.dumps(value)
 
 

@@ -102,7 +102,7 @@ def lease_if_taken(result: QueryResult, token: str) -> Lease | None:
     :raises LockHeld: another unexpired lease exists, as `lease_from`.
     """
     lease = lease_of(result)
-    if lease is None or lease.token != token and lease.expired:
+    if lease is None or (lease.token != token and lease.expired):
         return None
     return lease_from(result, token)
 

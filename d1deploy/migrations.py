@@ -534,6 +534,8 @@ class _Deploy(_Run):
         self.deferred: list[str] = []
         self.heading: list[checks.Check] = []
         """Prechecks to run at the head of the first request."""
+        self.listed = False
+        """Their results were reported already (they also ran before the backup)."""
         self.applied: list[tuple[Migration, PlannedMigration]] = []
         """This run's migrations that are applied and not undone, in order."""
         self.report = MigrateReport(ok=True, database=session.backend.info.name)
@@ -585,11 +587,15 @@ class _Deploy(_Run):
         deferred = self.deferred = [p.name for p in planned if p.prechecks_wait]
         # Prechecks that read rows run as assertions at the head of the first request
         # (no window between check and change, no request of their own); the others
-        # (probes, expected errors, pragmas) run now, before the backup.
+        # (probes, expected errors, pragmas) run now. With a backup to take they all run
+        # now too, so that a refusal comes before the backup's cost, and the reads once
+        # more at the head of the request, closing the window the backup opened.
         now = prechecks_now(planned)
         self.heading = [c for c in now if checks.in_batch(c)]
+        self.listed = before_change is not None
         self.at("running the prechecks")
-        prechecks = checks.run_checks(backend, [c for c in now if not checks.in_batch(c)])
+        early = now if self.listed else [c for c in now if not checks.in_batch(c)]
+        prechecks = checks.run_checks(backend, early)
         self.report = replace(self.report, checks=tuple(prechecks), skipped=self.later)
         if any(not r.ok for r in prechecks):
             self._refuse(prechecks)
@@ -614,6 +620,7 @@ class _Deploy(_Run):
         for n, group in enumerate(groups):
             ms = [todo[i] for i in group]
             head, self.heading = self.heading, []
+            listed, self.listed = self.listed, False  # head's results already reported
             if ms[0].name in deferred:
                 waited = planned[group.start].prechecks
                 head = [c for c in waited if checks.in_batch(c)]
@@ -638,7 +645,8 @@ class _Deploy(_Run):
             self.applied += [(todo[i], planned[i]) for i in group]
             self._record_apply([planned[i] for i in group], sent)
             # Their SELECTs' answers: the results as listed, and a read that wrote.
-            self._checked("precheck", ms, checks.judge_batch(head, sent.head[: len(head)]))
+            judged = checks.judge_batch(head, sent.head[: len(head)])
+            self._checked("precheck", ms, [r for r in judged if not (listed and r.ok)])
             self._checked("verify", ms, checks.judge_batch(tail, sent.tail[: len(tail)]))
             if after:
                 self.at(f"verifying {_label(ms)}")
@@ -672,6 +680,9 @@ class _Deploy(_Run):
             results = checks.failed_batch(found, abort, sent.error) if found else None
             if results is None:
                 continue
+            # Listed once: a precheck that passed before the backup, failing now.
+            earlier = tuple(r for r in self.report.checks if r.check not in found)
+            self.report = replace(self.report, checks=earlier)
             if kind == "precheck" and not self.applied and ms[0].name not in self.deferred:
                 self.changing = False  # its one request was aborted: nothing changed
                 self.report = replace(self.report, checks=self.report.checks + tuple(results))

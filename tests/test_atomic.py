@@ -420,3 +420,91 @@ def test_the_cli_applies_atomically(
     report = json.loads(done.stdout)
     assert report["ok"] and [a["name"] for a in report["applied"]] == NAMES
     assert emulator.count("POST", "/query") == 2
+
+
+# --- read checks inside the migration's own request (#19) ---------------------------------
+
+
+def _base_with_rows(db: Db, mdir: Path) -> None:
+    write(
+        mdir,
+        "000_base.sql",
+        "CREATE TABLE base (id INTEGER, name TEXT, b BLOB);\n"
+        "INSERT INTO base VALUES (1, 'it''s', X'00FF'), (2, NULL, NULL);\n",
+    )
+    deploy(db, mdir)
+    recording(db).requests.clear()
+
+
+def test_read_checks_ride_in_their_migrations_request(db: Db, mdir: Path) -> None:
+    _base_with_rows(db, mdir)
+    three(mdir)
+    write(
+        mdir,
+        "001_a/precheck.sql",
+        "-- check: base has two\n-- expect: rows = 2\nSELECT * FROM base;\n",
+    )
+    write(
+        mdir,
+        "003_c/verify.sql",
+        "-- check: c empty\n-- expect: value = 0\nSELECT count(*) FROM c;\n",
+    )
+    report = deploy(db, mdir)
+    assert [(r.check.label, r.ok, r.outcome) for r in report.checks] == [
+        ("base has two", True, "2 rows"),
+        ("c empty", True, "value 0"),
+    ]
+    sent = recording(db).sent
+    # Each check is in the request applying its migration, and in no other request.
+    for check, migration in (
+        ("SELECT * FROM base", "CREATE TABLE a"),
+        ("SELECT count(*) FROM c", "CREATE TABLE c"),
+    ):
+        holding = [batch for batch in sent if any(s.startswith(check) for s in batch)]
+        assert len(holding) == 1 and any(s.startswith(migration) for s in holding[0])
+    assert recording(db).requests_with(APPLY_ROW) == 3
+    assert db.ledger() == ["000_base.sql", *NAMES] and db.count(lock.LOCK_TABLE) == 0
+
+
+def test_a_failing_read_precheck_refuses_in_the_first_request_with_its_rows(
+    db: Db, mdir: Path
+) -> None:
+    _base_with_rows(db, mdir)
+    three(mdir)
+    write(
+        mdir,
+        "001_a/precheck.sql",
+        "-- check: base is empty\n-- expect: no rows\nSELECT * FROM base;\n",
+    )
+    with pytest.raises(migrations.PrechecksFailed) as info:
+        deploy(db, mdir)
+    assert info.value.exit_code == 5
+    (result,) = info.value.results
+    assert (result.ok, result.outcome) == (False, "2 rows")
+    assert result.columns == ("id", "name", "b")
+    assert result.rows == ((1, "it's", b"\x00\xff"), (2, None, None))
+    # The one request that carried 001 aborted on the precheck at its head.
+    assert recording(db).requests_with(APPLY_ROW) == 1
+    assert db.ledger() == ["000_base.sql"] and tables(db) == {"base"}
+    assert db.count(lock.LOCK_TABLE) == 0
+
+
+def test_a_failing_verify_read_brings_its_rows_back_and_needs_no_rollback_sql(
+    db: Db, mdir: Path
+) -> None:
+    _base_with_rows(db, mdir)
+    write(mdir, "001_a.sql", "CREATE TABLE a (id INTEGER);\nINSERT INTO a VALUES (7), (8);\n")
+    write(
+        mdir, "001_a/verify.sql", "-- check: a has one\n-- expect: rows <= 1\nSELECT id FROM a;\n"
+    )
+    with pytest.raises(
+        DeployFailed, match=r"verification failed after 001_a\.sql: a has one"
+    ) as info:
+        deploy(db, mdir)
+    report = info.value.report
+    (result,) = report.checks
+    assert (result.ok, result.outcome, result.rows) == (False, "2 rows", ((7,), (8,)))
+    assert report.applied == () and report.rolled_back == () and report.still_applied == ()
+    assert recording(db).requests_with(UNDO_ROW) == 0
+    assert db.ledger() == ["000_base.sql"] and tables(db) == {"base"}
+    assert db.count(lock.LOCK_TABLE) == 0
