@@ -538,7 +538,35 @@ class _Deploy(_Run):
         """Their results were reported already (they also ran before the backup)."""
         self.applied: list[tuple[Migration, PlannedMigration]] = []
         """This run's migrations that are applied and not undone, in order."""
-        self.report = MigrateReport(ok=True, database=session.backend.info.name)
+        # What the report says, collected as the run goes; `_report` builds it once.
+        self.landed: list[AppliedMigration] = []
+        self.results: list[CheckResult] = []
+        self.undone: list[RolledBackMigration] = []
+        self.backup: object = None
+        self.restored_to: str | None = None
+
+    def _report(
+        self, lock_held: str | None, error: str | None = None, interrupted: str | None = None
+    ) -> MigrateReport:
+        """The run's report: as it succeeded, or (with `error`) as it stopped."""
+        done = {a.name for a in self.landed}
+        stopped = tuple(m.name for m in self.todo if m.name not in done) if error else ()
+        return MigrateReport(
+            ok=error is None,
+            database=self.database,
+            applied=tuple(self.landed),
+            skipped=stopped + self.later,
+            bookmark_before=self.bookmark,
+            backup=self.backup,
+            checks=tuple(self.results),
+            rolled_back=tuple(self.undone),
+            restored_to=self.restored_to,
+            error=error,
+            restore_command=suggest.restore(self.bookmark) if self.bookmark else None,
+            still_applied=self.remains() if error else (),
+            lock_held=lock_held,
+            interrupted=interrupted,
+        )
 
     def run(self, before_change: Callable[[], object] | None) -> MigrateReport:
         # Only --atomic, which asks for the fewest round trips, fetches the bookmark while
@@ -596,25 +624,19 @@ class _Deploy(_Run):
         self.at("running the prechecks")
         early = now if self.listed else [c for c in now if not checks.in_batch(c)]
         prechecks = checks.run_checks(backend, early)
-        self.report = replace(self.report, checks=tuple(prechecks), skipped=self.later)
+        self.results = list(prechecks)
         if any(not r.ok for r in prechecks):
             self._refuse(prechecks)
         if not todo:
             say("nothing to apply: the database is up to date")
             return self._done()
         self.at("taking the backup")
-        backup = before_change() if before_change else None
+        self.backup = before_change() if before_change else None
         if bookmark is None:
             self.at("taking a Time Travel bookmark")
             bookmark = backend.bookmark()
         say(f"bookmark before this deploy: {bookmark}")
         self.bookmark = bookmark
-        self.report = replace(
-            self.report,
-            backup=backup,
-            bookmark_before=bookmark,
-            restore_command=suggest.restore(bookmark),
-        )
         changes = [_apply(m, p) for m, p in zip(todo, planned, strict=True)]
         groups = self._groups(changes, bookmark, todo, deferred)
         for n, group in enumerate(groups):
@@ -681,17 +703,14 @@ class _Deploy(_Run):
             if results is None:
                 continue
             # Listed once: a precheck that passed before the backup, failing now.
-            earlier = tuple(r for r in self.report.checks if r.check not in found)
-            self.report = replace(self.report, checks=earlier)
+            self.results = [r for r in self.results if r.check not in found]
             if kind == "precheck" and not self.applied and ms[0].name not in self.deferred:
                 self.changing = False  # its one request was aborted: nothing changed
-                self.report = replace(self.report, checks=self.report.checks + tuple(results))
-                self._refuse(self.report.checks)
+                self._refuse([*self.results, *results])
             self._checked(kind, ms, results)  # type: ignore[arg-type]
 
     def _done(self) -> MigrateReport:
-        lock_held = self.s.close()
-        return replace(self.report, lock_held=lock_held)
+        return self._report(self.s.close())
 
     def _groups(
         self,
@@ -737,7 +756,7 @@ class _Deploy(_Run):
         results: Sequence[CheckResult],
     ) -> None:
         """List the results of checks of `ms`; a failure stops the run."""
-        self.report = replace(self.report, checks=self.report.checks + tuple(results))
+        self.results += results
         if bad := [r for r in results if not r.ok]:
             what = "; ".join(f"{r.check.label} ({r.outcome})" for r in bad)
             when = (
@@ -752,7 +771,7 @@ class _Deploy(_Run):
             applied = AppliedMigration(
                 p.name, landed.duration_ms, landed.rows_written, len(p.statements), sent.answer_lost
             )
-            self.report = replace(self.report, applied=(*self.report.applied, applied))
+            self.landed.append(applied)
             took = "" if landed.duration_ms is None else f" in {landed.duration_ms:.0f} ms"
             if sent.answer_lost:
                 self.s.notify(f"applied {p.name}{took} (its answer was lost; the ledger shows it)")
@@ -799,14 +818,14 @@ class _Deploy(_Run):
     def _reconcile(self, outcome: ledger.Outcome) -> None:
         """Take the ledger's word for which of this run's migrations are applied: one
         whose answer never came (an interrupt, a lost connection) is this run's too."""
-        recorded = {a.name for a in self.report.applied}
+        recorded = {a.name for a in self.landed}
         events = {e.name: e for e in outcome.state.events}
         for m, p in zip(self.todo, self.planned, strict=False):
             if m.name in outcome.in_ledger and m.name not in recorded:
                 event = events.get(m.name)
                 took = None if event is None or event.duration_ms is None else event.duration_ms
                 applied = AppliedMigration(m.name, took, None, len(p.statements), True)
-                self.report = replace(self.report, applied=(*self.report.applied, applied))
+                self.landed.append(applied)
                 self.s.notify(f"applied {m.name} (its answer never came; the ledger shows it)")
         self.applied = [
             (m, p)
@@ -835,14 +854,14 @@ class _Deploy(_Run):
                     self.torn = f"rolling back {names} failed ({sent.error})"
                 if restore and sent.verdict != "lock_lost":
                     return f"rolling back {names} failed too ({sent.error}); {self._restore()}"
-                after = f" after {self._undone()}" if self.report.rolled_back else ""
+                after = f" after {self._undone()}" if self.undone else ""
                 return f"rolling back {names} failed ({sent.error}){after}"
             for landed in sent.landed:
                 self.applied.pop()
                 undone = RolledBackMigration(
                     landed.name, "file", landed.duration_ms, landed.rows_written, sent.answer_lost
                 )
-                self.report = replace(self.report, rolled_back=(*self.report.rolled_back, undone))
+                self.undone.append(undone)
                 self.s.notify(f"rolled back {landed.name}")
         if self.applied:
             m = self.applied[-1][0]
@@ -852,7 +871,7 @@ class _Deploy(_Run):
         return self._undone()
 
     def _undone(self) -> str:
-        names = [r.name for r in self.report.rolled_back]
+        names = [r.name for r in self.undone]
         return f"rolled back {', '.join(names)}" if names else "nothing was rolled back"
 
     def _restore(self) -> str:
@@ -863,23 +882,14 @@ class _Deploy(_Run):
         self.s.restored()
         self.applied.clear()
         self.torn = None
-        self.report = replace(self.report, restored_to=self.bookmark)
+        self.restored_to = self.bookmark
         return f"the database was restored to {self.bookmark}"
 
     def remains(self) -> tuple[str, ...]:
         return tuple(m.name for m, _ in self.applied)
 
     def final(self, error: str, lock_held: str | None, interrupted: str | None) -> MigrateReport:
-        done = {a.name for a in self.report.applied}
-        return replace(
-            self.report,
-            ok=False,
-            error=error,
-            skipped=tuple(m.name for m in self.todo if m.name not in done) + self.later,
-            still_applied=self.remains(),
-            lock_held=lock_held,
-            interrupted=interrupted,
-        )
+        return self._report(lock_held, error, interrupted)
 
 
 def _label(ms: Sequence[Migration]) -> str:
