@@ -9,12 +9,18 @@ anything runs. Reads run batched, held to being reads by the backend (`Backend.r
 `read_only`). A statement that writes is a *probe*: it never takes effect. On a database
 proven to discard aborted batches it runs in a batch that is forced to abort; elsewhere
 it runs on an in-memory SQLite copy of the live schema. This module owns that proof and
-its memory (`_d1deploy_meta`, `_d1deploy_scratch`).
+its memory (`_d1deploy_meta`, `_d1deploy_scratch`). Reads that run inside a
+migration's own request, as assertions, are `assertions.py`.
+
+Why ~670 lines: the file format, SQLite's judgement of each statement and running them
+are one idea, and the write probes (their proof, the shadow copy) are judged by the
+same `judge` and chosen by `run_checks`: splitting them out (`probes.py`) would need
+the check types in a third module to keep imports one way. Worth doing when the probes
+grow.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import uuid
@@ -368,7 +374,7 @@ def _rows_outcome(n: int) -> str:
     return "no rows" if n == 0 else "1 row" if n == 1 else f"{n} rows"
 
 
-def _judge(
+def judge(
     check: Check,
     *,
     result: QueryResult | None = None,
@@ -445,14 +451,14 @@ def run_checks(
             alone = sorted(alone + batched)
         else:
             for i, answer in zip(batched, answers, strict=True):
-                results[i] = _judge(checks[i], result=answer)
+                results[i] = judge(checks[i], result=answer)
     for i in alone:
         try:
             answer = _read(backend, [checks[i]], before)[0]
         except errors.SqlError as exc:
-            results[i] = _judge(checks[i], error=exc.message)
+            results[i] = judge(checks[i], error=exc.message)
         else:
-            results[i] = _judge(checks[i], result=answer)
+            results[i] = judge(checks[i], result=answer)
 
     probes = [i for i, c in enumerate(checks) if c.writes]
     if probes:
@@ -472,118 +478,11 @@ def run_checks(
     return [results[i] for i in range(len(checks))]
 
 
-# --- checks inside a migration's own batch ---------------------------------------------
-
-PRECHECKS_ABORT = "prechecks failed: "
-VERIFY_ABORT = "verification failed: "
-
-
 def in_batch(check: Check) -> bool:
-    """Whether `check` can run inside a migration's batch as an assertion: a read
-    expecting rows or a value, which can stand as a subquery (`Check.columns`)."""
+    """Whether `check` can run inside a migration's batch as an assertion
+    (`assertions.py`): a read expecting rows or a value, which can stand as a subquery
+    (`Check.columns`)."""
     return check.columns is not None and not check.writes and check.expect.reads_rows
-
-
-def batch_statements(found: Sequence[Check], abort: str) -> list[Statement]:
-    """`found` (each `in_batch`) as statements of a migration's batch: each check's own
-    SELECT, whose result brings its rows back when the batch succeeds, then ONE
-    assertion that fails the batch (`guard.abort_if`, message `abort` + what each check
-    found: its row count and up to ROW_SAMPLE rows) unless every check holds. A failing
-    check thus aborts the batch it sits in, with the migration in it."""
-    ctes: list[str] = []
-    holds: list[str] = []
-    found_sql: list[str] = []
-    for k, check in enumerate(found):
-        assert check.columns is not None
-        name = f"_d1deploy_check_{k}"
-        cols = [f"c{i}" for i in range(len(check.columns))]
-        body = check.sql.rstrip()
-        body = body[:-1] if body.endswith(";") else body
-        ctes.append(f"{name}({', '.join(cols)}) AS (\n{body}\n)")
-        count = f"(SELECT count(*) FROM {name})"
-        holds.append(_holds_sql(check.expect, name, count))
-        cells = ", ".join(
-            f"CASE typeof({c}) WHEN 'blob' THEN json_object('blob', hex({c})) ELSE {c} END"
-            for c in cols
-        )
-        rows = (
-            f"(SELECT json_group_array(json_array({cells}))"
-            f" FROM (SELECT * FROM {name} LIMIT {ROW_SAMPLE}))"
-        )
-        found_sql.append(f"json_array({count}, json({rows}))")
-    condition = " AND ".join(f"({h})" for h in holds)
-    message = f"{guard.quote_text(abort)} || json_array({', '.join(found_sql)})"
-    assertion = "WITH " + ", ".join(ctes) + " " + guard.abort_if(f"NOT ({condition})", message)
-    return [*(_statement(c) for c in found), Statement(assertion)]
-
-
-def _holds_sql(expect: Expectation, name: str, count: str) -> str:
-    """SQL for "the expectation holds" on the rows of CTE `name`, as `_judge` decides."""
-    if expect.kind == "no_rows":
-        return f"NOT EXISTS (SELECT 1 FROM {name})"
-    if expect.kind == "rows":
-        return f"{count} {expect.op} {expect.count}"
-    wanted = sql_literal(expect.value)
-    return (
-        f"EXISTS (SELECT 1 FROM {name}) AND (SELECT CASE"
-        f" WHEN typeof(c0) IN ('integer', 'real') AND typeof({wanted}) IN ('integer', 'real')"
-        f" THEN c0 = {wanted} ELSE typeof(c0) = typeof({wanted}) AND c0 IS {wanted} END"
-        f" FROM {name} LIMIT 1)"
-    )
-
-
-def judge_batch(found: Sequence[Check], results: Sequence[QueryResult]) -> list[CheckResult]:
-    """The results of `found` from their SELECTs' answers in a batch that succeeded
-    (none when its answer was lost: the batch landed, so its assertion held). A read
-    that D1 says wrote stops the run (`ReadWrote`), as outside a batch.
-
-    :raises ReadWrote: D1's answer to a check shows a change."""
-    if not results:
-        return [CheckResult(c, True, "held (the request's answer was lost)") for c in found]
-    judged = []
-    for check, result in zip(found, results, strict=True):
-        if result.wrote:
-            sql = " ".join(check.sql.split()).rstrip(";")
-            raise errors.ReadWrote(
-                f"`{sql[:200]}` was sent as a read inside the migration's request but changed"
-                f" the database (D1 answered changes {result.changes}, rows_written"
-                f" {result.rows_written}); the run stops here",
-                changed=True,
-                file=check.file,
-                line=check.line,
-            )
-        judged.append(_judge(check, result=result))
-    return judged
-
-
-def failed_batch(found: Sequence[Check], abort: str, message: str) -> list[CheckResult] | None:
-    """The results of `found` from the message of the assertion that failed their
-    batch (`batch_statements`), or None when `message` is not that assertion's."""
-    if not message.startswith(abort):
-        return None
-    try:
-        facts = json.loads(message[len(abort) :])
-    except ValueError:
-        return None
-    results = []
-    for check, (count, rows) in zip(found, facts, strict=True):
-        assert check.columns is not None
-        sample = tuple(tuple(_cell(v) for v in row) for row in rows)
-        result = _judge(check, result=QueryResult(check.columns, sample), count=count)
-        results.append(result)
-    if all(r.ok for r in results):  # SQLite's verdict stands where the two differ
-        return [replace(r, ok=False) for r in results]
-    return results
-
-
-def _cell(value: object) -> SqlValue:
-    """A value of the assertion's JSON as D1 answers it (`d1sqlite.json_value`: an
-    integral REAL comes back as an integer); BLOBs were written as their hex."""
-    if isinstance(value, dict) and "blob" in value:
-        return bytes.fromhex(str(value["blob"]))
-    if isinstance(value, str | int | float) or value is None:
-        return d1sqlite.json_value(value)
-    return json.dumps(value)
 
 
 def _judged_later(result: CheckResult) -> CheckResult:
@@ -631,8 +530,8 @@ def _abort_probe(backend: Backend, check: Check) -> CheckResult:
         backend.run([_statement(check), _abort(PROBE_ABORT)])
     except errors.SqlError as exc:
         if guard.parse_abort(exc.message) == PROBE_ABORT:
-            return _judge(check, probe="abort")
-        return _judge(check, error=exc.message, probe="abort")
+            return judge(check, probe="abort")
+        return judge(check, error=exc.message, probe="abort")
     # The database committed a batch whose last statement cannot succeed: the probe
     # has taken effect, and the proof recorded for this database is wrong.
     raise errors.ChangeFailed(
@@ -757,12 +656,12 @@ class _Shadow:
         try:
             self._db.execute(check.sql).fetchall()
         except sqlite3.Error as exc:
-            return _judge(check, error=_d1_message(exc), probe="shadow")
+            return judge(check, error=_d1_message(exc), probe="shadow")
         finally:
             # Some errors end the transaction by themselves.
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-        return _judge(check, probe="shadow")
+        return judge(check, probe="shadow")
 
     def close(self) -> None:
         if self._db is not None:

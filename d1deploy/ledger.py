@@ -16,6 +16,12 @@ lease, read schema, ledger and history), then sends changes (a migration's apply
 rollback) one request at a time, each request holding one change or several consecutive
 ones (`pack` says how many fit D1's limits), and judges any failure or lost answer by
 re-reading the ledger of every change the request held.
+
+Why one module of ~800 lines: the tables' statements and their reading (the first half)
+are what `Session` sends and judges by, and the judge must read exactly what the
+statements wrote. The split that fits is `session.py` (`Session`, `Change`, `Sent`,
+packing) beside this module; it waits for #17's `Project`, which changes how
+`Session` is built in a parallel branch.
 """
 
 from __future__ import annotations

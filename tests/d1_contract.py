@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from d1deploy import checks, d1sqlite, guard, lint
+from d1deploy import assertions, checks, d1sqlite, guard, lint
 
 Row = dict[str, Any]
 
@@ -116,7 +116,7 @@ def padded(total: int) -> str:
 
 
 def _in_batch(table: str, expect: str) -> list[str]:
-    """A read check of `table` as a migration's batch carries it (`checks.batch_statements`):
+    """A read check of `table` as a migration's batch carries it (`assertions.batch_statements`):
     its SELECT, then the assertion that fails the batch unless it holds."""
     check_sql = f"SELECT id, name, b, r FROM {table} ORDER BY id;"
     model = lint.SchemaModel.from_sql(
@@ -127,7 +127,7 @@ def _in_batch(table: str, expect: str) -> list[str]:
     )
     return [
         s.sql if s.sql.endswith(";") else s.sql + ";"
-        for s in checks.batch_statements(found, checks.VERIFY_ABORT)
+        for s in assertions.batch_statements(found, assertions.VERIFY_ABORT)
     ]
 
 
@@ -139,7 +139,7 @@ def _with_rows(table: str) -> list[str]:
 
 
 CHECK_FAILED = r"(?:bad JSON path: '\$|JSON path error near ')" + re.escape(
-    f"{guard.marker()}{checks.VERIFY_ABORT}"
+    f"{guard.marker()}{assertions.VERIFY_ABORT}"
     """[[2,[[1,"it''s",{"blob":"00FF"},1.5],[2,null,null,-2.0]]]]'"""
 )
 """A check failing inside a batch: its row count and rows come back in the error (the
