@@ -71,6 +71,7 @@ def run(opts: Options) -> list[Row]:
     if tool is not None:
         commands["wrangler"] = tool.argv("--version")
     times: dict[str, list[float]] = {name: [] for name in commands}
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
     for attempt in range(opts.warmup + opts.runs):
         for name, argv in commands.items():
             run_env = tool.env(env, WORK_DIR) if name == "wrangler" and tool else env
