@@ -135,10 +135,11 @@ def test_command_line() -> None:
 
 def test_fleet_measures_both_loops_and_a_fault_run() -> None:
     settings = bench_fleet.FleetSettings(databases=3, concurrency=2, seed=4)  # one drop-before
-    fleet, loop_of_wrangler, requests, *projected, faults = bench_fleet.run(OPTS, settings)
+    fleet, loop_of_wrangler, requests, atomic, *projected, faults = bench_fleet.run(OPTS, settings)
     assert [fleet.bench, loop_of_wrangler.bench, faults.bench] == ["fleet"] * 3
     # With nothing pending, a database costs the one request that reads everything.
     assert requests.d1deploy.endswith(" / 1.0") and "≤ 3 / 1" in requests.target
+    assert "`--atomic`" in atomic.measure and "--atomic" in atomic.commands[1]
     assert [p.measure.split(",")[-1] for p in projected] == [" pending", " none pending"]
     assert all("10,000-database fleet" in p.measure for p in projected)
     assert fleet.ratio is not None and "x faster" in fleet.verdict
