@@ -472,8 +472,8 @@ class Session:
         reads.append(Statement(f"SELECT coalesce(max(id), 0), max(at) FROM {HISTORY_TABLE}"))
         start_ttl = min(self.ttl, lock.START_TTL)
         only_if = None
-        if wanted is not None:
-            names = quote_text(json.dumps(list(wanted)))
+        names = quote_text(json.dumps(list(wanted or ())))
+        if wanted is not None and len(names) < _MAX_NAMES_BYTES:
             only_if = (
                 f"EXISTS (SELECT 1 FROM json_each({names})"
                 f" WHERE value NOT IN (SELECT name FROM {quote_ident(self.table)}))"
@@ -485,7 +485,7 @@ class Session:
         results = self._idempotent(head + reads, "the lock request")
         self.asked = False  # answered: the lease is ours, or LockHeld names whose it is
         read = results[len(head) - 1]
-        taken = lock.lease_if_taken if wanted is not None else lock.lease_from
+        taken = lock.lease_if_taken if only_if is not None else lock.lease_from
         self.lease = taken(read, self.token)
         self.size = read.size_after
         schema, rows, events, mark = results[len(head) :]
@@ -769,6 +769,11 @@ class Session:
         if self.lost is not None:
             return Sent("lock_lost", error=f"{error}; {self.lost}", failed=failed)
         return Sent("not_applied", error=error, failed=failed, file=file, line=line)
+
+
+_MAX_NAMES_BYTES = 50_000
+"""Past this, the names are left out of the lock's condition (the lock is taken as
+before): the statement stays well within D1's 100 KB per statement."""
 
 
 def _json_bytes(statements: Sequence[Statement]) -> int:

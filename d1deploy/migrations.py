@@ -702,10 +702,11 @@ class _Deploy(_Run):
         as before it changed anything (exit 5); other failures stop it (settled)."""
         if sent.verdict != "not_applied":
             return
-        for kind, found, abort in (
+        kinds: tuple[tuple[Literal["precheck", "verify"], Sequence[checks.Check], str], ...] = (
             ("precheck", head, assertions.PRECHECKS_ABORT),
             ("verify", tail, assertions.VERIFY_ABORT),
-        ):
+        )
+        for kind, found, abort in kinds:
             results = assertions.failed_batch(found, abort, sent.error) if found else None
             if results is None:
                 continue
@@ -714,7 +715,7 @@ class _Deploy(_Run):
             if kind == "precheck" and not self.applied and ms[0].name not in self.deferred:
                 self.changing = False  # its one request was aborted: nothing changed
                 self._refuse([*self.results, *results])
-            self._checked(kind, ms, results)  # type: ignore[arg-type]
+            self._checked(kind, ms, results)
 
     def _done(self) -> MigrateReport:
         return self._report(self.s.close())

@@ -784,3 +784,24 @@ def test_lint_errors_block_the_deploy(db: Db, mdir: Path) -> None:
         deploy(db, mdir)
     assert info.value.exit_code == 2 and info.value.line == 1
     assert db.count(lock.LOCK_TABLE) == 0
+
+
+def test_with_nothing_pending_no_lock_is_taken_but_a_held_one_still_refuses(
+    db: Db, mdir: Path
+) -> None:
+    """The first request takes the lock only when a migration is missing from the
+    ledger (#19); another run's lease is still named, as before."""
+    three(mdir)
+    deploy(db, mdir)
+    again = deploy(db, mdir)
+    assert again.ok and again.applied == () and again.lock_held is None
+    assert db.rows(f"SELECT count(*) FROM {lock.LOCK_TABLE}") == [(0,)]
+    other = lock.acquire(db.backend, "another run", 900)
+    with pytest.raises(errors.LockHeld, match="another deploy holds the lock: another run"):
+        deploy(db, mdir)
+    # Its lease is untouched; once it is gone, a new migration takes the lock again.
+    assert db.rows(f"SELECT token FROM {lock.LOCK_TABLE}") == [(other.token,)]
+    lock.release(db.backend, other)
+    write(mdir, "004_d.sql", "CREATE TABLE d (id INTEGER);\n")
+    assert [a.name for a in deploy(db, mdir).applied] == ["004_d.sql"]
+    assert db.rows(f"SELECT count(*) FROM {lock.LOCK_TABLE}") == [(0,)]
