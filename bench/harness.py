@@ -209,11 +209,15 @@ def fresh_venv(path: Path) -> dict[str, str]:
         if proc.returncode != 0:
             raise RuntimeError(f"{shlex.join(argv)} failed: {(proc.stderr or proc.stdout)[-800:]}")
     _VENV = path
-    probe = (
-        "import importlib.metadata as m, json, platform, sys;"
-        "print(json.dumps({'Python': platform.python_version(),"
-        " **{n: m.version(n) for n in sys.argv[1:]}}))"
-    )
+    probe = """
+import importlib.metadata as m, json, platform, sys
+def version(name):
+    try:
+        return m.version(name)
+    except m.PackageNotFoundError:
+        return "not installed"
+print(json.dumps({"Python": platform.python_version(), **{n: version(n) for n in sys.argv[1:]}}))
+"""
     out = subprocess.run(
         [str(python), "-c", probe, *DEPENDENCIES],
         capture_output=True,
