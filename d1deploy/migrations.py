@@ -714,7 +714,8 @@ class _Deploy(_Run):
             self.results = [r for r in self.results if r.check not in found]
             if kind == "precheck" and not self.applied and ms[0].name not in self.deferred:
                 self.changing = False  # its one request was aborted: nothing changed
-                self._refuse([*self.results, *results])
+                self.results += results
+                self._refuse(self.results)
             self._checked(kind, ms, results)
 
     def _done(self) -> MigrateReport:

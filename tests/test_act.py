@@ -674,7 +674,10 @@ def test_the_action_plans_migrates_and_verifies_with_its_outputs(action: Outcome
     assert seen["seen_pending"] == "1"
     assert json.loads(seen["seen_applied"]) == ["001_schema_enhancements.sql"]
     bookmark = seen["seen_bookmark_before"]
-    assert bookmark and seen["seen_restore_command"].endswith(f"--bookmark {bookmark} --yes")
+    # The restore names the bookmark and, as every suggested command, the database.
+    assert bookmark and seen["seen_restore_command"].endswith(
+        f"--bookmark {bookmark} --yes -d telegram-conversations"
+    )
     # The extra arguments arrive one per line, spaces and all.
     assert "/backups of this run/" in seen["seen_backup_path"]
     assert "### d1deploy migrate: telegram-conversations" in run.summary("migrate")

@@ -29,7 +29,7 @@ def test_migrate_deploys_and_counts_requests() -> None:
     # --atomic sends the three migrations in one request, so fewer requests in all.
     assert int(atomic_requests.d1deploy) < int(requests.d1deploy)
     assert f"{atomic_requests.d1deploy} API requests" in atomic.d1deploy
-    assert atomic.target == "≤ 0.3x (#8)" and atomic.verdict == "no baseline"
+    assert atomic.target == "≤ 0.3x (#19)" and atomic.verdict == "no baseline"
     assert "With no latency at all" in atomic.note
     assert "--atomic" in atomic.commands[1] and "--atomic" not in wall.commands[1]
     assert "download" in backup.d1deploy
