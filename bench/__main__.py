@@ -33,10 +33,12 @@ from bench.harness import (
     LOAD_KEY,
     ORDER,
     RESULTS_PATH,
+    VENV_KEY,
     WORK_DIR,
     Options,
     Row,
     d1deploy_has,
+    fresh_venv,
     machine_info,
     write_results,
 )
@@ -46,6 +48,7 @@ FULL = {"backup_mb": 500, "split_mb": 100, "runs": 5, "databases": 200}
 MIGRATIONS = 30
 NEEDS_COMMAND = {"migrate": "migrate", "fleet": "migrate", "backup": "backup"}
 NEEDS_WRANGLER = ("migrate", "fleet", "start")
+FRESH_VENV = WORK_DIR / "venv"
 
 
 def split_rows(opts: Options, size_mb: int) -> list[Row]:
@@ -97,6 +100,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per API request")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs")
     parser.add_argument("--no-wrangler", action="store_true", help="skip the wrangler baseline")
+    parser.add_argument(
+        "--no-fresh-venv",
+        action="store_true",
+        help="measure the d1deploy beside this Python instead of a fresh install",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="the Markdown file")
     fleet = parser.add_argument_group("fleet")
     fleet.add_argument("--databases", type=int, help="fleet size (default 200; quick 24)")
@@ -137,10 +145,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.no_wrangler:
             opts = replace(opts, wrangler_note="wrangler skipped (--no-wrangler)")
         else:
-            print("Looking for wrangler (npm install into bench/.work/npm if missing)...")
-            tool, note = wrangler.ensure(WORK_DIR / "npm")
+            print("Looking for wrangler (tests/realtools.py installs it if missing)...")
+            tool, note = wrangler.real_tools()
             print(note)
             opts = replace(opts, wrangler=tool, wrangler_note=note)
+    versions: dict[str, str] = {}
+    if not args.no_fresh_venv:
+        # What a user gets today: a fresh install resolves the newest dependencies.
+        print(f"Installing d1deploy into a fresh venv ({FRESH_VENV})...", flush=True)
+        versions = fresh_venv(FRESH_VENV)
+        print(", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
     load_before = os.getloadavg()[0]
     rows: list[Row] = []
     failed = []
@@ -162,7 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{name}] done in {time.perf_counter() - started:.0f} s", flush=True)
         rows += produced
     if rows:
-        machine = machine_info(opts.wrangler or wrangler.find(WORK_DIR / "npm"))
+        machine = machine_info(opts.wrangler)
+        machine[VENV_KEY] = (
+            ", ".join(f"{k} {v}" for k, v in versions.items())
+            if versions
+            else "none (--no-fresh-venv: the running interpreter's packages)"
+        )
         # Other work on the machine slows every figure; ratios suffer less (side by side).
         machine[LOAD_KEY] = f"{load_before:.2f} / {os.getloadavg()[0]:.2f}"
         write_results(args.output, rows, machine)

@@ -80,6 +80,8 @@ class Timed:
 
     seconds: float
     requests: int
+    again: int = 0
+    """API requests of the same command run again at once, nothing left pending."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def names(count: int) -> list[str]:
     return [f"{PREFIX}{n:03d}" for n in range(1, count + 1)]
 
 
-def fleet_argv(concurrency: int) -> list[str]:
+def fleet_argv(concurrency: int, *extra: str) -> list[str]:
     return [
         *d1deploy_argv(),
         "migrate",
@@ -132,6 +134,7 @@ def fleet_argv(concurrency: int) -> list[str]:
         "--migrations-dir",
         "migrations",
         "--json",
+        *extra,
     ]
 
 
@@ -275,12 +278,13 @@ def _fleet(opts: Options, count: int, migrations: int) -> Iterator[_Fleet]:
         yield _Fleet(served, project, refs, tuple(paths))
 
 
-def fleet_once(opts: Options, settings: FleetSettings, count: int) -> Timed:
-    """The fleet migrate over `count` fresh databases, checked database by database."""
+def fleet_once(opts: Options, settings: FleetSettings, count: int, *extra: str) -> Timed:
+    """The fleet migrate over `count` fresh databases (with `extra` options), checked
+    database by database, then again with nothing pending."""
     with _fleet(opts, count, settings.migrations) as fleet:
         measured = checked(
             run_measured(
-                fleet_argv(settings.concurrency),
+                fleet_argv(settings.concurrency, *extra),
                 env=clean_env(fleet.served.env),
                 cwd=fleet.project,
                 timeout=LOOP_TIMEOUT,
@@ -292,7 +296,17 @@ def fleet_once(opts: Options, settings: FleetSettings, count: int) -> Timed:
             raise RuntimeError(f"the fleet migrate of {count} databases reported {counts}")
         result = census(fleet.served.emulator, fleet.names, fleet.migrations)
         _require_complete(result, count, "the fleet migrate")
-        return Timed(measured.seconds, fleet.api_requests())
+        requests = fleet.api_requests()
+        checked(
+            run_measured(
+                fleet_argv(settings.concurrency),
+                env=clean_env(fleet.served.env),
+                cwd=fleet.project,
+                timeout=LOOP_TIMEOUT,
+            ),
+            f"the fleet migrate of {count} databases again, nothing pending",
+        )
+        return Timed(measured.seconds, requests, fleet.api_requests() - requests)
 
 
 def loop_once(
@@ -442,16 +456,18 @@ def run(opts: Options, settings: FleetSettings | None = None) -> list[Row]:
         if tool is not None:
             loop_once(opts, settings, 1, tool)
     fleets = [fleet_once(opts, settings, count) for _ in range(opts.runs)]
+    atomic = fleet_once(opts, settings, count, "--atomic")
     ours_loop = loop_once(opts, settings, count)
     theirs_loop = loop_once(opts, settings, subset, tool) if tool is not None else None
     faults = fault_run(opts, settings)
-    return _rows(opts, settings, fleets, ours_loop, theirs_loop, faults)
+    return _rows(opts, settings, fleets, atomic, ours_loop, theirs_loop, faults)
 
 
 def _rows(
     opts: Options,
     settings: FleetSettings,
     fleets: Sequence[Timed],
+    atomic: Timed,
     ours_loop: Timed,
     theirs_loop: Timed | None,
     faults: FaultOutcome,
@@ -539,7 +555,86 @@ def _rows(
                 commands=(setup, fleet_cmd),
             )
         )
+    rows += _rate_rows(opts, settings, fleets, atomic, setup)
     rows.append(_fault_row(opts, settings, faults, setup))
+    return rows
+
+
+PROJECTED = 10_000
+"""The fleet size of the projection row (#19)."""
+API_LIMIT = 1200
+API_WINDOW = 300.0
+"""Cloudflare's documented API limit: 1200 requests per 5 minutes per user."""
+
+
+def _rate_rows(
+    opts: Options, settings: FleetSettings, fleets: Sequence[Timed], atomic: Timed, setup: str
+) -> list[Row]:
+    """Requests per database with migrations pending and with none (default and
+    `--atomic`), and what they mean for a large fleet under the account's rate limit
+    (the list's pages aside)."""
+    count, n = settings.databases, settings.migrations
+    pending = (median([t.requests for t in fleets]) - 1) / count  # less the one list
+    idle = (median([t.again for t in fleets]) - 1) / count
+    at_once = (atomic.requests - 1) / count
+    rate = API_LIMIT / API_WINDOW
+    rows = []
+    for mode, with_pending, without, extra, how in (
+        (
+            "default",
+            pending,
+            idle,
+            (),
+            f"one request takes the lock and reads the ledger and schema, one fetches the"
+            f" Time Travel bookmark, one per migration ({n}; the last also releases the lock)",
+        ),
+        (
+            "`--atomic`",
+            at_once,
+            (atomic.again - 1) / count,
+            ("--atomic",),
+            "one request takes the lock and reads the ledger and schema while the Time"
+            " Travel bookmark is fetched beside it, one applies every migration and releases"
+            " the lock",
+        ),
+    ):
+        command = display(fleet_argv(settings.concurrency, *extra), ENV_NAMES)
+        rows.append(
+            Row(
+                bench="fleet",
+                measure=f"API requests per database, {mode}, {n} migrations pending / none pending",
+                d1deploy=f"{with_pending:.1f} / {without:.1f}",
+                target="≤ 3 / 1 (#19)",
+                verdict=f"{verdict(with_pending <= 3)} / {verdict(without <= 1)}",
+                produced_by=opts.invocation,
+                commands=(setup, command, f"{command}  # again: nothing pending"),
+                note=(
+                    f"With migrations pending: {how}. With none pending: the one request that"
+                    " reads everything, which takes the lock only when a migration is missing"
+                    " from the ledger (with `--atomic` the bookmark fetched beside it is one"
+                    " more). The databases come from the list (one request per 1000), not"
+                    " a GET each."
+                ),
+            )
+        )
+    fleet_cmd = display(fleet_argv(settings.concurrency), ENV_NAMES)
+    for label, per_db in (("pending", pending), ("none pending", idle)):
+        hours = PROJECTED * per_db / rate / 3600
+        rows.append(
+            Row(
+                bench="fleet",
+                measure=f"projected wall time of a {PROJECTED:,}-database fleet under the"
+                f" account's {API_LIMIT} requests / {API_WINDOW / 60:.0f} minutes, {label}",
+                d1deploy=f"{hours * 60:.0f} min ({PROJECTED * per_db:,.0f} requests)",
+                produced_by=opts.invocation,
+                commands=(setup, fleet_cmd),
+                note=(
+                    f"From the measured {per_db:.1f} requests per database at the limit's"
+                    f" {rate:g} requests/s ({PROJECTED:,} x {per_db:.1f} / {rate:g} s): the"
+                    " rate limit, not latency or concurrency, bounds a fleet this size."
+                ),
+            )
+        )
     return rows
 
 

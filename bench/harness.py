@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -34,7 +35,10 @@ WORK_DIR = BENCH_DIR / ".work"  # git-ignored: wrangler's npm install lives here
 RESULTS_PATH = BENCH_DIR / "RESULTS.md"
 ORDER = ("migrate", "fleet", "start", "backup", "split", "schema")
 LOAD_KEY = "load average (1 min) before / after"
-_VOLATILE = ("commit", LOAD_KEY)  # machine facts that do not make rows incomparable
+VENV_KEY = "fresh venv resolved"
+# Machine facts that do not make rows incomparable: the commit, the load, and the tools'
+# versions (a row of a benchmark that is not rerun keeps the note of when it ran).
+_VOLATILE = ("commit", LOAD_KEY, VENV_KEY, "wrangler", "node (for wrangler)")
 
 # Shown in place of the per-run port and temporary paths, so commands read the same
 # from one run to the next.
@@ -179,14 +183,66 @@ def seconds_text(value: float) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
+_VENV: Path | None = None
+"""The fresh virtual environment d1deploy was installed into for this run, if any."""
+
+DEPENDENCIES = ("typer", "click", "httpx", "rich")
+"""Whose versions the machine section records: what a fresh install resolves today
+decides start-up (typer 0.29 alone imports in ~84 ms), not what happened to be here."""
+
+
+def fresh_venv(path: Path) -> dict[str, str]:
+    """Install d1deploy into a new virtual environment at `path` (removed first), as a
+    user's `pip install` does (not editable, no dev extra), and measure d1deploy from it
+    from now on. Returns the resolved versions of Python and `DEPENDENCIES`.
+
+    :raises RuntimeError: the venv or the install failed.
+    """
+    global _VENV
+    shutil.rmtree(path, ignore_errors=True)
+    python = path / "bin" / "python"
+    for argv in (
+        [sys.executable, "-m", "venv", str(path)],
+        [str(python), "-m", "pip", "install", "-q", "--no-cache-dir", str(REPO_ROOT)],
+    ):
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{shlex.join(argv)} failed: {(proc.stderr or proc.stdout)[-800:]}")
+    _VENV = path
+    probe = """
+import importlib.metadata as m, json, platform, sys
+def version(name):
+    try:
+        return m.version(name)
+    except m.PackageNotFoundError:
+        return "not installed"
+print(json.dumps({"Python": platform.python_version(), **{n: version(n) for n in sys.argv[1:]}}))
+"""
+    out = subprocess.run(
+        [str(python), "-c", probe, *DEPENDENCIES],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=path,
+    ).stdout
+    versions: dict[str, str] = json.loads(out)
+    return versions
+
+
+def venv_python() -> str:
+    """The Python d1deploy runs on: the fresh venv's, else this one."""
+    return str(_VENV / "bin" / "python") if _VENV else sys.executable
+
+
 def d1deploy_argv() -> list[str]:
-    """How to start the installed d1deploy: its console script beside this Python.
+    """How to start the installed d1deploy: its console script beside the Python it was
+    installed for (the fresh venv's, when there is one).
 
     Calling the script directly skips shims (pyenv's cost ~100 ms per call), so the
     start-up measured is d1deploy's own.
     """
-    script = Path(sys.executable).parent / "d1deploy"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "d1deploy"]
+    script = Path(venv_python()).parent / "d1deploy"
+    return [str(script)] if script.is_file() else [venv_python(), "-m", "d1deploy"]
 
 
 def d1deploy_has(*commands: str) -> bool:

@@ -82,6 +82,22 @@ def ensure(cache: Path, *, install: bool = True) -> tuple[WranglerTool | None, s
     return tool, f"wrangler {tool.version} on node {tool.node_version} (installed now)"
 
 
+def real_tools() -> tuple[WranglerTool | None, str]:
+    """The wrangler the test suite pins (`tests/realtools.py`: wrangler 4.164.0 on the
+    Node.js 22 npm package, in the shared `.cache/real-tools`, installed there on first
+    use): the version users install today. None and the reason when it cannot be had."""
+    from tests import realtools
+
+    try:
+        realtools.wrangler()
+    except realtools.ToolUnavailable as exc:
+        return None, f"wrangler skipped: {exc}"
+    tool = find(realtools.CACHE / "npm")
+    if tool is None:
+        return None, f"wrangler skipped: not runnable from {realtools.CACHE / 'npm'}"
+    return tool, f"wrangler {tool.version} on node {tool.node_version} (tests/realtools.py)"
+
+
 def write_config(project: Path, *, name: str, uuid: str, migrations_dir: str) -> Path:
     """A wrangler.toml in `project` binding one D1 database, as a real project has."""
     path = project / "wrangler.toml"

@@ -67,6 +67,8 @@ class QueryResult:
     duration_ms: float = 0.0
     last_row_id: int | None = None
     changed_db: bool | None = None
+    size_after: int | None = None
+    """The database's size in bytes after the statement, when the answer says."""
 
     @property
     def wrote(self) -> bool:

@@ -9,7 +9,14 @@ anything runs. Reads run batched, held to being reads by the backend (`Backend.r
 `read_only`). A statement that writes is a *probe*: it never takes effect. On a database
 proven to discard aborted batches it runs in a batch that is forced to abort; elsewhere
 it runs on an in-memory SQLite copy of the live schema. This module owns that proof and
-its memory (`_d1deploy_meta`, `_d1deploy_scratch`).
+its memory (`_d1deploy_meta`, `_d1deploy_scratch`). Reads that run inside a
+migration's own request, as assertions, are `assertions.py`.
+
+Why ~670 lines: the file format, SQLite's judgement of each statement and running them
+are one idea, and the write probes (their proof, the shadow copy) are judged by the
+same `judge` and chosen by `run_checks`: splitting them out (`probes.py`) would need
+the check types in a third module to keep imports one way. Worth doing when the probes
+grow.
 """
 
 from __future__ import annotations
@@ -81,6 +88,9 @@ class Check:
     sql: str
     expect: Expectation
     writes: bool
+    columns: tuple[str, ...] | None = None
+    """The columns it answers with, when it is a read expecting rows or a value that can
+    stand as a subquery: then it may run inside a migration's own batch (`in_batch`)."""
 
     @property
     def location(self) -> str:
@@ -176,6 +186,9 @@ def parse_checks(text: str, *, file: str, schema: SchemaModel, strict: bool = Tr
                 sql=chunk.sql,
                 expect=expectation,
                 writes=judged.writes,
+                columns=schema.result_columns(chunk.sql)
+                if expectation.reads_rows and not judged.writes
+                else None,
             )
         )
     return checks
@@ -361,14 +374,16 @@ def _rows_outcome(n: int) -> str:
     return "no rows" if n == 0 else "1 row" if n == 1 else f"{n} rows"
 
 
-def _judge(
+def judge(
     check: Check,
     *,
     result: QueryResult | None = None,
     error: str | None = None,
     probe: Literal["abort", "shadow"] | None = None,
+    count: int | None = None,
 ) -> CheckResult:
-    """Compare what a statement did (a result, or an error message) with its expectation."""
+    """Compare what a statement did (a result, or an error message) with its expectation;
+    `count`: how many rows it found, when `result` holds only a sample of them."""
     exp = check.expect
     if error is not None:
         wanted = exp.kind == "error" and (
@@ -379,7 +394,7 @@ def _judge(
         return CheckResult(check, False, _succeeded(result, probe), probe=probe)
     if result is None or exp.kind == "succeeds":
         return CheckResult(check, True, _succeeded(result, probe), probe=probe)
-    n = len(result.rows)
+    n = len(result.rows) if count is None else count
     if exp.kind == "value":
         if n == 0:
             ok, outcome = False, "no rows"
@@ -436,14 +451,14 @@ def run_checks(
             alone = sorted(alone + batched)
         else:
             for i, answer in zip(batched, answers, strict=True):
-                results[i] = _judge(checks[i], result=answer)
+                results[i] = judge(checks[i], result=answer)
     for i in alone:
         try:
             answer = _read(backend, [checks[i]], before)[0]
         except errors.SqlError as exc:
-            results[i] = _judge(checks[i], error=exc.message)
+            results[i] = judge(checks[i], error=exc.message)
         else:
-            results[i] = _judge(checks[i], result=answer)
+            results[i] = judge(checks[i], result=answer)
 
     probes = [i for i, c in enumerate(checks) if c.writes]
     if probes:
@@ -461,6 +476,13 @@ def run_checks(
             finally:
                 shadow.close()
     return [results[i] for i in range(len(checks))]
+
+
+def in_batch(check: Check) -> bool:
+    """Whether `check` can run inside a migration's batch as an assertion
+    (`assertions.py`): a read expecting rows or a value, which can stand as a subquery
+    (`Check.columns`)."""
+    return check.columns is not None and not check.writes and check.expect.reads_rows
 
 
 def _judged_later(result: CheckResult) -> CheckResult:
@@ -508,8 +530,8 @@ def _abort_probe(backend: Backend, check: Check) -> CheckResult:
         backend.run([_statement(check), _abort(PROBE_ABORT)])
     except errors.SqlError as exc:
         if guard.parse_abort(exc.message) == PROBE_ABORT:
-            return _judge(check, probe="abort")
-        return _judge(check, error=exc.message, probe="abort")
+            return judge(check, probe="abort")
+        return judge(check, error=exc.message, probe="abort")
     # The database committed a batch whose last statement cannot succeed: the probe
     # has taken effect, and the proof recorded for this database is wrong.
     raise errors.ChangeFailed(
@@ -634,12 +656,12 @@ class _Shadow:
         try:
             self._db.execute(check.sql).fetchall()
         except sqlite3.Error as exc:
-            return _judge(check, error=_d1_message(exc), probe="shadow")
+            return judge(check, error=_d1_message(exc), probe="shadow")
         finally:
             # Some errors end the transaction by themselves.
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-        return _judge(check, probe="shadow")
+        return judge(check, probe="shadow")
 
     def close(self) -> None:
         if self._db is not None:

@@ -250,6 +250,7 @@ def query_result(what: str, item: Any, index: int) -> QueryResult:
     meta = lenient_object(item.get("meta"))
     last_row_id = meta.get("last_row_id")
     changed_db = meta.get("changed_db")
+    size_after = meta.get("size_after")
     return QueryResult(
         columns=columns,
         rows=tuple(tuple(cell(row.get(c)) for c in columns) for row in rows),
@@ -259,6 +260,7 @@ def query_result(what: str, item: Any, index: int) -> QueryResult:
         duration_ms=number(meta.get("duration")),
         last_row_id=last_row_id if isinstance(last_row_id, int) else None,
         changed_db=changed_db if isinstance(changed_db, bool) else None,
+        size_after=int(size_after) if isinstance(size_after, int | float) else None,
     )
 
 

@@ -384,7 +384,9 @@ def remote_task(client: D1Client, operation: Callable[[Backend], R]) -> Callable
     (closing a backend does not close the client: its owner closes it once)."""
 
     def task(info: DatabaseInfo) -> R:
-        # The list has no facts such as file_size: each database's own GET has them.
-        return operation(_SharedClientBackend(client, client.get_database(info.uuid)))
+        # The list's entry, without a GET per database: the one fact it may lack that
+        # an operation uses, the size, comes with the deploy's first answer (D1's
+        # `size_after`, see `ledger.Session.size`).
+        return operation(_SharedClientBackend(client, info))
 
     return task

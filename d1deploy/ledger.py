@@ -16,6 +16,12 @@ lease, read schema, ledger and history), then sends changes (a migration's apply
 rollback) one request at a time, each request holding one change or several consecutive
 ones (`pack` says how many fit D1's limits), and judges any failure or lost answer by
 re-reading the ledger of every change the request held.
+
+Why one module of ~800 lines: the tables' statements and their reading (the first half)
+are what `Session` sends and judges by, and the judge must read exactly what the
+statements wrote. The split that fits is `session.py` (`Session`, `Change`, `Sent`,
+packing) beside this module; it waits for #17's `Project`, which changes how
+`Session` is built in a parallel branch.
 """
 
 from __future__ import annotations
@@ -391,6 +397,9 @@ class Sent:
     failed: str | None = None
     file: str | None = None
     line: int | None = None
+    head: tuple[QueryResult, ...] = ()
+    tail: tuple[QueryResult, ...] = ()
+    """The answers to the request's `head` and `tail` statements (when it was done)."""
 
 
 @dataclass(frozen=True)
@@ -446,22 +455,39 @@ class Session:
         """When the newest history event started (database clock), as the lock was taken."""
         self.known = DbState(table, ())
         """The schema as of the last answer (what the next batch should start from)."""
+        self.size: int | None = None
+        """The database's size in bytes as the lock was taken, when D1 said (the list
+        of databases does not; `backend.info.file_size` otherwise)."""
 
-    def open(self) -> DbState:
+    def open(self, wanted: Sequence[str] | None = None) -> DbState:
         """One request: create the tables if needed, take the lock, read everything.
+
+        With `wanted` (migration names), the lock is taken only when one of them is not
+        in the ledger: a database with nothing to do is read in this one request and
+        never locked (`lease` stays None and `close` sends nothing).
 
         :raises LockHeld: another run holds the lock (naming it)."""
         interrupts.checkpoint()
         reads = [Statement(SCHEMA_SQL), *read_statements(self.table)]
         reads.append(Statement(f"SELECT coalesce(max(id), 0), max(at) FROM {HISTORY_TABLE}"))
         start_ttl = min(self.ttl, lock.START_TTL)
+        only_if = None
+        names = quote_text(json.dumps(list(wanted or ())))
+        if wanted is not None and len(names) < _MAX_NAMES_BYTES:
+            only_if = (
+                f"EXISTS (SELECT 1 FROM json_each({names})"
+                f" WHERE value NOT IN (SELECT name FROM {quote_ident(self.table)}))"
+            )
         head = setup_statements(self.table) + lock.acquire_statements(
-            self.holder, self.token, start_ttl
+            self.holder, self.token, start_ttl, only_if=only_if
         )
         self.asked = True
         results = self._idempotent(head + reads, "the lock request")
         self.asked = False  # answered: the lease is ours, or LockHeld names whose it is
-        self.lease = lock.lease_from(results[len(head) - 1], self.token)
+        read = results[len(head) - 1]
+        taken = lock.lease_if_taken if only_if is not None else lock.lease_from
+        self.lease = taken(read, self.token)
+        self.size = read.size_after
         schema, rows, events, mark = results[len(head) :]
         self.history_mark = int(mark.first_value() or 0)
         self.last_event_at = _text(mark.rows[0][1]) if mark.rows else None
@@ -576,7 +602,7 @@ class Session:
             Statement(SCHEMA_SQL),
             *lock.release_statements(lease),
         ]
-        scan = 2 * (self.backend.info.file_size or 0)
+        scan = 2 * (self.size or self.backend.info.file_size or 0)
         groups: list[range] = []
         cuts: list[str] = []
         start, body, scanned = 0, _json_bytes(frame), 0
@@ -602,24 +628,35 @@ class Session:
         return Packing(tuple(groups), tuple(cuts))
 
     def send(
-        self, changes: Sequence[Change], *, bookmark: str | None, release: bool = False
+        self,
+        changes: Sequence[Change],
+        *,
+        bookmark: str | None,
+        release: bool = False,
+        head: Sequence[Statement] = (),
+        tail: Sequence[Statement] = (),
     ) -> Sent:
         """Apply (or roll back, or record) `changes` in ONE request: the lease check and
-        extension, then each change's part (see `_part`), a read of the schema, and the
-        lock's release when `release`. Any failed or lost answer, whatever the error, is
-        judged by re-reading the ledger: never sent twice. Anything else on the way
-        (an interrupt) leaves the request `in_flight` for the settle to judge."""
+        extension, `head` (prechecks), each change's part (see `_part`), `tail` (verify
+        checks), a read of the schema, and the lock's release when `release`. Any failed
+        or lost answer, whatever the error, is judged by re-reading the ledger: never
+        sent twice. Anything else on the way (an interrupt) leaves the request
+        `in_flight` for the settle to judge."""
         interrupts.checkpoint()
         assert changes
         if self.lease is None:
             return Sent("lock_lost", error=self.lost or f"{lock.LOST_PREFIX} before this request")
         batch = lock.check_and_extend(self.lease, self.ttl)
+        head_at = len(batch)
+        batch += head
         parts: list[_Part] = []
         for change in changes:
             statements, body_at, finish_at = self._part(change, bookmark)
             at = len(batch)
             parts.append(_Part(change, at, at + body_at, at + finish_at, release))
             batch += statements
+        tail_at = len(batch)
+        batch += tail
         schema_at = len(batch)
         batch.append(Statement(SCHEMA_SQL))
         if release:
@@ -649,7 +686,12 @@ class Session:
                     sum(r.rows_written for r in done),
                 )
             )
-        return Sent("done", tuple(landed))
+        return Sent(
+            "done",
+            tuple(landed),
+            head=tuple(results[head_at : head_at + len(head)]),
+            tail=tuple(results[tail_at : tail_at + len(tail)]),
+        )
 
     def fenced_outcome(self, names: Sequence[str], sent: Sequence[_Part] = ()) -> Outcome:
         """What the ledger says of `names`, read in one request that also fences the
@@ -727,6 +769,11 @@ class Session:
         if self.lost is not None:
             return Sent("lock_lost", error=f"{error}; {self.lost}", failed=failed)
         return Sent("not_applied", error=error, failed=failed, file=file, line=line)
+
+
+_MAX_NAMES_BYTES = 50_000
+"""Past this, the names are left out of the lock's condition (the lock is taken as
+before): the statement stays well within D1's 100 KB per statement."""
 
 
 def _json_bytes(statements: Sequence[Statement]) -> int:

@@ -131,6 +131,22 @@ class SchemaModel:
         self._ticks = 0
         return d1sqlite.compile_statement(self._db, sql)
 
+    def result_columns(self, sql: str) -> tuple[str, ...] | None:
+        """The columns `sql` answers with when it can stand as a subquery
+        (`SELECT * FROM (sql)`: a SELECT, VALUES or WITH that only reads), else None.
+        Run on this schema-only model, which holds no rows: nothing is read or written."""
+        body = sql.rstrip()
+        body = body[:-1] if body.endswith(";") else body
+        wrapped = f"SELECT * FROM (\n{body}\n) LIMIT 0"
+        try:
+            if self.compile(wrapped).writes:
+                return None
+            self._ticks = 0
+            cursor = self._db.execute(wrapped)
+        except (d1sqlite.CompileError, sqlite3.Error):
+            return None
+        return tuple(d[0] for d in cursor.description or ())
+
     def compiles(self, sql: str) -> bool:
         try:
             self.compile(sql)

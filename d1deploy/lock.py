@@ -59,12 +59,19 @@ def _expiry(ttl_seconds: int) -> str:
     return f"strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+{int(ttl_seconds)} seconds')"
 
 
-def acquire_statements(holder: str, token: str, ttl_seconds: int) -> list[Statement]:
+def acquire_statements(
+    holder: str, token: str, ttl_seconds: int, *, only_if: str | None = None
+) -> list[Statement]:
     """Create the table if needed, take the lease unless someone else holds an unexpired
-    one, and read who holds it. `lease_from` interprets the last result."""
+    one, and read who holds it. `lease_from` interprets the last result.
+
+    `only_if`, an SQL condition, takes the lease only when it holds (a deploy asks
+    whether anything is pending in the same request, so a database with nothing to do
+    costs no lock and no release); whether it was taken is in the read."""
     take = Statement(
         f"INSERT INTO {LOCK_TABLE}(id, holder, token, acquired_at, expires_at)"
-        f" VALUES (1, ?, ?, {NOW}, {_expiry(ttl_seconds)})"
+        # INSERT ... SELECT needs a WHERE before ON CONFLICT (SQLite's parsing rule).
+        f" SELECT 1, ?, ?, {NOW}, {_expiry(ttl_seconds)} WHERE {only_if or 'true'}"
         " ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, token = excluded.token,"
         " acquired_at = excluded.acquired_at, expires_at = excluded.expires_at"
         # Never its own token back: a run that gave its lease up before knowing whether
@@ -86,6 +93,18 @@ def lease_of(result: QueryResult) -> Lease | None:
 def describe(lease: Lease) -> str:
     """`holder, since T, until T` for messages."""
     return f"{lease.holder}, since {lease.acquired_at}, until {lease.expires_at}"
+
+
+def lease_if_taken(result: QueryResult, token: str) -> Lease | None:
+    """The lease read by `acquire_statements(only_if=...)`: ours, or None when it was
+    not taken (the condition did not hold) and nobody else holds one.
+
+    :raises LockHeld: another unexpired lease exists, as `lease_from`.
+    """
+    lease = lease_of(result)
+    if lease is None or (lease.token != token and lease.expired):
+        return None
+    return lease_from(result, token)
 
 
 def lease_from(result: QueryResult, token: str) -> Lease:

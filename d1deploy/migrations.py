@@ -16,6 +16,13 @@ Discovery lives in `discovery.py`, status and plan in `planning.py`, the tables 
 one-request changes in `ledger.py`; this module re-exports what the CLI needs. Core
 functions take explicit arguments, report progress through `notify`, return frozen
 reports and raise `errors.*`; they never print.
+
+Why one module of ~1250 lines: migrate, rollback and baseline are three `_Run`s of the
+one settle (`_Run.settle`), whose ways out are the hard part and are read together; the
+split that fits is `runs.py` (reports, `_Run`, the settle) beside `migrate.py`,
+`rollback.py` and `baseline.py`. It waits for #17's `Project`, which changes this
+module's entry points in a parallel branch: moving them now would make that merge a
+rewrite.
 """
 
 from __future__ import annotations
@@ -27,7 +34,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
-from d1deploy import checks, guard, interrupts, ledger, limits, lint, schema, sqlsplit, suggest
+from d1deploy import (
+    assertions,
+    checks,
+    guard,
+    interrupts,
+    ledger,
+    limits,
+    lint,
+    schema,
+    sqlsplit,
+    suggest,
+)
 from d1deploy.backend import Backend
 from d1deploy.checks import CheckResult
 from d1deploy.discovery import Migration, discover, new_migration, resolve
@@ -485,7 +503,9 @@ def migrate(
 BATCH_SECONDS = limits.REQUEST_SECONDS
 
 
-def _open_taking_bookmark(session: ledger.Session) -> tuple[DbState, str | None]:
+def _open_taking_bookmark(
+    session: ledger.Session, wanted: Sequence[str]
+) -> tuple[DbState, str | None]:
     """Open the session (take the lock) while the Time Travel bookmark is fetched in
     parallel, saving a round trip. The bookmark comes back only when it is as good as
     one taken after the lock; else None, and the deploy takes one as usual.
@@ -505,12 +525,14 @@ def _open_taking_bookmark(session: ledger.Session) -> tuple[DbState, str | None]
     with ThreadPoolExecutor(max_workers=1) as pool:
         started = time.monotonic()
         fetched = pool.submit(session.backend.bookmark)
-        state = session.open()
+        state = session.open(wanted)
         window = time.monotonic() - started
         try:
             bookmark = fetched.result()
         except D1DeployError:
             return state, None
+    if session.lease is None:  # nothing pending: no lock taken, no bookmark wanted
+        return state, None
     return state, bookmark if session.quiet_for(window + BATCH_SECONDS + 1) else None
 
 
@@ -526,9 +548,42 @@ class _Deploy(_Run):
         self.todo: list[Migration] = []
         self.planned: list[PlannedMigration] = []
         self.later: tuple[str, ...] = ()
+        self.deferred: list[str] = []
+        self.heading: list[checks.Check] = []
+        """Prechecks to run at the head of the first request."""
+        self.listed = False
+        """Their results were reported already (they also ran before the backup)."""
         self.applied: list[tuple[Migration, PlannedMigration]] = []
         """This run's migrations that are applied and not undone, in order."""
-        self.report = MigrateReport(ok=True, database=session.backend.info.name)
+        # What the report says, collected as the run goes; `_report` builds it once.
+        self.landed: list[AppliedMigration] = []
+        self.results: list[CheckResult] = []
+        self.undone: list[RolledBackMigration] = []
+        self.backup: object = None
+        self.restored_to: str | None = None
+
+    def _report(
+        self, lock_held: str | None, error: str | None = None, interrupted: str | None = None
+    ) -> MigrateReport:
+        """The run's report: as it succeeded, or (with `error`) as it stopped."""
+        done = {a.name for a in self.landed}
+        stopped = tuple(m.name for m in self.todo if m.name not in done) if error else ()
+        return MigrateReport(
+            ok=error is None,
+            database=self.database,
+            applied=tuple(self.landed),
+            skipped=stopped + self.later,
+            bookmark_before=self.bookmark,
+            backup=self.backup,
+            checks=tuple(self.results),
+            rolled_back=tuple(self.undone),
+            restored_to=self.restored_to,
+            error=error,
+            restore_command=suggest.restore(self.bookmark) if self.bookmark else None,
+            still_applied=self.remains() if error else (),
+            lock_held=lock_held,
+            interrupted=interrupted,
+        )
 
     def run(self, before_change: Callable[[], object] | None) -> MigrateReport:
         # Only --atomic, which asks for the fewest round trips, fetches the bookmark while
@@ -538,7 +593,18 @@ class _Deploy(_Run):
         # export, restoring it would lose every write made meanwhile.
         backend = self.s.backend
         early = self.options.atomic and before_change is None and backend.is_remote
-        state, bookmark = _open_taking_bookmark(self.s) if early else (self.s.open(), None)
+        # The lock is taken only if a migration is missing from the ledger: a database
+        # with nothing to do costs this one request.
+        wanted = [m.name for m in self.migrations]
+        state, bookmark = (
+            _open_taking_bookmark(self.s, wanted) if early else (self.s.open(wanted), None)
+        )
+        return self._planned(state, bookmark, before_change)
+
+    def _planned(
+        self, state: DbState, bookmark: str | None, before_change: Callable[[], object] | None
+    ) -> MigrateReport:
+        backend = self.s.backend
         say = self.s.notify
         self.at("reading the migrations and the ledger")
         status_report = status_of(self.database, self.migrations, state)
@@ -549,6 +615,10 @@ class _Deploy(_Run):
         for name in status_report.out_of_order:
             say(f"{name} is numbered below an applied migration; applying it out of order")
         todo, later = select(self.migrations, status_report, self.options.to)
+        if todo and self.s.lease is None:
+            # Not expected: the lock's condition and this read came in one request. Were
+            # they ever to disagree, take the lock as usual and plan again.
+            return self._planned(self.s.open(), None, before_change)
         self.todo, self.later = list(todo), tuple(later)
         planned = prepare(todo, state, self.s.guard_tables)
         self.planned = list(planned)
@@ -559,57 +629,107 @@ class _Deploy(_Run):
             say(f"warning: {f.file}:{f.line}: {f.message}")
         # The check files were read and judged by `prepare`: a broken one has already
         # stopped the deploy, before any change.
-        deferred = [p.name for p in planned if p.prechecks_wait]
+        deferred = self.deferred = [p.name for p in planned if p.prechecks_wait]
+        # Prechecks that read rows run as assertions at the head of the first request
+        # (no window between check and change, no request of their own); the others
+        # (probes, expected errors, pragmas) run now. With a backup to take they all run
+        # now too, so that a refusal comes before the backup's cost, and the reads once
+        # more at the head of the request, closing the window the backup opened.
+        now = prechecks_now(planned)
+        self.heading = [c for c in now if checks.in_batch(c)]
+        self.listed = before_change is not None
         self.at("running the prechecks")
-        prechecks = checks.run_checks(backend, prechecks_now(planned))
-        failed = [r for r in prechecks if not r.ok]
-        self.report = replace(self.report, checks=tuple(prechecks), skipped=self.later)
-        if failed:
-            raise PrechecksFailed(
-                f"{len(failed)} precheck(s) failed: " + "; ".join(r.check.label for r in failed),
-                results=prechecks,
-                hint="fix the data the checks show (first rows listed), then deploy again",
-            )
+        early = now if self.listed else [c for c in now if not checks.in_batch(c)]
+        prechecks = checks.run_checks(backend, early)
+        self.results = list(prechecks)
+        if any(not r.ok for r in prechecks):
+            self._refuse(prechecks)
         if not todo:
             say("nothing to apply: the database is up to date")
             return self._done()
         self.at("taking the backup")
-        backup = before_change() if before_change else None
+        self.backup = before_change() if before_change else None
         if bookmark is None:
             self.at("taking a Time Travel bookmark")
             bookmark = backend.bookmark()
         say(f"bookmark before this deploy: {bookmark}")
         self.bookmark = bookmark
-        self.report = replace(
-            self.report,
-            backup=backup,
-            bookmark_before=bookmark,
-            restore_command=suggest.restore(bookmark),
-        )
         changes = [_apply(m, p) for m, p in zip(todo, planned, strict=True)]
         groups = self._groups(changes, bookmark, todo, deferred)
         for n, group in enumerate(groups):
             ms = [todo[i] for i in group]
+            head, self.heading = self.heading, []
+            listed, self.listed = self.listed, False  # head's results already reported
             if ms[0].name in deferred:
-                self.at(f"running the prechecks of {ms[0].name}")
-                self._checks("precheck", ms[:1], planned[group.start].prechecks)
+                waited = planned[group.start].prechecks
+                head = [c for c in waited if checks.in_batch(c)]
+                if rest := [c for c in waited if not checks.in_batch(c)]:
+                    self.at(f"running the prechecks of {ms[0].name}")
+                    self._checks("precheck", ms[:1], rest)
+            # Verify checks that read rows are assertions inside the request: a failing
+            # one aborts its migrations with it. The others run after it, as before.
             verifying = [c for i in group for c in planned[i].verifies]
+            tail = [c for c in verifying if checks.in_batch(c)]
+            after = [c for c in verifying if not checks.in_batch(c)]
             self.at(f"applying {_label(ms)}")
             sent = self.send(
-                [changes[i] for i in group], release=n == len(groups) - 1 and not verifying
+                [changes[i] for i in group],
+                release=n == len(groups) - 1 and not after,
+                head=assertions.batch_statements(head, assertions.PRECHECKS_ABORT) if head else (),
+                tail=assertions.batch_statements(tail, assertions.VERIFY_ABORT) if tail else (),
             )
             if sent.verdict != "done":
+                self._failed_checks(ms, sent, head, tail)
                 raise self._failure(ms, sent)
             self.applied += [(todo[i], planned[i]) for i in group]
             self._record_apply([planned[i] for i in group], sent)
-            if verifying:
+            # Their SELECTs' answers: the results as listed, and a read that wrote.
+            judged = assertions.judge_batch(head, sent.head[: len(head)])
+            self._checked("precheck", ms, [r for r in judged if not (listed and r.ok)])
+            self._checked("verify", ms, assertions.judge_batch(tail, sent.tail[: len(tail)]))
+            if after:
                 self.at(f"verifying {_label(ms)}")
-                self._checks("verify", ms, verifying)
+                self._checks("verify", ms, after)
         return self._done()
 
+    def _refuse(self, results: Sequence[CheckResult]) -> NoReturn:
+        failed = [r for r in results if not r.ok]
+        raise PrechecksFailed(
+            f"{len(failed)} precheck(s) failed: " + "; ".join(r.check.label for r in failed),
+            results=results,
+            hint="fix the data the checks show (first rows listed), then deploy again",
+        )
+
+    def _failed_checks(
+        self,
+        ms: Sequence[Migration],
+        sent: ledger.Sent,
+        head: Sequence[checks.Check],
+        tail: Sequence[checks.Check],
+    ) -> None:
+        """When a request failed on its checks' assertion (nothing of it applied), say
+        so as checks that failed: the prechecks of the first request refuse the deploy
+        as before it changed anything (exit 5); other failures stop it (settled)."""
+        if sent.verdict != "not_applied":
+            return
+        kinds: tuple[tuple[Literal["precheck", "verify"], Sequence[checks.Check], str], ...] = (
+            ("precheck", head, assertions.PRECHECKS_ABORT),
+            ("verify", tail, assertions.VERIFY_ABORT),
+        )
+        for kind, found, abort in kinds:
+            results = assertions.failed_batch(found, abort, sent.error) if found else None
+            if results is None:
+                continue
+            # Listed once: a precheck that passed before the backup, failing now.
+            self.results = [r for r in self.results if r.check not in found]
+            if kind == "precheck" and not self.applied and ms[0].name not in self.deferred:
+                self.changing = False  # its one request was aborted: nothing changed
+                self.results += results
+                self._refuse(self.results)
+            self._checked(kind, ms, results)
+
     def _done(self) -> MigrateReport:
-        lock_held = self.s.close()
-        return replace(self.report, lock_held=lock_held)
+        return self._report(self.s.close())
 
     def _groups(
         self,
@@ -646,8 +766,16 @@ class _Deploy(_Run):
     ) -> None:
         """Run the verify checks of `ms` (just applied), or the prechecks of `ms[0]`
         (deferred until now: nothing of it is applied yet); a failure stops the run."""
-        results = checks.run_checks(self.s.backend, found)
-        self.report = replace(self.report, checks=self.report.checks + tuple(results))
+        self._checked(kind, ms, checks.run_checks(self.s.backend, found))
+
+    def _checked(
+        self,
+        kind: Literal["precheck", "verify"],
+        ms: Sequence[Migration],
+        results: Sequence[CheckResult],
+    ) -> None:
+        """List the results of checks of `ms`; a failure stops the run."""
+        self.results += results
         if bad := [r for r in results if not r.ok]:
             what = "; ".join(f"{r.check.label} ({r.outcome})" for r in bad)
             when = (
@@ -662,7 +790,7 @@ class _Deploy(_Run):
             applied = AppliedMigration(
                 p.name, landed.duration_ms, landed.rows_written, len(p.statements), sent.answer_lost
             )
-            self.report = replace(self.report, applied=(*self.report.applied, applied))
+            self.landed.append(applied)
             took = "" if landed.duration_ms is None else f" in {landed.duration_ms:.0f} ms"
             if sent.answer_lost:
                 self.s.notify(f"applied {p.name}{took} (its answer was lost; the ledger shows it)")
@@ -700,23 +828,23 @@ class _Deploy(_Run):
             if not self.applied:
                 return f"{self.s.lost}; nothing of this run was applied"
             return f"{self.s.lost}; this run's migrations were not undone: that needs the lock"
-        if self.s.lease is None:
-            return "the deploy had finished: its last request landed and released the lock"
         if not undo:
             return "the deploy stopped there, nothing was undone"
+        if self.s.lease is None:
+            return "the deploy had finished: its last request landed and released the lock"
         return self._undo(restore)
 
     def _reconcile(self, outcome: ledger.Outcome) -> None:
         """Take the ledger's word for which of this run's migrations are applied: one
         whose answer never came (an interrupt, a lost connection) is this run's too."""
-        recorded = {a.name for a in self.report.applied}
+        recorded = {a.name for a in self.landed}
         events = {e.name: e for e in outcome.state.events}
         for m, p in zip(self.todo, self.planned, strict=False):
             if m.name in outcome.in_ledger and m.name not in recorded:
                 event = events.get(m.name)
                 took = None if event is None or event.duration_ms is None else event.duration_ms
                 applied = AppliedMigration(m.name, took, None, len(p.statements), True)
-                self.report = replace(self.report, applied=(*self.report.applied, applied))
+                self.landed.append(applied)
                 self.s.notify(f"applied {m.name} (its answer never came; the ledger shows it)")
         self.applied = [
             (m, p)
@@ -745,14 +873,14 @@ class _Deploy(_Run):
                     self.torn = f"rolling back {names} failed ({sent.error})"
                 if restore and sent.verdict != "lock_lost":
                     return f"rolling back {names} failed too ({sent.error}); {self._restore()}"
-                after = f" after {self._undone()}" if self.report.rolled_back else ""
+                after = f" after {self._undone()}" if self.undone else ""
                 return f"rolling back {names} failed ({sent.error}){after}"
             for landed in sent.landed:
                 self.applied.pop()
                 undone = RolledBackMigration(
                     landed.name, "file", landed.duration_ms, landed.rows_written, sent.answer_lost
                 )
-                self.report = replace(self.report, rolled_back=(*self.report.rolled_back, undone))
+                self.undone.append(undone)
                 self.s.notify(f"rolled back {landed.name}")
         if self.applied:
             m = self.applied[-1][0]
@@ -762,7 +890,7 @@ class _Deploy(_Run):
         return self._undone()
 
     def _undone(self) -> str:
-        names = [r.name for r in self.report.rolled_back]
+        names = [r.name for r in self.undone]
         return f"rolled back {', '.join(names)}" if names else "nothing was rolled back"
 
     def _restore(self) -> str:
@@ -773,23 +901,14 @@ class _Deploy(_Run):
         self.s.restored()
         self.applied.clear()
         self.torn = None
-        self.report = replace(self.report, restored_to=self.bookmark)
+        self.restored_to = self.bookmark
         return f"the database was restored to {self.bookmark}"
 
     def remains(self) -> tuple[str, ...]:
         return tuple(m.name for m, _ in self.applied)
 
     def final(self, error: str, lock_held: str | None, interrupted: str | None) -> MigrateReport:
-        done = {a.name for a in self.report.applied}
-        return replace(
-            self.report,
-            ok=False,
-            error=error,
-            skipped=tuple(m.name for m in self.todo if m.name not in done) + self.later,
-            still_applied=self.remains(),
-            lock_held=lock_held,
-            interrupted=interrupted,
-        )
+        return self._report(lock_held, error, interrupted)
 
 
 def _label(ms: Sequence[Migration]) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from d1deploy import d1sqlite
+from d1deploy import assertions, checks, d1sqlite, guard, lint
 
 Row = dict[str, Any]
 
@@ -114,6 +114,36 @@ def padded(total: int) -> str:
     head, tail = "SELECT length('", "') AS n;"
     return head + "x" * (total - len(head) - len(tail)) + tail
 
+
+def _in_batch(table: str, expect: str) -> list[str]:
+    """A read check of `table` as a migration's batch carries it (`assertions.batch_statements`):
+    its SELECT, then the assertion that fails the batch unless it holds."""
+    check_sql = f"SELECT id, name, b, r FROM {table} ORDER BY id;"
+    model = lint.SchemaModel.from_sql(
+        [f"CREATE TABLE {table}(id INTEGER, name TEXT, b BLOB, r REAL)"]
+    )
+    found = checks.parse_checks(
+        f"-- expect: {expect}\n{check_sql}\n", file="verify.sql", schema=model
+    )
+    return [
+        s.sql if s.sql.endswith(";") else s.sql + ";"
+        for s in assertions.batch_statements(found, assertions.VERIFY_ABORT)
+    ]
+
+
+def _with_rows(table: str) -> list[str]:
+    return [
+        f"CREATE TABLE {table}(id INTEGER, name TEXT, b BLOB, r REAL);",
+        f"INSERT INTO {table} VALUES (1, 'it''s', X'00FF', 1.5), (2, NULL, NULL, -2);",
+    ]
+
+
+CHECK_FAILED = r"(?:bad JSON path: '\$|JSON path error near ')" + re.escape(
+    f"{guard.marker()}{assertions.VERIFY_ABORT}"
+    """[[2,[[1,"it''s",{"blob":"00FF"},1.5],[2,null,null,-2.0]]]]'"""
+)
+"""A check failing inside a batch: its row count and rows come back in the error (the
+words before them are SQLite's, which changed in 3.45; `guard.parse_abort` reads both)."""
 
 CASES: tuple[Case, ...] = (
     # -- what D1's authorizer refuses ---------------------------------------------------
@@ -446,6 +476,21 @@ CASES: tuple[Case, ...] = (
         "DELETE FROM t_chg WHERE a = 1;",
         "SELECT changes() AS c, last_insert_rowid() AS r;",
         rows=[{"c": 1, "r": 2}],
+    ),
+    # -- a read check inside a migration's batch (#19) ----------------------------------
+    ok(
+        "check_in_batch_holds",
+        *_with_rows("t_chk_ok"),
+        *_in_batch("t_chk_ok", "rows = 2"),
+        "SELECT 'held' AS outcome;",
+        rows=[{"outcome": "held"}],
+    ),
+    fails(
+        "check_in_batch_fails_with_its_rows",
+        *_with_rows("t_chk_bad"),
+        *_in_batch("t_chk_bad", "no rows"),
+        error=CHECK_FAILED + r".*",
+        pattern=True,
     ),
     ok(
         "core_functions",

@@ -204,7 +204,7 @@ def test_a_restore_is_reported_even_when_the_lock_cannot_be_read_after_it(
     assert tables(remote) == set()
 
 
-def test_a_verify_failure_rolls_everything_back_in_one_request(db: Db, mdir: Path) -> None:
+def test_a_verify_failure_aborts_everything_in_its_own_request(db: Db, mdir: Path) -> None:
     write(mdir, "000_base.sql", "CREATE TABLE base (id INTEGER);\n")
     deploy(db, mdir)
     three(mdir)
@@ -220,14 +220,14 @@ def test_a_verify_failure_rolls_everything_back_in_one_request(db: Db, mdir: Pat
         "verification failed after the 3 migrations 001_a.sql to 003_c.sql: b has a row (value 0)"
         in err.message
     )
-    assert [r.name for r in err.report.rolled_back] == list(reversed(NAMES))
-    # One request for 000 earlier, one for all three now; one to undo all three.
+    # The read check is an assertion inside the one request (#19): failing, it aborted
+    # all three with it, so nothing needed undoing.
+    assert err.report.applied == () and err.report.rolled_back == ()
+    assert [(r.check.label, r.ok) for r in err.report.checks] == [("b has a row", False)]
     assert recording(db).requests_with(APPLY_ROW) == 2
-    assert recording(db).requests_with(UNDO_ROW) == 1
+    assert recording(db).requests_with(UNDO_ROW) == 0
     assert db.ledger() == ["000_base.sql"] and tables(db) == {"base"}
-    assert db.events()[1:] == [(n, "apply", 1) for n in NAMES] + [
-        (n, "rollback", 1) for n in reversed(NAMES)
-    ]
+    assert db.events()[1:] == []
     assert db.count(lock.LOCK_TABLE) == 0
 
 
@@ -236,7 +236,8 @@ def test_undoing_a_failed_default_deploy_takes_one_request(db: Db, mdir: Path) -
     write(mdir, "003_c/verify.sql", "-- expect: rows >= 1\nSELECT * FROM c;\n")
     with pytest.raises(DeployFailed, match=r"verification failed after 003_c\.sql") as info:
         deploy(db, mdir)
-    assert [r.name for r in info.value.report.rolled_back] == list(reversed(NAMES))
+    # 003's check aborted 003 in its own request (#19); 001 and 002 are undone together.
+    assert [r.name for r in info.value.report.rolled_back] == ["002_b.sql", "001_a.sql"]
     assert recording(db).requests_with(APPLY_ROW) == 3
     assert recording(db).requests_with(UNDO_ROW) == 1
     assert db.ledger() == [] and tables(db) == set()
@@ -355,7 +356,8 @@ def test_deferred_prechecks_run_between_requests(db: Db, mdir: Path) -> None:
         deploy(db, mdir, atomic=True, notify=lines.append)
     assert any("the prechecks of 002_b.sql can only run once" in line for line in lines)
     assert [r.name for r in info.value.report.rolled_back] == ["001_a.sql"]
-    assert recording(db).requests_with(APPLY_ROW) == 1
+    # 001's request, then 002's, whose precheck at its head aborted it (#19).
+    assert recording(db).requests_with(APPLY_ROW) == 2
     assert db.ledger() == [] and tables(db) == set()
 
 
@@ -417,3 +419,91 @@ def test_the_cli_applies_atomically(
     report = json.loads(done.stdout)
     assert report["ok"] and [a["name"] for a in report["applied"]] == NAMES
     assert emulator.count("POST", "/query") == 2
+
+
+# --- read checks inside the migration's own request (#19) ---------------------------------
+
+
+def _base_with_rows(db: Db, mdir: Path) -> None:
+    write(
+        mdir,
+        "000_base.sql",
+        "CREATE TABLE base (id INTEGER, name TEXT, b BLOB);\n"
+        "INSERT INTO base VALUES (1, 'it''s', X'00FF'), (2, NULL, NULL);\n",
+    )
+    deploy(db, mdir)
+    recording(db).requests.clear()
+
+
+def test_read_checks_ride_in_their_migrations_request(db: Db, mdir: Path) -> None:
+    _base_with_rows(db, mdir)
+    three(mdir)
+    write(
+        mdir,
+        "001_a/precheck.sql",
+        "-- check: base has two\n-- expect: rows = 2\nSELECT * FROM base;\n",
+    )
+    write(
+        mdir,
+        "003_c/verify.sql",
+        "-- check: c empty\n-- expect: value = 0\nSELECT count(*) FROM c;\n",
+    )
+    report = deploy(db, mdir)
+    assert [(r.check.label, r.ok, r.outcome) for r in report.checks] == [
+        ("base has two", True, "2 rows"),
+        ("c empty", True, "value 0"),
+    ]
+    sent = recording(db).sent
+    # Each check is in the request applying its migration, and in no other request.
+    for check, migration in (
+        ("SELECT * FROM base", "CREATE TABLE a"),
+        ("SELECT count(*) FROM c", "CREATE TABLE c"),
+    ):
+        holding = [batch for batch in sent if any(s.startswith(check) for s in batch)]
+        assert len(holding) == 1 and any(s.startswith(migration) for s in holding[0])
+    assert recording(db).requests_with(APPLY_ROW) == 3
+    assert db.ledger() == ["000_base.sql", *NAMES] and db.count(lock.LOCK_TABLE) == 0
+
+
+def test_a_failing_read_precheck_refuses_in_the_first_request_with_its_rows(
+    db: Db, mdir: Path
+) -> None:
+    _base_with_rows(db, mdir)
+    three(mdir)
+    write(
+        mdir,
+        "001_a/precheck.sql",
+        "-- check: base is empty\n-- expect: no rows\nSELECT * FROM base;\n",
+    )
+    with pytest.raises(migrations.PrechecksFailed) as info:
+        deploy(db, mdir)
+    assert info.value.exit_code == 5
+    (result,) = info.value.results
+    assert (result.ok, result.outcome) == (False, "2 rows")
+    assert result.columns == ("id", "name", "b")
+    assert result.rows == ((1, "it's", b"\x00\xff"), (2, None, None))
+    # The one request that carried 001 aborted on the precheck at its head.
+    assert recording(db).requests_with(APPLY_ROW) == 1
+    assert db.ledger() == ["000_base.sql"] and tables(db) == {"base"}
+    assert db.count(lock.LOCK_TABLE) == 0
+
+
+def test_a_failing_verify_read_brings_its_rows_back_and_needs_no_rollback_sql(
+    db: Db, mdir: Path
+) -> None:
+    _base_with_rows(db, mdir)
+    write(mdir, "001_a.sql", "CREATE TABLE a (id INTEGER);\nINSERT INTO a VALUES (7), (8);\n")
+    write(
+        mdir, "001_a/verify.sql", "-- check: a has one\n-- expect: rows <= 1\nSELECT id FROM a;\n"
+    )
+    with pytest.raises(
+        DeployFailed, match=r"verification failed after 001_a\.sql: a has one"
+    ) as info:
+        deploy(db, mdir)
+    report = info.value.report
+    (result,) = report.checks
+    assert (result.ok, result.outcome, result.rows) == (False, "2 rows", ((7,), (8,)))
+    assert report.applied == () and report.rolled_back == () and report.still_applied == ()
+    assert recording(db).requests_with(UNDO_ROW) == 0
+    assert db.ledger() == ["000_base.sql"] and tables(db) == {"base"}
+    assert db.count(lock.LOCK_TABLE) == 0

@@ -29,7 +29,7 @@ def test_migrate_deploys_and_counts_requests() -> None:
     # --atomic sends the three migrations in one request, so fewer requests in all.
     assert int(atomic_requests.d1deploy) < int(requests.d1deploy)
     assert f"{atomic_requests.d1deploy} API requests" in atomic.d1deploy
-    assert atomic.target == "≤ 0.3x (#8)" and atomic.verdict == "no baseline"
+    assert atomic.target == "≤ 0.3x (#19)" and atomic.verdict == "no baseline"
     assert "With no latency at all" in atomic.note
     assert "--atomic" in atomic.commands[1] and "--atomic" not in wall.commands[1]
     assert "download" in backup.d1deploy
@@ -135,8 +135,13 @@ def test_command_line() -> None:
 
 def test_fleet_measures_both_loops_and_a_fault_run() -> None:
     settings = bench_fleet.FleetSettings(databases=3, concurrency=2, seed=4)  # one drop-before
-    fleet, loop_of_wrangler, faults = bench_fleet.run(OPTS, settings)
+    fleet, loop_of_wrangler, requests, atomic, *projected, faults = bench_fleet.run(OPTS, settings)
     assert [fleet.bench, loop_of_wrangler.bench, faults.bench] == ["fleet"] * 3
+    # With nothing pending, a database costs the one request that reads everything.
+    assert requests.d1deploy.endswith(" / 1.0") and "≤ 3 / 1" in requests.target
+    assert "`--atomic`" in atomic.measure and "--atomic" in atomic.commands[1]
+    assert [p.measure.split(",")[-1] for p in projected] == [" pending", " none pending"]
+    assert all("10,000-database fleet" in p.measure for p in projected)
     assert fleet.ratio is not None and "x faster" in fleet.verdict
     assert "--databases-matching 'fleet-*' --concurrency 2" in fleet.commands[1]
     assert "seq -f 'fleet-%03g' 1 3" in fleet.commands[2]

@@ -42,8 +42,8 @@ def test_fresh_database_gets_every_migration_and_a_second_run_does_nothing(
     again = deploy(db, seed)
     assert again.ok and again.applied == () and again.bookmark_before is None
     if db.emulator:
-        # One request to lock and read everything, one to release the lock.
-        assert db.emulator.count("POST", "/query") == 2
+        # One request reads everything; with nothing pending it takes no lock.
+        assert db.emulator.count("POST", "/query") == 1
     assert db.ledger() == names
 
 
@@ -182,7 +182,9 @@ def test_verify_failure_after_3_of_3_rolls_back_this_run_only(db: Db, mdir: Path
     report = info.value.report
     assert isinstance(report, MigrateReport) and not report.ok
     assert "verification failed after 003_c.sql: c has a row (no rows)" in info.value.message
-    assert [r.name for r in report.rolled_back] == ["003_c.sql", "002_b.sql", "001_a.sql"]
+    # The check ran inside 003's own request: its failure aborted 003 with it (#19).
+    assert [a.name for a in report.applied] == ["001_a.sql", "002_b.sql"]
+    assert [r.name for r in report.rolled_back] == ["002_b.sql", "001_a.sql"]
     assert [c.ok for c in report.checks] == [False]
     assert db.ledger() == ["000_base.sql"]
     assert {r[1] for r in db.rows(USER_TABLES)} == {"base"}
@@ -200,8 +202,9 @@ def test_verify_failure_without_rollback_sql_names_the_restore_command(db: Db, m
         info.value.hint
         == f"restore it with `d1deploy restore --bookmark {report.bookmark_before} --yes`"
     )
-    assert "003_c.sql has no rollback SQL" in info.value.message
-    assert db.ledger() == ["001_a.sql", "002_b.sql", "003_c.sql"]
+    # 003's failing check aborted 003 itself (#19); 002 is where undoing stops.
+    assert "002_b.sql has no rollback SQL" in info.value.message
+    assert db.ledger() == ["001_a.sql", "002_b.sql"]
 
 
 def test_on_failure_restore_uses_the_bookmark(db: Db, mdir: Path) -> None:
@@ -672,3 +675,24 @@ def test_lint_errors_block_the_deploy(db: Db, mdir: Path) -> None:
         deploy(db, mdir)
     assert info.value.exit_code == 2 and info.value.line == 1
     assert db.count(lock.LOCK_TABLE) == 0
+
+
+def test_with_nothing_pending_no_lock_is_taken_but_a_held_one_still_refuses(
+    db: Db, mdir: Path
+) -> None:
+    """The first request takes the lock only when a migration is missing from the
+    ledger (#19); another run's lease is still named, as before."""
+    three(mdir)
+    deploy(db, mdir)
+    again = deploy(db, mdir)
+    assert again.ok and again.applied == () and again.lock_held is None
+    assert db.rows(f"SELECT count(*) FROM {lock.LOCK_TABLE}") == [(0,)]
+    other = helpers.take_lock(db.backend, "another run", 900)
+    with pytest.raises(errors.LockHeld, match="another deploy holds the lock: another run"):
+        deploy(db, mdir)
+    # Its lease is untouched; once it is gone, a new migration takes the lock again.
+    assert db.rows(f"SELECT token FROM {lock.LOCK_TABLE}") == [(other.token,)]
+    lock.release(db.backend, other)
+    write(mdir, "004_d.sql", "CREATE TABLE d (id INTEGER);\n")
+    assert [a.name for a in deploy(db, mdir).applied] == ["004_d.sql"]
+    assert db.rows(f"SELECT count(*) FROM {lock.LOCK_TABLE}") == [(0,)]

@@ -13,18 +13,21 @@ statements are refused by SQLite locally and caught by D1's answer remotely.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from d1deploy import checks, d1sqlite, errors, lint, migrations, sqlsplit
 from d1deploy.backend import Backend, Statement
+from d1deploy.client import D1Client
 from d1deploy.local import LocalBackend
 from d1deploy.remote import RemoteBackend
 from tests.e2e.states import in_process_backend
@@ -361,20 +364,31 @@ def test_a_verify_read_that_d1_says_wrote_stops_the_deploy_where_it_stands(
     migration.write_text("CREATE TABLE t (a);\n", encoding="utf-8")
     rollback.write_text("DROP TABLE t;\n", encoding="utf-8")
     verify.write_text("-- expect: value = 0\nSELECT count(*) FROM t;\n", encoding="utf-8")
+    # The check runs inside the migration's batch (#19): D1's answer to that one item
+    # says it wrote, the rest of the batch is answered as the emulator ran it.
     wrote = {"changes": 1, "rows_written": 1, "changed_db": True}
-    emulator.faults.add(
-        "POST",
-        r"/query$",
-        body="SELECT count(*) FROM t",
-        status=200,
-        reply={
-            "success": True,
-            "errors": [],
-            "messages": [],
-            "result": [{"success": True, "results": [{"count(*)": 0}], "meta": wrote}],
-        },
+    inner = emulator.transport()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        response = inner.handle_request(request)
+        if not request.url.path.endswith("/query"):
+            return response
+        items = json.loads(request.content).get("batch") or []
+        body = json.loads(response.read())
+        for i, item in enumerate(items):
+            if item["sql"].strip().rstrip(";") == "SELECT count(*) FROM t" and body["success"]:
+                body["result"][i]["meta"].update(wrote)
+        return httpx.Response(response.status_code, json=body)
+
+    emulator.create_database("deploy")
+    path = emulator.db_path("deploy")
+    client = D1Client(
+        token=emulator.token,
+        account_id=emulator.account_id,
+        base_url=emulator.base_url,
+        transport=httpx.MockTransport(answer),
     )
-    backend, path = _remote(emulator, "deploy")
+    backend = RemoteBackend(client, client.resolve_database("deploy"))
     with pytest.raises(migrations.DeployFailed) as info:
         migrations.migrate(backend, mdir, actor="test")
     err = info.value
