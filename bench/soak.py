@@ -37,6 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from d1deploy import backup, errors, lock, migrations
+from d1deploy.project import Project
 from tests.e2e.states import (
     DB,
     M000,
@@ -146,9 +147,11 @@ def operate(operation: str, lane: Lane, *, actor: str) -> str:
             return backup.backup(backend, dest=None, backup_dir=lane.work / "backups")
 
         if operation == "migrate":
-            migrations.migrate(db, lane.migrations, actor=actor, before_change=take_backup)
+            migrations.migrate(db, Project(lane.migrations, actor=actor), before_change=take_backup)
         else:
-            migrations.rollback(db, lane.migrations, actor=actor, before_change=take_backup)
+            migrations.rollback(
+                db, Project(lane.migrations, actor=actor), before_change=take_backup
+            )
         return "ok"
     except errors.D1DeployError as exc:
         return f"{type(exc).__name__} (exit {exc.exit_code})"

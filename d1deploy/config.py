@@ -42,25 +42,25 @@ import posixpath
 import re
 import socket
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from d1deploy import errors
+from d1deploy import defaults, errors
 
 ENV_API_TOKEN = "CLOUDFLARE_API_TOKEN"
 ENV_ACCOUNT_ID = "CLOUDFLARE_ACCOUNT_ID"
 ENV_API_BASE_URL = "CLOUDFLARE_API_BASE_URL"
 ENV_DATABASE = "D1DEPLOY_DATABASE"
 
-DEFAULT_API_BASE_URL = "https://api.cloudflare.com/client/v4"
-DEFAULT_MIGRATIONS_TABLE = "d1_migrations"
-DEFAULT_MIGRATIONS_PATTERN = "*.sql"
-DEFAULT_LOCK_TTL_SECONDS = 900
-DEFAULT_LOCAL_PATH = Path(".d1deploy") / "local.sqlite"
+DEFAULT_API_BASE_URL = defaults.API_BASE_URL
+DEFAULT_MIGRATIONS_TABLE = defaults.MIGRATIONS_TABLE
+DEFAULT_MIGRATIONS_PATTERN = defaults.MIGRATIONS_PATTERN
+DEFAULT_LOCK_TTL_SECONDS = defaults.LOCK_TTL_SECONDS
+DEFAULT_LOCAL_PATH = defaults.LOCAL_PATH
 
 CONFIG_FILE_NAME = "d1deploy.toml"
 PYPROJECT_FILE_NAME = "pyproject.toml"
@@ -69,6 +69,45 @@ WRANGLER_FILE_NAMES = ("wrangler.toml", "wrangler.json", "wrangler.jsonc")
 _ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _DEFAULT = "default"
 _T = TypeVar("_T")
+
+
+_PATH_FLAGS = ("config", "wrangler_config", "migrations_dir", "backup_dir")
+
+
+@dataclass(frozen=True)
+class Flags:
+    """The command line's share of the settings, typed as the CLI parses it; None (or
+    `()`) where an option was not given."""
+
+    database: tuple[str, ...] = ()
+    databases_matching: str | None = None
+    local: str | None = None
+    """The file of `--local=PATH`; `""` for a bare `--local` (the default file)."""
+    account_id: str | None = None
+    env: str | None = None
+    config: Path | None = None
+    wrangler_config: Path | None = None
+    migrations_dir: Path | None = None
+    migrations_table: str | None = None
+    backup_dir: Path | None = None
+
+    @classmethod
+    def of(cls, values: Mapping[str, object]) -> Flags:
+        """Flags from a mapping of option names to values (strings for paths will do);
+        names that are not settings flags are ignored, as a command's other options are."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        typed: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                continue
+            if key == "database":
+                items = value if isinstance(value, list | tuple) else ()
+                typed[key] = tuple(v for v in items if isinstance(v, str))
+            elif key in _PATH_FLAGS:
+                typed[key] = Path(value) if isinstance(value, str | Path) and value != "" else None
+            else:
+                typed[key] = value if isinstance(value, str) else None
+        return cls(**typed)
 
 
 @dataclass(frozen=True, repr=False)
@@ -158,6 +197,32 @@ class Settings:
             "d1deploy.toml or one d1_databases entry in wrangler.toml, or use --local",
         )
 
+    @property
+    def is_fleet(self) -> bool:
+        """Several databases (named, or `--databases-matching`) rather than one.
+
+        :raises errors.UsageError: several databases asked for with `--local`."""
+        fleet = self.databases_matching is not None or len(self.databases) > 1
+        if fleet and self.local_path is not None:
+            raise errors.UsageError("--local works on one file; several databases need the D1 API")
+        return fleet
+
+    def refuse_mismatch(self, api_name: str) -> None:
+        """A wrangler entry whose database_name and database_id are two databases (a
+        copied block with prod's id under `staging`) must not reach the wrong one; the
+        API named `database_id`'s database `api_name`.
+
+        :raises errors.ConfigMismatch: when the name is another database's."""
+        if self.database_id is None or self.database in (None, self.database_id, api_name):
+            return
+        raise errors.ConfigMismatch(
+            f"{self.sources['databases']} names database {self.database!r} with database_id "
+            f"{self.database_id}, but the API says {self.database_id} is {api_name!r}; "
+            "nothing was changed",
+            hint=f"correct database_id or database_name ({self.sources['database_id']}); "
+            "`d1deploy databases` lists each database's name and id",
+        )
+
     def require_remote(self) -> tuple[str, str]:
         """(token, account_id) for talking to the API.
 
@@ -186,8 +251,11 @@ class Settings:
         return self.api_token, self.account_id
 
 
-def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Path) -> Settings:
-    """Build `Settings` from flags, environment, project config and wrangler config.
+def resolve(
+    *, flags: Flags | Mapping[str, object], environ: Mapping[str, str], cwd: Path
+) -> Settings:
+    """Build `Settings` from flags (`Flags`, or a mapping `Flags.of` reads), environment,
+    project config and wrangler config.
 
     Precedence: flag > environment > d1deploy.toml / [tool.d1deploy] > wrangler config >
     default (see the module docstring for the table).
@@ -198,6 +266,8 @@ def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Pat
         unknown --env, --database together with --databases-matching).
     """
     cwd = Path(cwd)
+    if not isinstance(flags, Flags):
+        flags = Flags.of(flags)
     sources: dict[str, str] = {}
     env_name = _flag_text(flags, "env")
     if env_name:
@@ -291,7 +361,7 @@ def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Pat
             entry.default_migrations_dir if entry else None,
             f"wrangler's default: migrations/ beside {wrangler.label if wrangler else ''}",
         ),
-        (cwd / "migrations", _DEFAULT),
+        (cwd / defaults.MIGRATIONS_DIR, _DEFAULT),
     )
     config_table, config_table_source = config.text("migrations_table")
     migrations_table, sources["migrations_table"] = _pick(
@@ -312,7 +382,7 @@ def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Pat
     )
 
     local_path = None
-    local_flag = flags.get("local")
+    local_flag = flags.local
     if local_flag is not None:
         local_path, sources["local_path"] = _pick(
             _flag_path(flags, "local", cwd, "flag --local") if local_flag else (None, ""),
@@ -323,7 +393,7 @@ def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Pat
     backup_dir, sources["backup_dir"] = _pick(
         _flag_path(flags, "backup_dir", cwd, "flag --backup-dir"),
         config.path("backup_dir"),
-        (cwd / "backups", _DEFAULT),
+        (cwd / defaults.BACKUP_DIR, _DEFAULT),
     )
     lock_ttl, sources["lock_ttl_seconds"] = _pick(
         config.value("lock_ttl_seconds"), (DEFAULT_LOCK_TTL_SECONDS, _DEFAULT)
@@ -479,7 +549,7 @@ class _ProjectConfig:
 
 
 def _find_project_config(
-    flags: Mapping[str, object], cwd: Path, env_name: str | None, sources: dict[str, str]
+    flags: Flags, cwd: Path, env_name: str | None, sources: dict[str, str]
 ) -> _ProjectConfig:
     flag_path = _flag_text(flags, "config")
     if flag_path:
@@ -622,7 +692,7 @@ class _Wrangler:
 
 
 def _find_wrangler(
-    flags: Mapping[str, object],
+    flags: Flags,
     cwd: Path,
     config: _ProjectConfig,
     env_name: str | None,
@@ -956,21 +1026,19 @@ def _split_list(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(p.strip() for p in value.split(",") if p.strip()))
 
 
-def _flag_text(flags: Mapping[str, object], key: str) -> str | None:
-    value = flags.get(key)
+def _flag_text(flags: Flags, key: str) -> str | None:
+    value = getattr(flags, key)
+    if isinstance(value, Path):
+        return str(value)
     return value if isinstance(value, str) and value != "" else None
 
 
-def _flag_list(flags: Mapping[str, object], key: str) -> tuple[str, ...]:
-    value = flags.get(key)
-    if not isinstance(value, Sequence) or isinstance(value, str):
-        return ()
-    return tuple(dict.fromkeys(v.strip() for v in value if isinstance(v, str) and v.strip()))
+def _flag_list(flags: Flags, key: str) -> tuple[str, ...]:
+    value: tuple[str, ...] = getattr(flags, key)
+    return tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
 
 
-def _flag_path(
-    flags: Mapping[str, object], key: str, cwd: Path, source: str
-) -> tuple[Path | None, str]:
+def _flag_path(flags: Flags, key: str, cwd: Path, source: str) -> tuple[Path | None, str]:
     value = _flag_text(flags, key)
     return (_join(cwd, value) if value else None), source
 

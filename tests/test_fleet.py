@@ -26,6 +26,7 @@ from d1deploy.fleet import (
     select_databases,
 )
 from d1deploy.migrations import MigrateReport
+from d1deploy.project import Project
 from tests.emulator import D1Emulator, DatabaseRef
 
 NAMES = ["001_a.sql", "002_b.sql", "003_c.sql"]
@@ -98,7 +99,7 @@ def migrate_task(
 ) -> Callable[[DatabaseInfo], MigrateReport]:
     options = migrations.MigrateOptions(allow_drift=allow_drift)
     return remote_task(
-        client, lambda backend: migrations.migrate(backend, mdir, actor="fleet", options=options)
+        client, lambda backend: migrations.migrate(backend, Project(mdir, actor="fleet"), options)
     )
 
 

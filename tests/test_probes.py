@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from d1deploy import checks, d1sqlite, errors, lint, migrations, sqlsplit
 from d1deploy.backend import Backend, Statement
 from d1deploy.local import LocalBackend
+from d1deploy.project import Project
 from d1deploy.remote import RemoteBackend
 from tests.e2e.states import in_process_backend
 from tests.emulator import D1Emulator
@@ -376,7 +377,7 @@ def test_a_verify_read_that_d1_says_wrote_stops_the_deploy_where_it_stands(
     )
     backend, path = _remote(emulator, "deploy")
     with pytest.raises(migrations.DeployFailed) as info:
-        migrations.migrate(backend, mdir, actor="test")
+        migrations.migrate(backend, Project(mdir, actor="test"))
     err = info.value
     assert err.exit_code == 1 and err.location == f"{verify}:2"
     assert "changed the database" in err.message and "nothing was undone" in err.message
