@@ -26,6 +26,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from d1deploy import __version__, cli, lock, suggest
+from d1deploy.cli.command import SUMMARIES
 from d1deploy.client import D1Client
 from d1deploy.errors import EXIT_CODES
 from d1deploy.local import LocalBackend
@@ -199,6 +200,16 @@ def test_every_command_has_help_text() -> None:
     for name, command in group.commands.items():
         assert command.help and len(command.help) > 20, name
         assert one_line(command.help) in one_line(run(name, "--help").stdout), name
+
+
+def test_the_help_lists_each_command_by_the_line_it_is_registered_with() -> None:
+    """`--help` lists the commands without importing them (`SUMMARIES`): the list is
+    exactly the commands there are, each with its own short help."""
+    assert set(cli.app.commands) == set(SUMMARIES)
+    text = run("--help").stdout
+    for name, command in cli.app.commands.items():
+        assert command.short_help == SUMMARIES[name][1]
+        assert one_line(f"{name} {command.short_help}") in one_line(text)
 
 
 def test_a_command_help_names_its_options() -> None:

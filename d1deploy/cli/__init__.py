@@ -23,17 +23,24 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
-import click
+if TYPE_CHECKING:
+    from d1deploy.cli.command import LazyGroup
+    from d1deploy.cli.output import Output
 
-from d1deploy import interrupts
-from d1deploy.cli import admin, data, deploy
-from d1deploy.cli.command import State, app, say_now
-from d1deploy.cli.output import Output, error_payload
-from d1deploy.errors import D1DeployError, Interrupted, UsageError
+    app: LazyGroup
 
 __all__ = ["app", "main", "optional_local_value"]
-_COMMANDS = (admin, data, deploy)  # imported for their commands
+
+
+def __getattr__(name: str) -> Any:
+    """`app`: the Click group with every command loaded (`main` loads only the one run)."""
+    if name == "app":
+        from d1deploy.cli.command import app
+
+        return app.load_all()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def optional_local_value(args: list[str]) -> list[str]:
@@ -53,24 +60,44 @@ def main() -> None:
     errors (a misspelt command or option) and interrupts are reported like every other
     failure: with `--json`, one JSON object on stdout."""
     args = optional_local_value(sys.argv[1:])
+    if args == ["--version"]:  # the one answer that needs neither Click nor a command
+        from d1deploy import __version__
+
+        sys.stdout.write(f"d1deploy {__version__}\n")
+        sys.exit(0)
+    import click
+
+    from d1deploy import interrupts
+    from d1deploy.cli.command import State, app, say_now
+    from d1deploy.errors import D1DeployError, Interrupted, UsageError
+
     before = args[: args.index("--")] if "--" in args else args
-    out = Output(json_mode="--json" in before, environ=os.environ)
+
+    def output() -> Output:
+        # Made when something goes wrong: a run that works prints through its command's.
+        from d1deploy.cli.output import Output
+
+        return Output(json_mode="--json" in before, environ=os.environ)
+
     try:
-        with interrupts.handling(say_now(out)):
+        with interrupts.handling(lambda line: say_now(output())(line)):
             code = app.main(args=args, prog_name="d1deploy", standalone_mode=False)
     except click.ClickException as exc:  # Click's own: a misspelt command or option, a bad value
+        from d1deploy.cli.output import error_payload
+
         exc.show()
         ctx = getattr(exc, "ctx", None)
         where = ctx.command_path if ctx is not None else "d1deploy"
         err = UsageError(exc.format_message(), hint=f"see `{where} --help`")
         err.exit_code = exc.exit_code
+        out = output()
         out.annotate("error", err.message, title="d1deploy: usage")
         if out.json_mode:
             out.json(error_payload(err, None))
         code = exc.exit_code
     except click.exceptions.Abort:
-        out.error(D1DeployError("aborted; nothing was changed"))
+        output().error(D1DeployError("aborted; nothing was changed"))
         code = 1
     if code == Interrupted.exit_code and not State.reported:
-        out.error(Interrupted("interrupted before the command started; nothing was changed"))
+        output().error(Interrupted("interrupted before the command started; nothing was changed"))
     sys.exit(code if isinstance(code, int) else 0)
