@@ -34,7 +34,7 @@ def before_change(run: Run, backend: Backend) -> Callable[[], object] | None:
             result = backup.backup(
                 backend,
                 dest=None,
-                backup_dir=run.settings.backup_dir,
+                backup_dir=run.project.backup_dir,
                 notify=run.out.info,
                 on_bytes=on_bytes,
             )

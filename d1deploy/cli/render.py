@@ -4,6 +4,10 @@ Every function takes the `Output` (the only writer) and a core report. Data a us
 asked for (query results, lists) goes to stdout; narration goes to stderr; `--json`
 prints the report as one object; in GitHub Actions a Markdown summary and step outputs
 are written too.
+
+Longer than 500 lines because it holds one short function per report (and the
+`describe_*` line of each in a fleet) beside the helpers they share (checks, schema
+differences, failures); what a report says is found by its name here.
 """
 
 from __future__ import annotations
