@@ -15,12 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from d1deploy import suggest
-from d1deploy.cli.output import Output
 from d1deploy.errors import ConfirmationRequired, D1DeployError, NotFound, UsageError
 
 if TYPE_CHECKING:
+    from d1deploy import suggest
     from d1deploy.backend import Backend
+    from d1deploy.cli.output import Output
     from d1deploy.client import D1Client
     from d1deploy.config import Flags, Settings
     from d1deploy.project import Project
@@ -54,7 +54,7 @@ class Run:
     def settings(self) -> Settings:
         """Flag > env > config files > defaults, shown with -v."""
         if self._settings is None:
-            from d1deploy import config
+            from d1deploy import config, suggest
 
             self._settings = config.resolve(flags=self.flags, environ=os.environ, cwd=Path.cwd())
             for key, value, source in self._settings.describe():
@@ -77,6 +77,8 @@ class Run:
         """The options that point a suggested command at what this run works on: the
         database (the `-d` given, else the one configured; or `--local=PATH`), the
         account and project options given as flags."""
+        from d1deploy import suggest
+
         f = self.flags
         project: list[str] = []
         for option, value in (

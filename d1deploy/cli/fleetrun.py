@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from d1deploy import interrupts, suggest
-
 if TYPE_CHECKING:
     from d1deploy.backend import Backend
     from d1deploy.cli.context import Run
@@ -21,7 +19,7 @@ def each_database(
 
     :raises fleet.FleetFailed: when one database failed (each one's error is in the report).
     """
-    from d1deploy import fleet
+    from d1deploy import fleet, interrupts, suggest
     from d1deploy.cli import render
     from d1deploy.client import RateGate
 
