@@ -31,6 +31,7 @@ from d1deploy import ledger, migrations, planning, schema
 from d1deploy.backend import DatabaseInfo
 from d1deploy.client import D1Client
 from d1deploy.discovery import discover
+from d1deploy.project import Project
 from d1deploy.remote import RemoteBackend
 from tests.emulator import D1Emulator
 
@@ -145,7 +146,7 @@ def _prepared(bench: _Bench, name: str, applied: Path) -> RemoteBackend:
     """A database with every migration but the pending one applied (in one request)."""
     db = bench.backend(name)
     options = migrations.MigrateOptions(atomic=True)
-    migrations.migrate(db, applied, actor="bench", options=options)
+    migrations.migrate(db, Project(applied, actor="bench"), options)
     return db
 
 
@@ -159,8 +160,10 @@ def _deploys(
         for on in (True, False):
             db = _prepared(bench, f"migrate-{i}-{on}", applied)
             with comparison(on):
-                status, _ = bench.measure(partial(migrations.status, status_db, folder))
-                deploy, _ = bench.measure(partial(migrations.migrate, db, folder, actor="bench"))
+                status, _ = bench.measure(partial(migrations.status, status_db, Project(folder)))
+                deploy, _ = bench.measure(
+                    partial(migrations.migrate, db, Project(folder, actor="bench"))
+                )
             if i >= warmup:
                 found.setdefault(f"status-{on}", []).append(status)
                 found.setdefault(f"migrate-{on}", []).append(deploy)
@@ -196,7 +199,7 @@ def _adoption(bench: _Bench, folder: Path, runs: int, warmup: int) -> list[_Samp
         db.run(m.statements())
     samples = []
     for i in range(runs):
-        sample, report = bench.measure(partial(migrations.status, db, folder))
+        sample, report = bench.measure(partial(migrations.status, db, Project(folder)))
         found = report.schema
         if found is None or found.matches_up_to != files[-1].name:
             raise RuntimeError(f"status did not find the matching prefix: {found}")

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from d1deploy import backups as backup
 from d1deploy import errors, lock, migrations
+from d1deploy.project import Project
 from tests.e2e.states import (
     DB,
     M000,
@@ -147,9 +148,11 @@ def operate(operation: str, lane: Lane, *, actor: str) -> str:
             return backup.backup(backend, dest=None, backup_dir=lane.work / "backups")
 
         if operation == "migrate":
-            migrations.migrate(db, lane.migrations, actor=actor, before_change=take_backup)
+            migrations.migrate(db, Project(lane.migrations, actor=actor), before_change=take_backup)
         else:
-            migrations.rollback(db, lane.migrations, actor=actor, before_change=take_backup)
+            migrations.rollback(
+                db, Project(lane.migrations, actor=actor), before_change=take_backup
+            )
         return "ok"
     except errors.D1DeployError as exc:
         return f"{type(exc).__name__} (exit {exc.exit_code})"

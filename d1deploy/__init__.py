@@ -1,6 +1,6 @@
 """d1deploy: deploy schema changes to Cloudflare D1 without losing data.
 
-The package is a library first; `d1deploy.cli` is a thin Typer layer over it. The names
+The package is a library first; `d1deploy.cli` is a thin Click layer over it. The names
 below are the library's front door: the engine's operations, the backends, the options
 and reports they take and return, and the errors they raise.
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, tuple[str, str]] = {
-    # The operations: (backend, migrations folder, ...) -> a report, or an error.
+    # The operations: (backend, project, ...) -> a report, or an error.
     "migrate": ("d1deploy.migrations", "migrate"),
     "rollback": ("d1deploy.migrations", "rollback"),
     "verify": ("d1deploy.migrations", "verify"),
@@ -35,7 +35,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "DatabaseInfo": ("d1deploy.backend", "DatabaseInfo"),
     "Statement": ("d1deploy.backend", "Statement"),
     # Options.
+    "Project": ("d1deploy.project", "Project"),
     "MigrateOptions": ("d1deploy.migrations", "MigrateOptions"),
+    "RollbackOptions": ("d1deploy.migrations", "RollbackOptions"),
     "ExportOptions": ("d1deploy.backend", "ExportOptions"),
     # The errors: every one is a D1DeployError with an exit code, a message and a hint.
     "errors": ("d1deploy.errors", ""),
@@ -83,12 +85,14 @@ if TYPE_CHECKING:  # the same names for type checkers, which do not run __getatt
     from d1deploy.local import LocalBackend as LocalBackend
     from d1deploy.migrations import DeployFailed as DeployFailed
     from d1deploy.migrations import MigrateOptions as MigrateOptions
+    from d1deploy.migrations import RollbackOptions as RollbackOptions
     from d1deploy.migrations import baseline as baseline
     from d1deploy.migrations import migrate as migrate
     from d1deploy.migrations import rollback as rollback
     from d1deploy.migrations import verify as verify
     from d1deploy.planning import plan as plan
     from d1deploy.planning import status as status
+    from d1deploy.project import Project as Project
     from d1deploy.ratelimit import RateLimitTransport as RateLimitTransport
     from d1deploy.remote import RemoteBackend as RemoteBackend
     from d1deploy.restoring import restore_from_backup as restore  # noqa: F401  (re-exported)

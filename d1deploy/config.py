@@ -1,9 +1,12 @@
 """Settings: one `resolve()` turns flags, environment and config files into `Settings`.
 
-It owns the precedence rule, the config file formats (`d1deploy.toml`,
-`[tool.d1deploy]` in `pyproject.toml`, and the D1 part of wrangler's config), the
-source of every value (shown by `--verbose`), and keeping the API token out of every
-repr, description and error.
+It owns the precedence rule, the typed `Flags` the command line gives, the checks on
+combinations of settings (`Settings.require_database`, `is_fleet`, ...), the source of
+every value (shown by `--verbose`), and keeping the API token out of every repr,
+description and error. The files are read by `projectconfig` (d1deploy.toml,
+[tool.d1deploy]), `wrangler_config` (wrangler.toml/.json/.jsonc) and `configfile`
+(TOML, JSON, JSONC); the defaults live in `defaults`. Longer than 500 lines because the
+precedence table below, `Settings` and the one `resolve()` that applies it read as one.
 
 Each setting, in precedence order (leftmost wins; "toml" is d1deploy.toml or
 [tool.d1deploy] in pyproject.toml, "wrangler" the wrangler config's D1 keys):
@@ -36,39 +39,75 @@ import dataclasses
 import difflib
 import getpass
 import ipaddress
-import json
 import os
-import posixpath
 import re
 import socket
-import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from d1deploy import errors
+from d1deploy import configfile, defaults, errors, projectconfig, wrangler_config
 
 ENV_API_TOKEN = "CLOUDFLARE_API_TOKEN"
 ENV_ACCOUNT_ID = "CLOUDFLARE_ACCOUNT_ID"
 ENV_API_BASE_URL = "CLOUDFLARE_API_BASE_URL"
 ENV_DATABASE = "D1DEPLOY_DATABASE"
 
-DEFAULT_API_BASE_URL = "https://api.cloudflare.com/client/v4"
-DEFAULT_MIGRATIONS_TABLE = "d1_migrations"
-DEFAULT_MIGRATIONS_PATTERN = "*.sql"
-DEFAULT_LOCK_TTL_SECONDS = 900
-DEFAULT_LOCAL_PATH = Path(".d1deploy") / "local.sqlite"
+DEFAULT_API_BASE_URL = defaults.API_BASE_URL
+DEFAULT_MIGRATIONS_TABLE = defaults.MIGRATIONS_TABLE
+DEFAULT_MIGRATIONS_PATTERN = defaults.MIGRATIONS_PATTERN
+DEFAULT_LOCK_TTL_SECONDS = defaults.LOCK_TTL_SECONDS
+DEFAULT_LOCAL_PATH = defaults.LOCAL_PATH
 
-CONFIG_FILE_NAME = "d1deploy.toml"
-PYPROJECT_FILE_NAME = "pyproject.toml"
+CONFIG_FILE_NAME = projectconfig.CONFIG_FILE_NAME
+PYPROJECT_FILE_NAME = projectconfig.PYPROJECT_FILE_NAME
 WRANGLER_FILE_NAMES = ("wrangler.toml", "wrangler.json", "wrangler.jsonc")
 
 _ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _DEFAULT = "default"
 _T = TypeVar("_T")
+
+
+_PATH_FLAGS = ("config", "wrangler_config", "migrations_dir", "backup_dir")
+
+
+@dataclass(frozen=True)
+class Flags:
+    """The command line's share of the settings, typed as the CLI parses it; None (or
+    `()`) where an option was not given."""
+
+    database: tuple[str, ...] = ()
+    databases_matching: str | None = None
+    local: str | None = None
+    """The file of `--local=PATH`; `""` for a bare `--local` (the default file)."""
+    account_id: str | None = None
+    env: str | None = None
+    config: Path | None = None
+    wrangler_config: Path | None = None
+    migrations_dir: Path | None = None
+    migrations_table: str | None = None
+    backup_dir: Path | None = None
+
+    @classmethod
+    def of(cls, values: Mapping[str, object]) -> Flags:
+        """Flags from a mapping of option names to values (strings for paths will do);
+        names that are not settings flags are ignored, as a command's other options are."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        typed: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                continue
+            if key == "database":
+                items = value if isinstance(value, list | tuple) else ()
+                typed[key] = tuple(v for v in items if isinstance(v, str))
+            elif key in _PATH_FLAGS:
+                typed[key] = Path(value) if isinstance(value, str | Path) and value != "" else None
+            else:
+                typed[key] = value if isinstance(value, str) else None
+        return cls(**typed)
 
 
 @dataclass(frozen=True, repr=False)
@@ -158,6 +197,32 @@ class Settings:
             "d1deploy.toml or one d1_databases entry in wrangler.toml, or use --local",
         )
 
+    @property
+    def is_fleet(self) -> bool:
+        """Several databases (named, or `--databases-matching`) rather than one.
+
+        :raises errors.UsageError: several databases asked for with `--local`."""
+        fleet = self.databases_matching is not None or len(self.databases) > 1
+        if fleet and self.local_path is not None:
+            raise errors.UsageError("--local works on one file; several databases need the D1 API")
+        return fleet
+
+    def refuse_mismatch(self, api_name: str) -> None:
+        """A wrangler entry whose database_name and database_id are two databases (a
+        copied block with prod's id under `staging`) must not reach the wrong one; the
+        API named `database_id`'s database `api_name`.
+
+        :raises errors.ConfigMismatch: when the name is another database's."""
+        if self.database_id is None or self.database in (None, self.database_id, api_name):
+            return
+        raise errors.ConfigMismatch(
+            f"{self.sources['databases']} names database {self.database!r} with database_id "
+            f"{self.database_id}, but the API says {self.database_id} is {api_name!r}; "
+            "nothing was changed",
+            hint=f"correct database_id or database_name ({self.sources['database_id']}); "
+            "`d1deploy databases` lists each database's name and id",
+        )
+
     def require_remote(self) -> tuple[str, str]:
         """(token, account_id) for talking to the API.
 
@@ -186,8 +251,11 @@ class Settings:
         return self.api_token, self.account_id
 
 
-def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Path) -> Settings:
-    """Build `Settings` from flags, environment, project config and wrangler config.
+def resolve(
+    *, flags: Flags | Mapping[str, object], environ: Mapping[str, str], cwd: Path
+) -> Settings:
+    """Build `Settings` from flags (`Flags`, or a mapping `Flags.of` reads), environment,
+    project config and wrangler config.
 
     Precedence: flag > environment > d1deploy.toml / [tool.d1deploy] > wrangler config >
     default (see the module docstring for the table).
@@ -198,12 +266,14 @@ def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Pat
         unknown --env, --database together with --databases-matching).
     """
     cwd = Path(cwd)
+    if not isinstance(flags, Flags):
+        flags = Flags.of(flags)
     sources: dict[str, str] = {}
     env_name = _flag_text(flags, "env")
     if env_name:
         sources["env_name"] = "flag --env"
 
-    config = _find_project_config(flags, cwd, env_name, sources)
+    config = projectconfig.find(_flag_text(flags, "config"), cwd, env_name, sources)
     wrangler = _find_wrangler(flags, cwd, config, env_name, sources)
     _check_env_name(env_name, config, wrangler)
 
@@ -291,7 +361,7 @@ def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Pat
             entry.default_migrations_dir if entry else None,
             f"wrangler's default: migrations/ beside {wrangler.label if wrangler else ''}",
         ),
-        (cwd / "migrations", _DEFAULT),
+        (cwd / defaults.MIGRATIONS_DIR, _DEFAULT),
     )
     config_table, config_table_source = config.text("migrations_table")
     migrations_table, sources["migrations_table"] = _pick(
@@ -312,7 +382,7 @@ def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Pat
     )
 
     local_path = None
-    local_flag = flags.get("local")
+    local_flag = flags.local
     if local_flag is not None:
         local_path, sources["local_path"] = _pick(
             _flag_path(flags, "local", cwd, "flag --local") if local_flag else (None, ""),
@@ -323,7 +393,7 @@ def resolve(*, flags: Mapping[str, object], environ: Mapping[str, str], cwd: Pat
     backup_dir, sources["backup_dir"] = _pick(
         _flag_path(flags, "backup_dir", cwd, "flag --backup-dir"),
         config.path("backup_dir"),
-        (cwd / "backups", _DEFAULT),
+        (cwd / defaults.BACKUP_DIR, _DEFAULT),
     )
     lock_ttl, sources["lock_ttl_seconds"] = _pick(
         config.value("lock_ttl_seconds"), (DEFAULT_LOCK_TTL_SECONDS, _DEFAULT)
@@ -377,262 +447,21 @@ def actor(environ: Mapping[str, str]) -> str:
     return f"{user}@{socket.gethostname()} pid {os.getpid()}"
 
 
-def strip_jsonc(text: str) -> str:
-    """JSONC -> JSON: blank out `//` and `/* */` comments and trailing commas.
-
-    Comments and removed commas become spaces (newlines are kept), so the JSON parser's
-    line and column numbers still point into the original file. Text inside strings is
-    never touched, so `"https://example.com"` survives.
-
-    :raises json.JSONDecodeError: for a `/*` comment that is never closed.
-    """
-    out: list[str] = []
-    pending_comma: int | None = None  # index in `out` of a comma that may be trailing
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == '"':
-            end = i + 1
-            while end < n and text[end] != '"':
-                end += 2 if text[end] == "\\" else 1
-            out.append(text[i : end + 1])
-            pending_comma, i = None, end + 1
-        elif text.startswith("//", i):
-            end = text.find("\n", i)
-            end = n if end == -1 else end
-            out.append(" " * (end - i))
-            i = end
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            if end == -1:
-                raise json.JSONDecodeError("Unterminated /* comment", text, i)
-            out.append(re.sub(r"[^\n]", " ", text[i : end + 2]))
-            i = end + 2
-        else:
-            if c in "}]" and pending_comma is not None:
-                out[pending_comma] = " "
-            if c == ",":
-                pending_comma = len(out)
-            elif not c.isspace():
-                pending_comma = None
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-# --- project config (d1deploy.toml / [tool.d1deploy]) --------------------------------
-
-
-def _is_text(value: object) -> bool:
-    return isinstance(value, str) and value != ""
-
-
-def _is_text_list(value: object) -> bool:
-    return isinstance(value, list) and all(_is_text(v) for v in value)
-
-
-_CONFIG_KEYS: dict[str, tuple[Callable[[object], bool], str]] = {
-    "database": (
-        lambda v: _is_text(v) or (_is_text_list(v) and bool(v)),
-        "a string or an array of strings",
-    ),
-    "account_id": (_is_text, "a non-empty string"),
-    "migrations_dir": (_is_text, "a non-empty string (a path)"),
-    "migrations_table": (lambda v: isinstance(v, str), "a string"),
-    "migrations_pattern": (_is_text, "a non-empty string (a glob such as migrations/*.sql)"),
-    "local_path": (_is_text, "a non-empty string (a path)"),
-    "backup_dir": (_is_text, "a non-empty string (a path)"),
-    "lock_ttl_seconds": (
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
-        "a positive integer (seconds)",
-    ),
-    "row_loss_guard_tables": (
-        lambda v: _is_text_list(v) and bool(v),
-        "a non-empty array of table names",
-    ),
-    "wrangler_config": (_is_text, "a non-empty string (a path)"),
-    "binding": (_is_text, "a non-empty string"),
-}
-
-
-@dataclass(frozen=True)
-class _ProjectConfig:
-    """A loaded d1deploy.toml (or [tool.d1deploy]), with [env.NAME] merged over the top."""
-
-    file: Path | None = None
-    label: str = ""
-    values: Mapping[str, tuple[object, str]] = dataclasses.field(default_factory=dict)
-    envs: frozenset[str] = frozenset()
-
-    def value(self, key: str) -> tuple[object | None, str]:
-        return self.values.get(key, (None, ""))
-
-    def text(self, key: str) -> tuple[str | None, str]:
-        value, source = self.value(key)
-        return (value if isinstance(value, str) else None), source
-
-    def path(self, key: str) -> tuple[Path | None, str]:
-        value, source = self.text(key)
-        if value is None or self.file is None:
-            return None, ""
-        return _join(self.file.parent, value), source
-
-
-def _find_project_config(
-    flags: Mapping[str, object], cwd: Path, env_name: str | None, sources: dict[str, str]
-) -> _ProjectConfig:
-    flag_path = _flag_text(flags, "config")
-    if flag_path:
-        path = _join(cwd, flag_path)
-        if not path.is_file():
-            raise errors.ConfigFileError(
-                f"config file {_display(path, cwd)} does not exist",
-                hint="check the --config path (relative paths start at the working directory)",
-            )
-        sources["config_file"] = "flag --config"
-        return _load_project_config(path, cwd, env_name, required_table=True)
-    if (cwd / CONFIG_FILE_NAME).is_file():
-        sources["config_file"] = "found in the working directory"
-        return _load_project_config(cwd / CONFIG_FILE_NAME, cwd, env_name, required_table=True)
-    if (cwd / PYPROJECT_FILE_NAME).is_file():
-        config = _load_project_config(
-            cwd / PYPROJECT_FILE_NAME, cwd, env_name, required_table=False
-        )
-        if config.file is not None:
-            sources["config_file"] = "found in the working directory"
-        return config
-    return _ProjectConfig()
-
-
-def _load_project_config(
-    path: Path, cwd: Path, env_name: str | None, *, required_table: bool
-) -> _ProjectConfig:
-    label = _display(path, cwd)
-    data = _parse_file(path, label)
-    key_prefix, section = "", label
-    if path.name == PYPROJECT_FILE_NAME:
-        tool = data.get("tool")
-        table = tool.get("d1deploy") if isinstance(tool, dict) else None
-        if table is None and not required_table:
-            return _ProjectConfig()
-        if not isinstance(table, dict):
-            raise errors.ConfigFileError(
-                "there is no [tool.d1deploy] table",
-                file=label,
-                hint="add a [tool.d1deploy] table, or point --config at a d1deploy.toml",
-            )
-        data, key_prefix, section = table, "tool.d1deploy.", f"{label} [tool.d1deploy]"
-
-    envs = data.get("env", {})
-    if not isinstance(envs, dict) or not all(isinstance(b, dict) for b in envs.values()):
-        raise _type_error(label, f"{key_prefix}env", "a table of [env.NAME] tables", envs)
-    _check_keys(data, set(_CONFIG_KEYS) | {"env"}, label, key_prefix)
-    for name, block in envs.items():
-        _check_keys(block, set(_CONFIG_KEYS), label, f"{key_prefix}env.{name}.")
-
-    values = {k: (v, section) for k, v in data.items() if k != "env"}
-    if env_name in envs:
-        env_section = (
-            f"{label} [tool.d1deploy.env.{env_name}]" if key_prefix else f"{label} [env.{env_name}]"
-        )
-        values.update({k: (v, env_section) for k, v in envs[env_name].items()})
-    return _ProjectConfig(path, label, values, frozenset(envs))
-
-
-def _check_keys(table: dict[str, Any], known: set[str], label: str, prefix: str) -> None:
-    for key, value in table.items():
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"did you mean `{close[0]}`? " if close else ""
-            raise errors.ConfigFileError(
-                f"unknown key `{prefix}{key}`",
-                file=label,
-                hint=f"{hint}known keys: {', '.join(sorted(known))}",
-            )
-        if key in _CONFIG_KEYS:
-            check, expected = _CONFIG_KEYS[key]
-            if not check(value):
-                raise _type_error(label, prefix + key, expected, value)
-
-
 # --- wrangler config -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _WranglerEntry:
-    """One `d1_databases[]` entry, with where it was found for the `sources` strings."""
-
-    binding: str | None
-    database_name: str | None
-    database_id: str | None
-    migrations_dir: tuple[Path | None, str]
-    migrations_table: str | None
-    migrations_pattern: tuple[str | None, str]
-    default_migrations_dir: Path
-    section: str  # "wrangler.toml [env.staging] d1_databases[0]"
-    note: str  # " (top level; [env.staging] has no d1_databases)" or ""
-
-    @property
-    def database(self) -> str:
-        # _load_wrangler refuses entries without either.
-        return self.database_name or self.database_id or ""
-
-    @property
-    def where(self) -> str:
-        return self.section + self.note
-
-    def source(self, key: str) -> str:
-        return f"{self.section}.{key}{self.note}"
-
-
-@dataclass(frozen=True)
-class _Wrangler:
-    path: Path
-    label: str
-    account_id: tuple[str | None, str]
-    entries: tuple[_WranglerEntry, ...]
-    envs: frozenset[str]
-
-    def select(
-        self,
-        requested: tuple[str, ...] | None,
-        binding: tuple[str | None, str],
-        config_label: str,
-    ) -> _WranglerEntry | None:
-        """The entry for the requested database (by binding or name, first match wins, as
-        wrangler does), else the one named by `binding` in d1deploy.toml, else the only one."""
-        if requested:
-            if len(requested) > 1:
-                return None
-            return next(
-                (e for e in self.entries if requested[0] in (e.binding, e.database_name)), None
-            )
-        if binding[0] is not None:
-            found = next((e for e in self.entries if e.binding == binding[0]), None)
-            if found is None:
-                known = ", ".join(e.binding for e in self.entries if e.binding) or "none"
-                raise errors.ConfigFileError(
-                    f"binding `{binding[0]}` ({binding[1]}) matches no d1_databases entry "
-                    f"in {self.label}",
-                    file=config_label,
-                    hint=f"bindings in {self.label}: {known}",
-                )
-            return found
-        return self.entries[0] if len(self.entries) == 1 else None
-
-
 def _find_wrangler(
-    flags: Mapping[str, object],
+    flags: Flags,
     cwd: Path,
-    config: _ProjectConfig,
+    config: projectconfig.ProjectConfig,
     env_name: str | None,
     sources: dict[str, str],
-) -> _Wrangler | None:
+) -> wrangler_config.Wrangler | None:
     flag_path = _flag_text(flags, "wrangler_config")
     config_path, config_source = config.path("wrangler_config")
     named_in = None  # the config file that names the wrangler file, for the error
     if flag_path:
-        path, source = _join(cwd, flag_path), "flag --wrangler-config"
+        path, source = configfile.join(cwd, flag_path), "flag --wrangler-config"
     elif config_path is not None:
         path, source, named_in = config_path, f"{config_source} wrangler_config", config.label
     else:
@@ -642,172 +471,33 @@ def _find_wrangler(
         path, source = found, "found in the working directory"
     if not path.is_file():
         raise errors.ConfigFileError(
-            f"wrangler config {_display(path, cwd)} (from {source}) does not exist",
+            f"wrangler config {configfile.display(path, cwd)} (from {source}) does not exist",
             file=named_in,
             hint="check the path; relative paths start at the directory of the file naming them",
         )
     sources["wrangler_file"] = source
-    return _load_wrangler(path, cwd, env_name)
+    return wrangler_config.load(path, cwd, env_name)
 
 
-def _load_wrangler(path: Path, cwd: Path, env_name: str | None) -> _Wrangler:
-    label = _display(path, cwd)
-    data = _parse_file(path, label)
-    envs = data.get("env", {})
-    if not isinstance(envs, dict):
-        raise _type_error(label, "env", "a table of environments", envs)
-    block: dict[str, Any] | None = None
-    if env_name is not None and env_name in envs:
-        block = envs[env_name]
-        if not isinstance(block, dict):
-            raise _type_error(label, f"env.{env_name}", "a table", block)
-
-    def layered(key: str) -> tuple[object, str, str]:
-        """(value, source, key path): the env block's value if it has one, else the top."""
-        if block is not None and key in block:
-            return block[key], f"{label} [env.{env_name}]", f"env.{env_name}.{key}"
-        note = f" (top level; [env.{env_name}] has no {key})" if env_name else ""
-        return data.get(key), f"{label}{note}", key
-
-    account, account_source, account_key = layered("account_id")
-    if account is not None and not _is_text(account):
-        raise _type_error(label, account_key, "a non-empty string", account)
-
-    raw_entries, entries_source, entries_key = layered("d1_databases")
-    if raw_entries is None:
-        raw_entries = []
-    if not isinstance(raw_entries, list):
-        raise _type_error(label, entries_key, "an array of tables", raw_entries)
-    # The note on a top-level fallback goes last: "wrangler.toml d1_databases[0] (top ...)".
-    section, paren, note = entries_source.partition(" (")
-    entries = []
-    for index, raw in enumerate(raw_entries):
-        key = f"{entries_key}[{index}]"
-        if not isinstance(raw, dict):
-            raise _type_error(label, key, "a table", raw)
-        fields: dict[str, str | None] = {}
-        for name in (
-            "binding",
-            "database_name",
-            "database_id",
-            "migrations_dir",
-            "migrations_pattern",
-        ):
-            value = raw.get(name)
-            if value is not None and not _is_text(value):
-                raise _type_error(label, f"{key}.{name}", "a non-empty string", value)
-            fields[name] = value
-        table = raw.get("migrations_table")
-        if table is not None and not isinstance(table, str):
-            raise _type_error(label, f"{key}.migrations_table", "a string", table)
-        if not (fields["database_name"] or fields["database_id"]):
-            raise errors.ConfigFileError(
-                f"`{key}` has neither database_name nor database_id",
-                file=label,
-                hint="add database_name (and database_id) to the entry",
-            )
-        entry = _WranglerEntry(
-            binding=fields["binding"],
-            database_name=fields["database_name"],
-            database_id=fields["database_id"],
-            migrations_dir=(None, ""),
-            migrations_table=table,
-            migrations_pattern=(None, ""),
-            default_migrations_dir=path.parent / "migrations",
-            section=f"{section} d1_databases[{index}]",
-            note=paren + note,
-        )
-        if fields["migrations_pattern"]:
-            entry = dataclasses.replace(
-                entry,
-                migrations_pattern=(
-                    _wrangler_pattern(
-                        fields["migrations_pattern"], fields["migrations_dir"], label, key
-                    ),
-                    entry.source("migrations_pattern"),
-                ),
-            )
-        if fields["migrations_dir"]:
-            entry = dataclasses.replace(
-                entry,
-                migrations_dir=(
-                    _join(path.parent, _wrangler_relpath(fields["migrations_dir"])),
-                    entry.source("migrations_dir"),
-                ),
-            )
-        entries.append(entry)
-    return _Wrangler(
-        path=path,
-        label=label,
-        account_id=(account if isinstance(account, str) else None, account_source),
-        entries=tuple(entries),
-        envs=frozenset(envs),
-    )
-
-
-def _wrangler_pattern(pattern: str, raw_dir: str | None, label: str, key: str) -> str:
-    """A binding's `migrations_pattern`, relative to its `migrations_dir`, held to
-    wrangler's rules (`resolveMigrationsConfig`): the folder must be set, the pattern must
-    start with it."""
-    if raw_dir is None:
-        raise errors.ConfigFileError(
-            f"`{key}.migrations_pattern` is set but `{key}.migrations_dir` is not "
-            "(wrangler refuses this too)",
-            file=label,
-            hint='add migrations_dir to the entry, for example migrations_dir = "migrations"',
-        )
-    folder = _wrangler_relpath(posixpath.normpath(raw_dir.replace("\\", "/")))
-    return _pattern_in(pattern, folder, label, f"{key}.migrations_pattern")
-
-
-def _toml_pattern(config: _ProjectConfig, migrations_dir: Path | None) -> tuple[str | None, str]:
+def _toml_pattern(
+    config: projectconfig.ProjectConfig, migrations_dir: Path | None
+) -> tuple[str | None, str]:
     """d1deploy.toml's `migrations_pattern`, written as wrangler's (from the file's folder,
     starting with the migrations folder), relative to the migrations folder."""
     pattern, source = config.text("migrations_pattern")
     if pattern is None or config.file is None or migrations_dir is None:
         return None, ""
     folder = os.path.relpath(migrations_dir, config.file.parent).replace(os.sep, "/")
-    return _pattern_in(pattern, folder, config.label, "migrations_pattern"), source
-
-
-def _pattern_in(pattern: str, folder: str, label: str, key: str) -> str:
-    from d1deploy import discovery
-
-    normal = _wrangler_relpath(posixpath.normpath(pattern.replace("\\", "/")))
-    if folder == ".":
-        relative = normal
-    elif normal.startswith(folder + "/"):
-        relative = normal[len(folder) + 1 :]
-    else:
-        raise errors.ConfigFileError(
-            f"`{key}` = {pattern!r} does not start with the migrations folder `{folder}/`",
-            file=label,
-            hint=f"write it from the migrations folder, for example `{folder}/*/migration.sql`",
-        )
-    why = discovery.check_pattern(relative)
-    if why:
-        raise errors.ConfigFileError(
-            f"cannot use `{key}` = {pattern!r}: {why}",
-            file=label,
-            hint="use `*`, `?`, `[...]`, `**` and `{a,b}`, "
-            "for example `migrations/*/migration.sql`",
-        )
-    return relative
-
-
-def _wrangler_relpath(value: str) -> str:
-    """Normalise a migrations_dir as wrangler does: `\\` -> `/`, no `./` prefix, no trailing `/`."""
-    value = value.replace("\\", "/")
-    if value.startswith("./"):
-        value = value[2:]
-    return value.rstrip("/") or "."
+    return wrangler_config.pattern_in(pattern, folder, config.label, "migrations_pattern"), source
 
 
 # --- shared helpers --------------------------------------------------------------------
 
 
 def _check_env_name(
-    env_name: str | None, config: _ProjectConfig, wrangler: _Wrangler | None
+    env_name: str | None,
+    config: projectconfig.ProjectConfig,
+    wrangler: wrangler_config.Wrangler | None,
 ) -> None:
     """Refuse an --env no file defines: a typo must not silently deploy to the top level."""
     if not env_name:
@@ -865,86 +555,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _parse_file(path: Path, label: str) -> dict[str, Any]:
-    """Parse a TOML or JSON(C) file, turning every failure into a ConfigFileError."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise errors.ConfigFileError(
-            f"cannot read the file ({exc.__class__.__name__})",
-            file=label,
-            hint="make sure the file is readable UTF-8 text",
-        ) from None
-    if path.suffix in (".json", ".jsonc"):
-        try:
-            data = json.loads(strip_jsonc(text))
-        except json.JSONDecodeError as exc:
-            raise errors.ConfigFileError(
-                f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-                file=label,
-                line=exc.lineno,
-                hint="fix the syntax there (comments and trailing commas are allowed)",
-            ) from None
-        if not isinstance(data, dict):
-            raise errors.ConfigFileError(
-                "the top level is not a JSON object", file=label, hint="wrap the settings in { }"
-            )
-        return data
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        # Python 3.11's TOMLDecodeError has no lineno attribute; its message ends with
-        # "(at line N, column M)".
-        message = str(exc)
-        found = re.search(r"at line (\d+)", message)
-        raise errors.ConfigFileError(
-            f"not valid TOML: {message}",
-            file=label,
-            line=int(found.group(1)) if found else None,
-            hint="fix the syntax there",
-        ) from None
-
-
-def _type_error(label: str, key: str, expected: str, value: object) -> errors.ConfigFileError:
-    # Only the kind of the value is named, never the value: config files can hold secrets.
-    return errors.ConfigFileError(
-        f"`{key}` must be {expected}, not {_kind(value)}",
-        file=label,
-        hint=f"change `{key}` to {expected}",
-    )
-
-
-def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "an empty string" if value == "" else "a string"
-    if isinstance(value, int):
-        return "an integer that is not positive" if value <= 0 else "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, list):
-        return "an array of something else" if value else "an empty array"
-    if isinstance(value, dict):
-        return "a table"
-    return f"a {type(value).__name__}"
-
-
 def _pick(*candidates: tuple[_T | None, str]) -> tuple[_T | None, str]:
     """The first (value, source) whose value is set; (None, "default") when none is."""
     return next(((v, s) for v, s in candidates if v is not None), (None, _DEFAULT))
-
-
-def _join(base: Path, relative: str) -> Path:
-    """`base / relative` with `..` folded lexically, as node's `path.resolve` does for wrangler."""
-    return Path(os.path.normpath(base / relative))
-
-
-def _display(path: Path, cwd: Path) -> str:
-    try:
-        return str(path.relative_to(cwd))
-    except ValueError:
-        return str(path)
 
 
 def _env_text(environ: Mapping[str, str], name: str) -> str | None:
@@ -956,23 +569,21 @@ def _split_list(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(p.strip() for p in value.split(",") if p.strip()))
 
 
-def _flag_text(flags: Mapping[str, object], key: str) -> str | None:
-    value = flags.get(key)
+def _flag_text(flags: Flags, key: str) -> str | None:
+    value = getattr(flags, key)
+    if isinstance(value, Path):
+        return str(value)
     return value if isinstance(value, str) and value != "" else None
 
 
-def _flag_list(flags: Mapping[str, object], key: str) -> tuple[str, ...]:
-    value = flags.get(key)
-    if not isinstance(value, Sequence) or isinstance(value, str):
-        return ()
-    return tuple(dict.fromkeys(v.strip() for v in value if isinstance(v, str) and v.strip()))
+def _flag_list(flags: Flags, key: str) -> tuple[str, ...]:
+    value: tuple[str, ...] = getattr(flags, key)
+    return tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
 
 
-def _flag_path(
-    flags: Mapping[str, object], key: str, cwd: Path, source: str
-) -> tuple[Path | None, str]:
+def _flag_path(flags: Flags, key: str, cwd: Path, source: str) -> tuple[Path | None, str]:
     value = _flag_text(flags, key)
-    return (_join(cwd, value) if value else None), source
+    return (configfile.join(cwd, value) if value else None), source
 
 
 def _as_tuple(value: object) -> tuple[str, ...] | None:

@@ -1,8 +1,8 @@
 """The exception tree: every failure d1deploy reports is a `D1DeployError`.
 
 Each class carries its exit code (the contract in the README) and a hint saying what
-to do next. Core modules raise these; only `cli.py` turns them into an exit code, and
-only `output.py` prints them.
+to do next. Core modules raise these; only `cli/command.py` turns them into an exit code, and
+only `cli/output.py` prints them.
 
     D1DeployError                     exit 1  failed while changing
     ├── ChangeFailed                  exit 1  a change failed (the report says what was undone)

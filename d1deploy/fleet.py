@@ -210,6 +210,11 @@ class FleetReport(Generic[R]):
     def failed(self) -> tuple[FleetResult[R], ...]:
         return tuple(r for r in self.results if r.status == "failed")
 
+    def raise_for_verdict(self) -> None:
+        """:raises FleetFailed: unless every database succeeded."""
+        if not self.ok:
+            raise FleetFailed(self)
+
     @property
     def exit_code(self) -> int:
         """0 when every database is ok; else the most severe failure (`EXIT_PRIORITY`),

@@ -30,14 +30,17 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from d1deploy import guard, interrupts, lock, suggest
+from d1deploy import defaults, guard, interrupts, lock, suggest
 from d1deploy.backend import Backend, QueryResult, SqlValue, Statement
 from d1deploy.errors import D1DeployError, OutOfTime, SqlError, Unavailable
 from d1deploy.guard import quote_ident, quote_text
 
-DEFAULT_TABLE = "d1_migrations"
+if TYPE_CHECKING:
+    from d1deploy.project import Project
+
+DEFAULT_TABLE = defaults.MIGRATIONS_TABLE
 HISTORY_TABLE = "_d1deploy_history"
 
 Event = Literal["apply", "rollback", "baseline"]
@@ -424,23 +427,16 @@ class Session:
     request that was sent and neither answered nor judged (an interrupt landed while it
     was on its way); the engine's settle reads the ledger for them (`fenced_outcome`)."""
 
-    def __init__(
-        self,
-        backend: Backend,
-        table: str,
-        actor: str,
-        lock_ttl: int,
-        guard_tables: Sequence[str] | None,
-        notify: Notify,
-    ) -> None:
+    def __init__(self, backend: Backend, project: Project) -> None:
         self.backend = backend
-        self.table = table
-        self.actor = actor
-        self.ttl = lock_ttl
-        self.guard_tables = guard_tables
-        self.notify = notify
+        self.project = project
+        self.table = project.table
+        self.actor = project.actor
+        self.ttl = project.lock_ttl
+        self.guard_tables = project.guard_tables
+        self.notify = project.notify
         self.token = lock.new_token()
-        self.holder = f"{actor} (run {self.token[:8]})"
+        self.holder = f"{self.actor} (run {self.token[:8]})"
         """Who the lease names: the actor, and this run among the actor's runs."""
         self.lease: lock.Lease | None = None
         self.asked = False
@@ -453,7 +449,7 @@ class Session:
         self.history_mark = 0
         self.last_event_at: str | None = None
         """When the newest history event started (database clock), as the lock was taken."""
-        self.known = DbState(table, ())
+        self.known = DbState(self.table, ())
         """The schema as of the last answer (what the next batch should start from)."""
         self.size: int | None = None
         """The database's size in bytes as the lock was taken, when D1 said (the list

@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 from d1deploy import (
@@ -60,7 +59,7 @@ from d1deploy.errors import (
     Refused,
     UsageError,
 )
-from d1deploy.ledger import DEFAULT_TABLE, DbState
+from d1deploy.ledger import DbState
 from d1deploy.planning import (
     PlannedMigration,
     PlanReport,
@@ -75,6 +74,7 @@ from d1deploy.planning import (
     status,
     status_of,
 )
+from d1deploy.project import Project
 
 __all__ = [
     "AppliedMigration",
@@ -87,6 +87,7 @@ __all__ = [
     "Migration",
     "PlanReport",
     "PrechecksFailed",
+    "RollbackOptions",
     "RollbackRefused",
     "RollbackReport",
     "RolledBackMigration",
@@ -104,11 +105,6 @@ __all__ = [
 ]
 
 Notify = Callable[[str], None]
-DEFAULT_LOCK_TTL = 900
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 # --- reports and errors --------------------------------------------------------------
@@ -136,6 +132,15 @@ class MigrateOptions:
     on_failure: OnFailure = "rollback"
     atomic: bool = False
     limits: ledger.Limits = field(default_factory=ledger.Limits)
+
+
+@dataclass(frozen=True)
+class RollbackOptions:
+    """The last applied migration by default, the newest `steps`, or every one applied
+    after `to`."""
+
+    to: str | None = None
+    steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +230,18 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return all(r.ok for r in self.checks)
+
+    def raise_for_verdict(self) -> None:
+        """:raises ChangeFailed: when a verify check failed."""
+        if not self.ok:
+            failed = next(r for r in self.checks if not r.ok)
+            raise ChangeFailed(
+                f"{sum(not r.ok for r in self.checks)} verify check(s) failed on {self.database}",
+                hint="the deployed schema does not do what its verify file expects; undo it with"
+                f" `{suggest.command('rollback')}`, or restore a bookmark from before the deploy",
+                file=failed.check.file,
+                line=failed.check.line,
+            )
 
 
 class DeployFailed(ChangeFailed):
@@ -458,16 +475,10 @@ class _Run:
 
 def migrate(
     backend: Backend,
-    migrations_dir: Path,
-    *,
-    actor: str,
-    pattern: str | None = None,
-    table: str = DEFAULT_TABLE,
-    lock_ttl: int = DEFAULT_LOCK_TTL,
-    guard_tables: Sequence[str] | None = None,
+    project: Project,
     options: MigrateOptions = MigrateOptions(),
+    *,
     before_change: Callable[[], object] | None = None,
-    notify: Notify | None = None,
 ) -> MigrateReport:
     """Apply the pending migrations (up to `options.to`): lock, refuse on drift, lint
     errors or failed prechecks, call `before_change` (the backup) and take a bookmark,
@@ -480,19 +491,11 @@ def migrate(
     :raises DeployFailed: a change failed; its report says what was undone.
     :raises DeployInterrupted: SIGINT or SIGTERM; settled the same way.
     """
-    say = notify or _quiet
-    migrations = discover(migrations_dir, pattern)
+    migrations = discover(project.migrations_dir, project.pattern)
     if options.dry_run:
-        shown = plan(
-            backend,
-            migrations_dir,
-            pattern=pattern,
-            table=table,
-            to=options.to,
-            guard_tables=guard_tables,
-        )
+        shown = plan(backend, project, to=options.to)
         return MigrateReport(shown.ok, backend.info.name, skipped=shown.skipped, plan=shown)
-    session = ledger.Session(backend, table, actor, lock_ttl, guard_tables, say)
+    session = ledger.Session(backend, project)
     deploy = _Deploy(session, migrations, options)
     try:
         return deploy.run(before_change)
@@ -963,17 +966,10 @@ def _rollback_changes(
 
 def rollback(
     backend: Backend,
-    migrations_dir: Path,
+    project: Project,
+    options: RollbackOptions = RollbackOptions(),
     *,
-    actor: str,
-    pattern: str | None = None,
-    table: str = DEFAULT_TABLE,
-    lock_ttl: int = DEFAULT_LOCK_TTL,
-    guard_tables: Sequence[str] | None = None,
-    to: str | None = None,
-    steps: int | None = None,
     before_change: Callable[[], object] | None = None,
-    notify: Notify | None = None,
 ) -> RollbackReport:
     """Undo applied migrations newest first: the last one by default, the newest
     `steps`, or every one applied after `to`. Each runs in one request with the removal
@@ -986,12 +982,14 @@ def rollback(
     :raises RollbackRefused: a target has no rollback SQL (nothing changed).
     :raises DeployFailed, DeployInterrupted: a rollback failed, or a signal stopped it.
     """
+    to, steps = options.to, options.steps
     if to is not None and steps is not None:
         raise UsageError("give --to or --steps, not both")
     if steps is not None and steps < 1:
         raise UsageError("--steps must be at least 1")
-    found = discover(migrations_dir, pattern) if migrations_dir.is_dir() else []
-    session = ledger.Session(backend, table, actor, lock_ttl, guard_tables, notify or _quiet)
+    folder = project.migrations_dir
+    found = discover(folder, project.pattern) if folder.is_dir() else []
+    session = ledger.Session(backend, project)
     run = _Rollback(session, {m.name: m for m in found})
     try:
         return run.run(to, steps, before_change)
@@ -1143,15 +1141,10 @@ def _rollback_source(
 
 def baseline(
     backend: Backend,
-    migrations_dir: Path,
+    project: Project,
     name: str,
     *,
-    actor: str,
-    pattern: str | None = None,
-    table: str = DEFAULT_TABLE,
-    lock_ttl: int = DEFAULT_LOCK_TTL,
     force: bool = False,
-    notify: Notify | None = None,
 ) -> BaselineReport:
     """Record every migration up to `name` as applied without running it, for a
     database that already has their effect (production before d1deploy), in one
@@ -1160,9 +1153,9 @@ def baseline(
     :raises SchemaDrift: unless `force`, when the live schema is not the one those
         migrations leave (or that cannot be checked); nothing is recorded.
     """
-    migrations = discover(migrations_dir, pattern)
+    migrations = discover(project.migrations_dir, project.pattern)
     target = resolve(migrations, name)
-    session = ledger.Session(backend, table, actor, lock_ttl, None, notify or _quiet)
+    session = ledger.Session(backend, project)
     run = _Baseline(session)
     try:
         return run.run(migrations, target.name, force=force)
@@ -1232,17 +1225,14 @@ class _Baseline(_Run):
 
 def verify(
     backend: Backend,
-    migrations_dir: Path,
+    project: Project,
     *,
-    pattern: str | None = None,
-    table: str = DEFAULT_TABLE,
     name: str | None = None,
-    notify: Notify | None = None,
 ) -> VerifyReport:
     """Run the verify checks of the applied migrations (or of `name` only)."""
-    say = notify or _quiet
-    migrations = discover(migrations_dir, pattern)
-    state = ledger.read_state(backend, table)
+    say = project.notify
+    migrations = discover(project.migrations_dir, project.pattern)
+    state = ledger.read_state(backend, project.table)
     applied = state.applied()
     if name is not None:
         chosen = [resolve(migrations, name)]

@@ -16,8 +16,9 @@ from d1deploy import checks, guard, ledger, lint, suggest
 from d1deploy.backend import Backend, Statement
 from d1deploy.checks import CheckResult
 from d1deploy.discovery import Migration, discover, leading_number, order_findings, resolve
-from d1deploy.errors import DriftDetected, InputError, UsageError
-from d1deploy.ledger import DEFAULT_TABLE, DbState
+from d1deploy.errors import DriftDetected, InputError, PrecheckFailed, UsageError
+from d1deploy.ledger import DbState
+from d1deploy.project import Project
 from d1deploy.schema import Difference, SchemaCheck, SchemaDrift, check_schema
 
 # --- status --------------------------------------------------------------------------
@@ -82,6 +83,11 @@ class StatusReport:
     def schema_drift(self) -> tuple[Difference, ...]:
         return self.schema.differences if self.schema else ()
 
+    def raise_for_verdict(self, *, allow_drift: bool = False, shown: bool = False) -> None:
+        """Drift fails the command unless `allow_drift` (`refuse_drift`)."""
+        if not allow_drift:
+            refuse_drift(self, shown=shown)
+
 
 def status_of(database: str, migrations: Sequence[Migration], state: DbState) -> StatusReport:
     applied = state.applied()
@@ -129,17 +135,11 @@ def status_of(database: str, migrations: Sequence[Migration], state: DbState) ->
     )
 
 
-def status(
-    backend: Backend,
-    migrations_dir: Path,
-    *,
-    pattern: str | None = None,
-    table: str = DEFAULT_TABLE,
-) -> StatusReport:
+def status(backend: Backend, project: Project) -> StatusReport:
     """Applied, pending, drifted, missing and out-of-order migrations. Read-only: on a
     database without a ledger everything is pending and nothing is created."""
-    migrations = discover(migrations_dir, pattern)
-    return status_of(backend.info.name, migrations, ledger.read_state(backend, table))
+    migrations = discover(project.migrations_dir, project.pattern)
+    return status_of(backend.info.name, migrations, ledger.read_state(backend, project.table))
 
 
 def refuse_drift(report: StatusReport, *, shown: bool = False) -> None:
@@ -202,6 +202,28 @@ class PlanReport:
     def ok(self) -> bool:
         drifted = self.status.drifted or self.status.schema_drift
         return not drifted and not self.lint_errors and not self.precheck_failures
+
+    def raise_for_verdict(self, *, allow_drift: bool = False) -> None:
+        """A plan that `migrate` would refuse fails too, so a CI plan job goes red early.
+
+        :raises DriftDetected, SchemaDrift, InputError, PrecheckFailed:"""
+        self.status.raise_for_verdict(allow_drift=allow_drift, shown=True)
+        if self.lint_errors:
+            first = self.lint_errors[0]
+            raise InputError(
+                f"{len(self.lint_errors)} lint error(s) in the pending migrations: {first.message}",
+                hint="fix the statements listed above",
+                file=first.file,
+                line=first.line,
+            )
+        if self.precheck_failures:
+            first_check = self.precheck_failures[0].check
+            raise PrecheckFailed(
+                f"{len(self.precheck_failures)} precheck(s) failed: migrate would refuse",
+                hint="fix the data shown above, then plan again",
+                file=first_check.file,
+                line=first_check.line,
+            )
 
 
 def model_of(state: DbState) -> lint.SchemaModel:
@@ -364,24 +386,16 @@ def select(
     return pending[:cut], [m.name for m in pending[cut:]]
 
 
-def plan(
-    backend: Backend,
-    migrations_dir: Path,
-    *,
-    pattern: str | None = None,
-    table: str = DEFAULT_TABLE,
-    to: str | None = None,
-    guard_tables: Sequence[str] | None = None,
-) -> PlanReport:
+def plan(backend: Backend, project: Project, *, to: str | None = None) -> PlanReport:
     """What `migrate` would do: status, each pending migration's statements, lint
     findings and guard, and the prechecks' results. Writes nothing at all: write probes
     run on a schema-only copy, and one that fails there is left for `migrate` to judge
     on the database's rows (never reported as a refusal `migrate` might not make)."""
-    migrations = discover(migrations_dir, pattern)
-    state = ledger.read_state(backend, table)
+    migrations = discover(project.migrations_dir, project.pattern)
+    state = ledger.read_state(backend, project.table)
     report = status_of(backend.info.name, migrations, state)
     todo, skipped = select(migrations, report, to)
-    planned = prepare(todo, state, guard_tables)
+    planned = prepare(todo, state, project.guard_tables)
     prechecks = checks.run_checks(backend, prechecks_now(planned), allow_writes_proof=False)
     return PlanReport(
         report,

@@ -15,27 +15,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict, TypeVar
+from typing import TypeVar
 
 from d1deploy import backups, migrations, restoring
 from d1deploy.backend import Backend, Statement
 from d1deploy.checks import CheckResult
 from d1deploy.errors import D1DeployError
-from d1deploy.ledger import DEFAULT_TABLE, is_internal
+from d1deploy.ledger import is_internal
 from d1deploy.local import LocalBackend
+from d1deploy.project import Project
 
 Notify = Callable[[str], None]
 T = TypeVar("T")
-
-
-class _EngineArgs(TypedDict):
-    """What every engine call of a rehearsal shares."""
-
-    actor: str
-    pattern: str | None
-    table: str
-    guard_tables: tuple[str, ...] | None
-    notify: Notify
 
 
 @dataclass(frozen=True)
@@ -77,21 +68,17 @@ class RehearsalFailed(D1DeployError):
 
 def rehearse(
     target: Backend,
-    migrations_dir: Path,
+    project: Project,
     *,
-    actor: str,
-    pattern: str | None = None,
-    table: str = DEFAULT_TABLE,
-    guard_tables: tuple[str, ...] | None = None,
     from_backup: Path | None = None,
     workdir: Path | None = None,
-    notify: Notify | None = None,
 ) -> RehearsalReport:
     """Run migrate -> rollback -> migrate on a local copy of `target` (or of `from_backup`).
 
     :raises RehearsalFailed: when any step fails; its `report` says which and why.
     """
-    say = notify or (lambda _: None)
+    say = project.notify
+    table = project.table
     steps: list[Step] = []
     checks: list[CheckResult] = []
     applied: tuple[str, ...] = ()
@@ -121,13 +108,10 @@ def rehearse(
                 dump = step("copy", lambda: _load_copy(target, copy, from_backup, work, say))
                 say(f"Rehearsing on a local copy ({dump})")
                 rows_before = row_counts(copy, table)
-                engine = _EngineArgs(
-                    actor=actor, pattern=pattern, table=table, guard_tables=guard_tables, notify=say
-                )
-                first = step("migrate", lambda: migrations.migrate(copy, migrations_dir, **engine))
+                first = step("migrate", lambda: migrations.migrate(copy, project))
                 applied = tuple(a.name for a in first.applied)
                 checks.extend(first.checks)
-                undoable = _undoable(migrations_dir, pattern, applied)
+                undoable = _undoable(project.migrations_dir, project.pattern, applied)
                 if len(undoable) < len(applied):
                     stuck = applied[len(applied) - len(undoable) - 1]
                     steps.append(
@@ -144,12 +128,10 @@ def rehearse(
                     step(
                         "rollback",
                         lambda: migrations.rollback(
-                            copy, migrations_dir, steps=len(undoable), **engine
+                            copy, project, migrations.RollbackOptions(steps=len(undoable))
                         ),
                     )
-                    again = step(
-                        "migrate again", lambda: migrations.migrate(copy, migrations_dir, **engine)
-                    )
+                    again = step("migrate again", lambda: migrations.migrate(copy, project))
                     checks.extend(again.checks)
             except D1DeployError as err:
                 checks.extend(_checks_of(err))

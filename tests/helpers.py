@@ -14,7 +14,7 @@ import shutil
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from typer.testing import CliRunner, Result
+from click.testing import CliRunner, Result
 
 from d1deploy import cli, ledger, lock, migrations
 from d1deploy.backend import (
@@ -40,6 +40,7 @@ from d1deploy.backend import (
 from d1deploy.client import D1Client
 from d1deploy.local import LocalBackend
 from d1deploy.migrations import MigrateOptions, MigrateReport
+from d1deploy.project import Project
 from d1deploy.remote import RemoteBackend
 from tests.emulator import D1Emulator
 
@@ -147,12 +148,13 @@ def write(folder: Path, name: str, text: str) -> Path:
 def deploy(db: Db, folder: Path, **options: object) -> MigrateReport:
     notify = options.pop("notify", None)
     hook = options.pop("before_change", None)
+    project = Project(folder, actor="tester")
+    if notify is not None:
+        project = replace(project, notify=notify)  # type: ignore[arg-type]
     return migrations.migrate(
         db.backend,
-        folder,
-        actor="tester",
-        options=MigrateOptions(**options),  # type: ignore[arg-type]
-        notify=notify,  # type: ignore[arg-type]
+        project,
+        MigrateOptions(**options),  # type: ignore[arg-type]
         before_change=hook,  # type: ignore[arg-type]
     )
 

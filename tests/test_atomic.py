@@ -24,6 +24,7 @@ from d1deploy.backend import (
 )
 from d1deploy.local import LocalBackend
 from d1deploy.migrations import DeployFailed, MigrateReport
+from d1deploy.project import Project
 from tests import helpers
 from tests.emulator import D1Emulator
 from tests.helpers import SEED, USER_TABLES, Db, deploy, remote_backend, three, write
@@ -185,7 +186,9 @@ def test_partly_applied_is_restored_when_asked(remote: Db, mdir: Path) -> None:
     assert report.restored_to == report.bookmark_before is not None
     remote.emulator.atomic_batches = True
     # The bookmark may predate the ledger tables (taken beside the lock): read-only reads.
-    assert migrations.status(remote.backend, mdir).applied == () and tables(remote) == set()
+    assert (
+        migrations.status(remote.backend, Project(mdir)).applied == () and tables(remote) == set()
+    )
     assert lock.current(remote.backend) is None
 
 
@@ -294,7 +297,12 @@ def test_a_backup_or_the_default_mode_takes_the_bookmark_under_the_lock(
 
 def test_quiet_needs_readable_times(tmp_path: Path) -> None:
     backend = LocalBackend(tmp_path / "db.sqlite")
-    session = ledger.Session(backend, "d1_migrations", "me", 60, None, lambda _: None)
+    session = ledger.Session(
+        backend,
+        Project(
+            table="d1_migrations", actor="me", lock_ttl=60, guard_tables=None, notify=lambda _: None
+        ),
+    )
     session.open()
     assert session.last_event_at is None and session.quiet_for(3600)
     session.last_event_at = "2000-01-01T00:00:00.000Z"
@@ -379,7 +387,12 @@ def test_the_seed_deploys_atomically(db: Db, tmp_path: Path) -> None:
 
 def test_packing_follows_the_guard_budget(tmp_path: Path) -> None:
     backend = LocalBackend(tmp_path / "db.sqlite")
-    session = ledger.Session(backend, "d1_migrations", "me", 60, None, lambda _: None)
+    session = ledger.Session(
+        backend,
+        Project(
+            table="d1_migrations", actor="me", lock_ttl=60, guard_tables=None, notify=lambda _: None
+        ),
+    )
     session.open()
     size = backend.info.file_size
     assert size

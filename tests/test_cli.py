@@ -1,7 +1,7 @@
 """The command line as its users meet it: every command on a local file and on the D1
 emulator over loopback, `--json`, exit codes, error messages, and the token never shown.
 
-Commands run in process through typer's CliRunner (stdout and stderr kept apart); the
+Commands run in process through Click's CliRunner (stdout and stderr kept apart); the
 D1 client is given a recording sleep, so retries cost no wall-clock time.
 """
 
@@ -21,12 +21,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
-import typer.main
-from typer.core import TyperGroup
-from typer.testing import Result
+from click.testing import Result
 
 from d1deploy import __version__, cli, suggest
+from d1deploy.cli.command import SUMMARIES
 from d1deploy.client import D1Client
 from d1deploy.errors import EXIT_CODES
 from d1deploy.local import LocalBackend
@@ -158,12 +158,22 @@ def test_help_lists_every_command_and_the_exit_codes() -> None:
 
 
 def test_every_command_has_help_text() -> None:
-    group = typer.main.get_command(cli.app)
-    assert isinstance(group, TyperGroup)
+    group = cli.app
+    assert isinstance(group, click.Group)
     assert set(COMMANDS) <= set(group.commands)
     for name, command in group.commands.items():
         assert command.help and len(command.help) > 20, name
         assert one_line(command.help) in one_line(run(name, "--help").stdout), name
+
+
+def test_the_help_lists_each_command_by_the_line_it_is_registered_with() -> None:
+    """`--help` lists the commands without importing them (`SUMMARIES`): the list is
+    exactly the commands there are, each with its own short help."""
+    assert set(cli.app.commands) == set(SUMMARIES)
+    text = run("--help").stdout
+    for name, command in cli.app.commands.items():
+        assert command.short_help == SUMMARIES[name][1]
+        assert one_line(f"{name} {command.short_help}") in one_line(text)
 
 
 def test_a_command_help_names_its_options() -> None:
@@ -520,7 +530,8 @@ def test_command_and_file_together_is_bad_usage(project: Path) -> None:
 
 def test_an_unknown_option_is_bad_usage(project: Path) -> None:
     result = run("status", LOCAL, "--bogus", code=2)
-    assert "No such option: --bogus" in result.stderr
+    # Click 8.5 words it "No such option '--bogus'", earlier releases "No such option: --bogus".
+    assert re.search(r"No such option:? '?--bogus", result.stderr)
 
 
 def test_rollback_without_yes_and_without_a_terminal_changes_nothing(deployed: Path) -> None:
@@ -862,8 +873,8 @@ def test_every_suggested_command_parses_with_the_options_of_the_run(target: str)
     with suggest.target(TARGETS[target]):
         texts = [suggest.restore("bm-1"), suggest.unlock()]
         texts += [suggest.command(name, *REQUIRED_ARGS.get(name, ())) for name in COMMANDS]
-    group = typer.main.get_command(cli.app)
-    assert isinstance(group, TyperGroup)
+    group = cli.app
+    assert isinstance(group, click.Group)
     for text in texts:
         words = shlex.split(text)
         assert words[0] == "d1deploy"
@@ -961,7 +972,8 @@ def test_several_wrangler_entries_are_listed_with_how_to_choose(project: Path) -
     ("args", "says"),
     [
         (("migrat", "--json"), "No such command 'migrat'"),
-        (("migrate", "--jsno", "--json"), "No such option: --jsno"),
+        # Click 8.5 quotes the option; earlier releases put a colon before it.
+        (("migrate", "--jsno", "--json"), "No such option:? .?--jsno"),
         (("rollback", "--steps", "zero", "--json"), "Invalid value for '--steps'"),
         (("status", "--json", "extra"), "Got unexpected extra argument"),
     ],
@@ -980,8 +992,8 @@ def test_json_is_one_object_even_for_click_s_own_usage_errors(
     payload = json.loads(done.stdout)
     assert payload["ok"] is False and payload["report"] is None
     assert payload["error"]["type"] == "UsageError" and payload["error"]["exit_code"] == 2
-    assert says in payload["error"]["message"]
-    assert says in done.stderr  # people still get Click's usage line and message
+    assert re.search(says, payload["error"]["message"])
+    assert re.search(says, done.stderr)  # people still get Click's usage line and message
     plain = subprocess.run(
         [sys.executable, "-m", "d1deploy", *(a for a in args if a != "--json")],
         cwd=tmp_path,

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from d1deploy import errors
-from d1deploy.config import Settings, actor, resolve, strip_jsonc
+from d1deploy.config import Settings, actor, resolve
+from d1deploy.configfile import strip_jsonc
 
 TOKEN = "tok-SECRET-5f3a9c0d1e2b"  # recognisable, so a leak is easy to spot
 ACCOUNT = "acct0123456789abcdef"

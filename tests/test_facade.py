@@ -49,13 +49,14 @@ def test_the_errors_are_the_errors_module_s() -> None:
 
 def deploy_through_the_facade(backend: d1deploy.Backend, seed: Path) -> None:
     """What a Python user would write: status, plan, migrate, verify, status again."""
-    before = d1deploy.status(backend, seed)
+    project = d1deploy.Project(seed, actor="python")
+    before = d1deploy.status(backend, project)
     assert list(before.pending) == SEED_NAMES and not before.applied
-    assert d1deploy.plan(backend, seed).status.pending == before.pending
-    report = d1deploy.migrate(backend, seed, actor="python", options=d1deploy.MigrateOptions())
+    assert d1deploy.plan(backend, project).status.pending == before.pending
+    report = d1deploy.migrate(backend, project, d1deploy.MigrateOptions())
     assert report.ok and [a.name for a in report.applied] == SEED_NAMES
-    assert d1deploy.verify(backend, seed).ok
-    after = d1deploy.status(backend, seed)
+    assert d1deploy.verify(backend, project).ok
+    after = d1deploy.status(backend, project)
     assert list(after.applied) == SEED_NAMES and not after.pending
 
 

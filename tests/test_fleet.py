@@ -25,6 +25,7 @@ from d1deploy.fleet import (
     select_databases,
 )
 from d1deploy.migrations import MigrateReport
+from d1deploy.project import Project
 from d1deploy.ratelimit import RateLimitTransport
 from tests.emulator import D1Emulator, DatabaseRef
 
@@ -106,7 +107,7 @@ def migrate_task(
 ) -> Callable[[DatabaseInfo], MigrateReport]:
     options = migrations.MigrateOptions(allow_drift=allow_drift)
     return remote_task(
-        client, lambda backend: migrations.migrate(backend, mdir, actor="fleet", options=options)
+        client, lambda backend: migrations.migrate(backend, Project(mdir, actor="fleet"), options)
     )
 
 

@@ -20,9 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from d1deploy import output as output_mod
+from d1deploy.cli import output as output_mod
+from d1deploy.cli.output import GitHub, Output
 from d1deploy.errors import InputError, SqlError
-from d1deploy.output import GitHub, Output
 
 TOKEN = "cf-token-5ecret-A1b2C3"
 

@@ -11,6 +11,7 @@ import pytest
 from d1deploy import errors, ledger, lock, migrations, planning, sqlsplit
 from d1deploy.backend import SqlValue, Statement
 from d1deploy.migrations import MigrateReport
+from d1deploy.project import Project
 from d1deploy.remote import RemoteBackend
 from tests import helpers
 from tests.helpers import USER_TABLES, Db, deploy, remote_backend, three, write
@@ -65,7 +66,7 @@ def test_editing_an_applied_file_is_drift(db: Db, mdir: Path) -> None:
     deploy(db, mdir)
     write(mdir, "002_b.sql", "CREATE TABLE b (id INTEGER PRIMARY KEY, x TEXT);\n")
     write(mdir, "004_d.sql", "CREATE TABLE d (id INTEGER PRIMARY KEY);\n")
-    report = migrations.status(db.backend, mdir)
+    report = migrations.status(db.backend, Project(mdir))
     assert report.drifted == ("002_b.sql",) and report.pending == ("004_d.sql",)
     with pytest.raises(errors.DriftDetected) as info:
         deploy(db, mdir)
@@ -83,7 +84,7 @@ def test_status_reports_missing_and_out_of_order(db: Db, mdir: Path) -> None:
     (mdir / "002_b.sql").unlink()
     (mdir / "002_b" / "rollback.sql").unlink()
     write(mdir, "002_late.sql", "CREATE TABLE late (id INTEGER);\n")
-    report = migrations.status(db.backend, mdir)
+    report = migrations.status(db.backend, Project(mdir))
     assert report.missing == ("002_b.sql",)
     assert report.out_of_order == ("002_late.sql",) and report.pending == ("002_late.sql",)
     assert report.applied == ("001_a.sql", "003_c.sql")
@@ -114,7 +115,7 @@ def test_rollback_then_migrate_round_trips_schema_and_data(db: Db, seed: Path) -
     )
     rows = db.rows(data)
 
-    report = migrations.rollback(db.backend, seed, actor="tester")
+    report = migrations.rollback(db.backend, Project(seed, actor="tester"))
     assert [(r.name, r.source) for r in report.rolled_back] == [
         ("001_schema_enhancements.sql", "file")
     ]
@@ -274,7 +275,7 @@ def test_not_null_column_without_default_is_refused_only_on_a_table_with_rows(
     db.exec("INSERT INTO users (id) VALUES (1), (2)")
 
     # The count is one more precheck: read with the others, before anything changes.
-    planned = planning.plan(db.backend, mdir)
+    planned = planning.plan(db.backend, Project(mdir))
     (failed,) = planned.precheck_failures
     assert failed.check.label.startswith("users must be empty")
     assert (failed.check.file, failed.check.line) == (str(mdir / "002_email.sql"), 2)
@@ -286,7 +287,7 @@ def test_not_null_column_without_default_is_refused_only_on_a_table_with_rows(
     assert db.ledger() == ["001_users.sql"]
 
     db.exec("DELETE FROM users")
-    assert planning.plan(db.backend, mdir).ok
+    assert planning.plan(db.backend, Project(mdir)).ok
     assert deploy(db, mdir).ok
     assert db.ledger() == ["001_users.sql", "002_email.sql"]
 
@@ -311,7 +312,7 @@ def test_a_database_migrated_by_wrangler_reads_correctly(db: Db, mdir: Path) -> 
         "INSERT INTO \"d1_migrations\" (name) values ('001_a.sql')",
         "INSERT INTO \"d1_migrations\" (name) values ('002_b.sql')",
     )
-    report = migrations.status(db.backend, mdir)
+    report = migrations.status(db.backend, Project(mdir))
     assert report.applied == ("001_a.sql", "002_b.sql") and report.pending == ("003_c.sql",)
     assert report.drifted == () and report.migrations[0].applied_sha256 is None
     assert [a.name for a in deploy(db, mdir).applied] == ["003_c.sql"]
@@ -330,9 +331,9 @@ def test_the_ledger_is_wranglers(db: Db, mdir: Path) -> None:
 
 def test_a_custom_ledger_table_name_is_quoted(db: Db, mdir: Path) -> None:
     three(mdir)
-    migrations.migrate(db.backend, mdir, actor="me", table='my "ledger"')
+    migrations.migrate(db.backend, Project(mdir, actor="me", table='my "ledger"'))
     assert db.rows('SELECT count(*) FROM "my ""ledger"""') == [(3,)]
-    assert migrations.status(db.backend, mdir, table='my "ledger"').pending == ()
+    assert migrations.status(db.backend, Project(mdir, table='my "ledger"')).pending == ()
 
 
 # --- plan and dry-run write nothing --------------------------------------------------
@@ -349,7 +350,7 @@ def test_plan_writes_nothing(db: Db, seed: Path) -> None:
     before = db.path.read_bytes()
     if db.emulator:
         db.emulator.reset_log()
-    report = migrations.plan(db.backend, seed)
+    report = migrations.plan(db.backend, Project(seed))
     assert [p.name for p in report.pending] == ["001_schema_enhancements.sql"]
     assert report.ok and report.prechecks[0].probe == "shadow"
     planned = report.pending[0]
@@ -370,8 +371,12 @@ def test_plan_writes_nothing(db: Db, seed: Path) -> None:
 
 def test_status_and_plan_on_an_empty_database_create_nothing(db: Db, mdir: Path) -> None:
     three(mdir)
-    assert migrations.status(db.backend, mdir).pending == ("001_a.sql", "002_b.sql", "003_c.sql")
-    assert migrations.plan(db.backend, mdir).ok
+    assert migrations.status(db.backend, Project(mdir)).pending == (
+        "001_a.sql",
+        "002_b.sql",
+        "003_c.sql",
+    )
+    assert migrations.plan(db.backend, Project(mdir)).ok
     assert db.rows("SELECT name FROM sqlite_master WHERE name NOT LIKE '_cf%'") == []
 
 
@@ -428,7 +433,7 @@ def test_the_guard_refuses_to_drop_a_table_with_rows(db: Db, mdir: Path) -> None
 def test_guard_tables_limit_the_counts(db: Db, mdir: Path) -> None:
     write(mdir, "001_tables.sql", PARENT_CHILD)
     write(mdir, "002_rebuild.sql", REBUILD_PARENT)
-    report = migrations.plan(db.backend, mdir, guard_tables=["parent"])
+    report = migrations.plan(db.backend, Project(mdir, guard_tables=("parent",)))
     assert [p.guarded_tables for p in report.pending] == [(), ("parent",)]
 
 
@@ -592,17 +597,30 @@ def test_a_lease_taken_over_stops_the_run(db: Db, mdir: Path) -> None:
 def test_rollback_steps_and_to(db: Db, mdir: Path) -> None:
     three(mdir)
     deploy(db, mdir)
-    report = migrations.rollback(db.backend, mdir, actor="me", steps=2)
+    report = migrations.rollback(
+        db.backend, Project(mdir, actor="me"), migrations.RollbackOptions(steps=2)
+    )
     assert [r.name for r in report.rolled_back] == ["003_c.sql", "002_b.sql"]
     assert db.ledger() == ["001_a.sql"]
     deploy(db, mdir)
-    migrations.rollback(db.backend, mdir, actor="me", to="001_a")
+    migrations.rollback(
+        db.backend, Project(mdir, actor="me"), migrations.RollbackOptions(to="001_a")
+    )
     assert db.ledger() == ["001_a.sql"]
-    assert migrations.rollback(db.backend, mdir, actor="me", to="001_a").rolled_back == ()
+    assert (
+        migrations.rollback(
+            db.backend, Project(mdir, actor="me"), migrations.RollbackOptions(to="001_a")
+        ).rolled_back
+        == ()
+    )
     with pytest.raises(errors.UsageError):
-        migrations.rollback(db.backend, mdir, actor="me", to="003_c")
+        migrations.rollback(
+            db.backend, Project(mdir, actor="me"), migrations.RollbackOptions(to="003_c")
+        )
     with pytest.raises(errors.UsageError):
-        migrations.rollback(db.backend, mdir, actor="me", to="001_a", steps=1)
+        migrations.rollback(
+            db.backend, Project(mdir, actor="me"), migrations.RollbackOptions(to="001_a", steps=1)
+        )
 
 
 def test_rollback_uses_the_stored_sql_when_the_file_changed_or_is_gone(db: Db, mdir: Path) -> None:
@@ -611,7 +629,9 @@ def test_rollback_uses_the_stored_sql_when_the_file_changed_or_is_gone(db: Db, m
     write(mdir, "003_c/rollback.sql", "SELECT 'a broken edit' FROM nowhere;\n")
     (mdir / "002_b.sql").unlink()
     (mdir / "002_b" / "rollback.sql").unlink()
-    report = migrations.rollback(db.backend, mdir, actor="me", steps=2)
+    report = migrations.rollback(
+        db.backend, Project(mdir, actor="me"), migrations.RollbackOptions(steps=2)
+    )
     assert [(r.name, r.source) for r in report.rolled_back] == [
         ("003_c.sql", "history"),
         ("002_b.sql", "history"),
@@ -623,7 +643,7 @@ def test_rollback_without_rollback_sql_points_to_the_bookmark(db: Db, mdir: Path
     three(mdir, rollbacks=False)
     applied = deploy(db, mdir)
     with pytest.raises(migrations.RollbackRefused) as info:
-        migrations.rollback(db.backend, mdir, actor="me")
+        migrations.rollback(db.backend, Project(mdir, actor="me"))
     assert info.value.exit_code == 5  # refused before changing anything
     assert info.value.hint is not None
     assert f"d1deploy restore --bookmark {applied.bookmark_before}" in info.value.hint
@@ -637,9 +657,11 @@ def test_an_unfilled_rollback_template_is_no_rollback(db: Db, tmp_path: Path) ->
     sql.write_text("CREATE TABLE first (id INTEGER);\n")
     deploy(db, folder)
     with pytest.raises(migrations.RollbackRefused, match="has no rollback SQL"):
-        migrations.rollback(db.backend, folder, actor="me")
+        migrations.rollback(db.backend, Project(folder, actor="me"))
     rollback_file.write_text("DROP TABLE first;\n")
-    assert migrations.rollback(db.backend, folder, actor="me").rolled_back[0].source == "file"
+    assert (
+        migrations.rollback(db.backend, Project(folder, actor="me")).rolled_back[0].source == "file"
+    )
 
 
 def test_baseline_records_without_running(db: Db, seed: Path) -> None:
@@ -649,24 +671,24 @@ def test_baseline_records_without_running(db: Db, seed: Path) -> None:
     db.exec(
         *(sql.replace("CREATE TABLE IF NOT EXISTS users", 'create table "USERS"') for sql in hand)
     )
-    report = migrations.baseline(db.backend, seed, "000_base_schema", actor="me")
+    report = migrations.baseline(db.backend, Project(seed, actor="me"), "000_base_schema")
     assert report.recorded == ("000_base_schema.sql",) and report.forced_over == ()
     assert db.ledger() == ["000_base_schema.sql"]
     assert db.events() == [("000_base_schema.sql", "baseline", 1)]
-    again = migrations.baseline(db.backend, seed, "000_base_schema", actor="me")
+    again = migrations.baseline(db.backend, Project(seed, actor="me"), "000_base_schema")
     assert again.recorded == () and again.already_applied == ("000_base_schema.sql",)
-    assert migrations.status(db.backend, seed).pending == ("001_schema_enhancements.sql",)
+    assert migrations.status(db.backend, Project(seed)).pending == ("001_schema_enhancements.sql",)
 
 
 def test_verify_on_demand(db: Db, seed: Path) -> None:
     deploy(db, seed)
-    report = migrations.verify(db.backend, seed)
+    report = migrations.verify(db.backend, Project(seed))
     assert report.ok and report.migrations == ("001_schema_enhancements.sql",)
     db.exec("INSERT INTO user_deposits (user_id, balance) VALUES (3, 5)")
-    only = migrations.verify(db.backend, seed, name="001_schema_enhancements")
+    only = migrations.verify(db.backend, Project(seed), name="001_schema_enhancements")
     assert len(only.checks) == len(report.checks)
     with pytest.raises(errors.UsageError):
-        migrations.verify(db.backend, seed, name="nope")
+        migrations.verify(db.backend, Project(seed), name="nope")
 
 
 def test_lint_errors_block_the_deploy(db: Db, mdir: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from d1deploy.output import Output
+from d1deploy.cli.output import Output
 
 
 class Terminal(io.StringIO):

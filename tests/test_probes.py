@@ -29,6 +29,7 @@ from d1deploy import checks, d1sqlite, errors, lint, migrations, sqlsplit
 from d1deploy.backend import Backend, Statement
 from d1deploy.client import D1Client
 from d1deploy.local import LocalBackend
+from d1deploy.project import Project
 from d1deploy.remote import RemoteBackend
 from tests.e2e.states import in_process_backend
 from tests.emulator import D1Emulator
@@ -390,7 +391,7 @@ def test_a_verify_read_that_d1_says_wrote_stops_the_deploy_where_it_stands(
     )
     backend = RemoteBackend(client, client.resolve_database("deploy"))
     with pytest.raises(migrations.DeployFailed) as info:
-        migrations.migrate(backend, mdir, actor="test")
+        migrations.migrate(backend, Project(mdir, actor="test"))
     err = info.value
     assert err.exit_code == 1 and err.location == f"{verify}:2"
     assert "changed the database" in err.message and "nothing was undone" in err.message

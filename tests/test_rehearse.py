@@ -11,6 +11,7 @@ import pytest
 from d1deploy import backups, migrations, sqlsplit
 from d1deploy.backend import Statement
 from d1deploy.local import LocalBackend
+from d1deploy.project import Project
 from d1deploy.rehearse import RehearsalFailed, rehearse, row_counts
 from tests.emulator import D1Emulator
 from tests.helpers import REALISTIC_DATA, REBUILT_PARENT, SEED, remote_backend
@@ -28,7 +29,7 @@ def production(path: Path, migrations_dir: Path, *, extra_sql: str = "") -> Loca
     db = LocalBackend(path)
     base = sqlsplit.read_sql_file(migrations_dir / "000_base_schema.sql")
     db.run(sqlsplit.split(base) + sqlsplit.split(REALISTIC_DATA + extra_sql))
-    migrations.baseline(db, migrations_dir, "000_base_schema.sql", actor="test")
+    migrations.baseline(db, Project(migrations_dir, actor="test"), "000_base_schema.sql")
     return db
 
 
@@ -42,7 +43,7 @@ def test_a_rehearsal_runs_migrate_rollback_migrate_on_a_copy(
     source = production(tmp_path / "prod.sqlite", migrations_dir)
     before = file_bytes(tmp_path / "prod.sqlite")
 
-    report = rehearse(source, migrations_dir, actor="test", workdir=tmp_path / "work")
+    report = rehearse(source, Project(migrations_dir, actor="test"), workdir=tmp_path / "work")
 
     assert report.ok
     assert [s.name for s in report.steps] == ["copy", "migrate", "rollback", "migrate again"]
@@ -53,7 +54,7 @@ def test_a_rehearsal_runs_migrate_rollback_migrate_on_a_copy(
     assert report.checks and all(c.ok for c in report.checks)
     # The target was only exported: same bytes, still nothing applied.
     assert file_bytes(tmp_path / "prod.sqlite") == before
-    status = migrations.status(source, migrations_dir)
+    status = migrations.status(source, Project(migrations_dir))
     assert status.pending == ("001_schema_enhancements.sql",)
 
 
@@ -68,7 +69,7 @@ def test_a_failing_precheck_fails_the_rehearsal_with_exit_5_and_leaves_the_sourc
     before = file_bytes(tmp_path / "prod.sqlite")
 
     with pytest.raises(RehearsalFailed) as caught:
-        rehearse(source, migrations_dir, actor="test")
+        rehearse(source, Project(migrations_dir, actor="test"))
 
     failed = caught.value
     assert failed.exit_code == 5
@@ -84,7 +85,7 @@ def test_a_rehearsal_can_start_from_a_verified_backup(tmp_path: Path, migrations
     taken = backups.backup(source, dest=tmp_path / "prod.sql", backup_dir=tmp_path)
     source.run([Statement("DELETE FROM deposit_transactions")])  # the backup is what counts
 
-    report = rehearse(source, migrations_dir, actor="test", from_backup=taken.path)
+    report = rehearse(source, Project(migrations_dir, actor="test"), from_backup=taken.path)
 
     assert report.ok
     assert report.source == str(taken.path)
@@ -97,10 +98,10 @@ def test_a_rehearsal_of_a_d1_database_reads_it_and_changes_nothing(
     target = remote_backend(emulator)
     base = sqlsplit.read_sql_file(migrations_dir / "000_base_schema.sql")
     target.run(sqlsplit.split(base) + sqlsplit.split(REALISTIC_DATA))
-    migrations.baseline(target, migrations_dir, "000_base_schema.sql", actor="test")
+    migrations.baseline(target, Project(migrations_dir, actor="test"), "000_base_schema.sql")
     emulator.reset_log()
 
-    report = rehearse(target, migrations_dir, actor="test")
+    report = rehearse(target, Project(migrations_dir, actor="test"))
 
     assert report.ok
     assert report.applied == ("001_schema_enhancements.sql",)
@@ -122,7 +123,7 @@ def test_a_rehearsal_of_a_d1_database_reads_it_and_changes_nothing(
 def test_a_migration_without_rollback_sql_limits_what_is_rehearsed_back(
     tmp_path: Path, migrations_dir: Path
 ) -> None:
-    report = rehearse(LocalBackend(tmp_path / "new.sqlite"), migrations_dir, actor="test")
+    report = rehearse(LocalBackend(tmp_path / "new.sqlite"), Project(migrations_dir, actor="test"))
 
     assert report.ok
     assert report.applied == ("000_base_schema.sql", "001_schema_enhancements.sql")
@@ -159,9 +160,9 @@ def test_a_database_whose_parent_table_was_rebuilt_can_be_rehearsed(tmp_path: Pa
     (folder / "0002_note.sql").write_text("ALTER TABLE child ADD COLUMN note TEXT;\n")
     source = LocalBackend(tmp_path / "prod.sqlite")
     source.run([Statement(s) for s in REBUILT_PARENT])
-    migrations.baseline(source, folder, "0001_parent_child", actor="test")
+    migrations.baseline(source, Project(folder, actor="test"), "0001_parent_child")
 
-    report = rehearse(source, folder, actor="test")
+    report = rehearse(source, Project(folder, actor="test"))
 
     assert report.ok
     assert report.rows_before["child"] == 2 and report.rows_after["child"] == 2

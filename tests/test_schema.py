@@ -20,6 +20,7 @@ from d1deploy.discovery import discover
 from d1deploy.errors import DriftDetected
 from d1deploy.local import LocalBackend
 from d1deploy.migrations import MigrateOptions
+from d1deploy.project import Project
 from d1deploy.schema import SchemaDrift, canonical
 from tests import helpers
 from tests.helpers import SEED, Db, local_rows, run, run_json
@@ -195,11 +196,11 @@ def by_hand(db: Db, folder: Path, name: str) -> None:
 
 
 def deploy(db: Db, folder: Path, to: str | None = None) -> migrations.MigrateReport:
-    return migrations.migrate(db.backend, folder, actor="me", options=MigrateOptions(to=to))
+    return migrations.migrate(db.backend, Project(folder, actor="me"), MigrateOptions(to=to))
 
 
 def status(db: Db, folder: Path) -> migrations.StatusReport:
-    return migrations.status(db.backend, folder)
+    return migrations.status(db.backend, Project(folder))
 
 
 def test_the_seed_deployed_by_d1deploy_has_no_schema_drift(db: Db, seed: Path) -> None:
@@ -236,7 +237,7 @@ def test_001_applied_by_hand_is_refused_then_adopted_in_one_command(db: Db, seed
     assert f"`d1deploy baseline {M001}`" in refused.value.hint
     assert db.ledger() == [M000] and db.count("d1_migrations") == 1
 
-    migrations.baseline(db.backend, seed, M001, actor="me")
+    migrations.baseline(db.backend, Project(seed, actor="me"), M001)
     after = status(db, seed)
     assert after.schema == schema.SchemaCheck(True, (M000, M001)) and after.pending == ()
     assert deploy(db, seed).applied == ()
@@ -294,7 +295,7 @@ def test_a_change_made_by_hand_is_shown_and_refused(db: Db, seed: Path, change: 
     with pytest.raises(SchemaDrift) as refused:
         migrations.refuse_drift(report)
     assert refused.value.hint is not None and "`d1deploy status`" in refused.value.hint
-    plan = migrations.plan(db.backend, seed)
+    plan = migrations.plan(db.backend, Project(seed))
     assert not plan.ok and plan.status.schema_drift == report.schema_drift
 
     with pytest.raises(SchemaDrift, match=described.replace("(", r"\(").replace(")", r"\)")):
@@ -305,7 +306,7 @@ def test_a_change_made_by_hand_is_shown_and_refused(db: Db, seed: Path, change: 
     assert [
         a.name
         for a in migrations.migrate(
-            db.backend, seed, actor="me", options=MigrateOptions(allow_drift=True)
+            db.backend, Project(seed, actor="me"), MigrateOptions(allow_drift=True)
         ).applied
     ] == ["002_more.sql"]
 
@@ -328,7 +329,7 @@ def test_a_missing_file_leaves_the_schema_uncompared_and_unrefused(db: Db, seed:
     migrations.refuse_drift(report)  # nothing to refuse on
     (seed / "003_next.sql").write_text("CREATE TABLE next (id INTEGER);\n")
     notes: list[str] = []
-    done = migrations.migrate(db.backend, seed, actor="me", notify=notes.append)
+    done = migrations.migrate(db.backend, Project(seed, actor="me", notify=notes.append))
     assert [a.name for a in done.applied] == ["003_next.sql"]
     assert any(n.startswith("schema not compared: the file of applied migration") for n in notes)
 
@@ -341,9 +342,9 @@ def test_a_migration_that_fails_on_an_empty_database_says_where(tmp_path: Path) 
     )
     local = LocalBackend(tmp_path / "local.sqlite")
     local.run(sqlsplit.split("CREATE TABLE legacy (id INTEGER);"))
-    migrations.migrate(local, folder, actor="me", options=MigrateOptions(allow_drift=True))
+    migrations.migrate(local, Project(folder, actor="me"), MigrateOptions(allow_drift=True))
 
-    found = migrations.status(local, folder).schema
+    found = migrations.status(local, Project(folder)).schema
     assert found is not None and not found.compared
     assert found.reason is not None
     assert found.reason.startswith(
@@ -370,7 +371,7 @@ def test_the_replay_follows_the_ledger_order_and_wrangler_applied_rows(tmp_path:
         )
     )
 
-    found = migrations.status(local, folder).schema
+    found = migrations.status(local, Project(folder)).schema
     assert found == schema.SchemaCheck(True, ("0001_base.sql", "0003_y.sql", "0002_x.sql"))
 
 
@@ -400,7 +401,7 @@ def test_baseline_refuses_what_the_schema_does_not_hold_and_names_what_it_does(
     by_hand(db, seed, M000)
 
     with pytest.raises(SchemaDrift) as refused:
-        migrations.baseline(db.backend, seed, M001, actor="me")
+        migrations.baseline(db.backend, Project(seed, actor="me"), M001)
     err = refused.value
     assert err.exit_code == 5 and err.instead == M000
     assert err.message.startswith(
@@ -415,11 +416,11 @@ def test_baseline_refuses_what_the_schema_does_not_hold_and_names_what_it_does(
         suggest.target(suggest.Target(database=("--local=db file.sqlite",))),
         pytest.raises(SchemaDrift) as refused,
     ):
-        migrations.baseline(db.backend, seed, M001, actor="me")
+        migrations.baseline(db.backend, Project(seed, actor="me"), M001)
     assert f"`d1deploy baseline {M000} '--local=db file.sqlite'`" in (refused.value.hint or "")
     assert db.ledger() == []
 
-    forced = migrations.baseline(db.backend, seed, M001, actor="me", force=True)
+    forced = migrations.baseline(db.backend, Project(seed, actor="me"), M001, force=True)
     assert forced.recorded == (M000, M001)
     assert [d.label for d in forced.forced_over][:1] == ["table audit_logs missing"]
     assert db.ledger() == [M000, M001]
@@ -435,8 +436,8 @@ def test_baseline_refuses_when_the_schema_cannot_be_checked(tmp_path: Path) -> N
     )
 
     with pytest.raises(SchemaDrift, match="cannot check that the live schema is what"):
-        migrations.baseline(local, folder, "001_alter", actor="me")
-    forced = migrations.baseline(local, folder, "001_alter", actor="me", force=True)
+        migrations.baseline(local, Project(folder, actor="me"), "001_alter")
+    forced = migrations.baseline(local, Project(folder, actor="me"), "001_alter", force=True)
     assert forced.recorded == ("001_alter.sql",) and forced.schema_unchecked
 
 

@@ -16,6 +16,7 @@ import pytest
 from d1deploy import migrations
 from d1deploy.discovery import discover
 from d1deploy.local import LocalBackend
+from d1deploy.project import Project
 from tests import realtools
 
 pytestmark = pytest.mark.workerd
@@ -61,18 +62,18 @@ def test_the_runbook_on_workerd_is_adopted_and_a_hand_change_shown(
     execute(wrangler, root, "--file", f"migrations/{M001}")
     db = LocalBackend(workerd_file(root))
     try:
-        found = migrations.status(db, root / "migrations").schema
+        found = migrations.status(db, Project(root / "migrations")).schema
         assert found is not None
         assert found.matches_up_to == M001 and found.baseline_records == (M000, M001)
-        migrations.baseline(db, root / "migrations", M001, actor="test")
-        assert migrations.status(db, root / "migrations").schema_drift == ()
+        migrations.baseline(db, Project(root / "migrations", actor="test"), M001)
+        assert migrations.status(db, Project(root / "migrations")).schema_drift == ()
     finally:
         db.close()
 
     execute(wrangler, root, "--command", "ALTER TABLE users ADD COLUMN nickname TEXT")
     db = LocalBackend(workerd_file(root))
     try:
-        drift = migrations.status(db, root / "migrations").schema_drift
+        drift = migrations.status(db, Project(root / "migrations")).schema_drift
     finally:
         db.close()
     assert [d.describe() for d in drift] == ["table users changed (added column nickname TEXT)"]
@@ -85,7 +86,7 @@ def test_migrations_applied_by_wrangler_compare_clean(
     wrangler.run(["d1", "migrations", "apply", "DB", "--local"], cwd=root)
     db = LocalBackend(workerd_file(root))
     try:
-        report = migrations.status(db, root / "migrations")
+        report = migrations.status(db, Project(root / "migrations"))
     finally:
         db.close()
     assert report.applied == (M000, M001)

@@ -13,6 +13,7 @@ from d1deploy import checks, errors, ledger, lint, migrations, planning, sqlspli
 from d1deploy.backend import Backend, SqlValue, Statement
 from d1deploy.local import LocalBackend
 from d1deploy.migrations import MigrateOptions
+from d1deploy.project import Project
 from tests.emulator import D1Emulator
 from tests.helpers import FIFTEEN_ASCII, FIFTEEN_KOREAN, REALISTIC_DATA, remote_backend
 
@@ -288,7 +289,7 @@ def applied(backend: Backend) -> list[SqlValue]:
 
 
 def test_the_engine_deploys_the_seed_on_a_fresh_database(db: Backend) -> None:
-    report = migrations.migrate(db, MIGRATIONS, actor="test")
+    report = migrations.migrate(db, Project(MIGRATIONS, actor="test"))
     assert report.ok
     assert [m.name for m in report.applied] == [BASE.name, M001.name]
     assert report.checks and all(r.ok for r in report.checks)
@@ -299,12 +300,12 @@ def test_the_engine_deploys_the_seed_on_a_fresh_database(db: Backend) -> None:
 
 def test_production_is_baselined_migrated_and_rolled_back(populated: Backend) -> None:
     schema_before, data_before = schema(populated), data(populated)
-    migrations.baseline(populated, MIGRATIONS, BASE.stem, actor="test")
-    report = migrations.migrate(populated, MIGRATIONS, actor="test")
+    migrations.baseline(populated, Project(MIGRATIONS, actor="test"), BASE.stem)
+    report = migrations.migrate(populated, Project(MIGRATIONS, actor="test"))
     assert [m.name for m in report.applied] == [M001.name]
     assert data(populated) == data_before
-    assert migrations.verify(populated, MIGRATIONS).ok
-    undone = migrations.rollback(populated, MIGRATIONS, actor="test")
+    assert migrations.verify(populated, Project(MIGRATIONS)).ok
+    undone = migrations.rollback(populated, Project(MIGRATIONS, actor="test"))
     assert [m.name for m in undone.rolled_back] == [M001.name]
     assert schema(populated) == schema_before
     assert data(populated) == data_before
@@ -312,11 +313,11 @@ def test_production_is_baselined_migrated_and_rolled_back(populated: Backend) ->
 
 
 def test_the_engine_refuses_001_over_a_negative_balance(populated: Backend) -> None:
-    migrations.baseline(populated, MIGRATIONS, BASE.stem, actor="test")
+    migrations.baseline(populated, Project(MIGRATIONS, actor="test"), BASE.stem)
     populated.run([Statement("UPDATE user_deposits SET balance = -300 WHERE id = 2")])
     schema_before = schema(populated)
     with pytest.raises(errors.PrecheckFailed) as info:
-        migrations.migrate(populated, MIGRATIONS, actor="test")
+        migrations.migrate(populated, Project(MIGRATIONS, actor="test"))
     assert info.value.exit_code == 5
     assert info.value.location == f"{PRECHECK}:6"
     assert schema(populated) == schema_before
@@ -333,11 +334,11 @@ def test_the_engine_undoes_a_001_without_its_check_on_the_emulator(
     without_checks(folder)
     backend = remote_backend(emulator)
     try:
-        migrations.migrate(backend, folder, actor="test", options=MigrateOptions(to=BASE.stem))
+        migrations.migrate(backend, Project(folder, actor="test"), MigrateOptions(to=BASE.stem))
         backend.run(sqlsplit.split(REALISTIC_DATA))
         schema_before, data_before = schema(backend), data(backend)
         with pytest.raises(migrations.DeployFailed) as info:
-            migrations.migrate(backend, folder, actor="test")
+            migrations.migrate(backend, Project(folder, actor="test"))
         report = info.value.report
         assert isinstance(report, migrations.MigrateReport)
         assert [m.name for m in report.rolled_back] == [M001.name]

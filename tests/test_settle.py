@@ -21,6 +21,7 @@ from d1deploy import errors, interrupts, lock, migrations
 from d1deploy.backend import QueryResult, Statement
 from d1deploy.client import D1Client
 from d1deploy.local import LocalBackend
+from d1deploy.project import Project
 from d1deploy.remote import RemoteBackend
 from tests import helpers
 from tests.emulator import ServedEmulator
@@ -166,7 +167,9 @@ def test_rollback_settles_too(db: Db, mdir: Path) -> None:
     deploy(db, mdir)
     failing = Failing(db, "DROP TABLE b", errors.Interrupt("SIGINT"), landed=True)
     with pytest.raises(migrations.DeployInterrupted) as info:
-        migrations.rollback(failing, mdir, actor="me", to="001_a")
+        migrations.rollback(
+            failing, Project(mdir, actor="me"), migrations.RollbackOptions(to="001_a")
+        )
     report = info.value.report
     assert [r.name for r in report.rolled_back] == ["003_c.sql", "002_b.sql"]
     assert report.rolled_back[-1].answer_lost and report.not_rolled_back == ()
@@ -177,7 +180,7 @@ def test_baseline_settles_too(db: Db, mdir: Path) -> None:
     three(mdir)
     failing = Failing(db, 'INSERT INTO "d1_migrations"', errors.Interrupt("SIGTERM"), landed=True)
     with pytest.raises(migrations.DeployInterrupted) as info:
-        migrations.baseline(failing, mdir, "002_b", actor="me", force=True)
+        migrations.baseline(failing, Project(mdir, actor="me"), "002_b", force=True)
     assert info.value.report.recorded == ("001_a.sql", "002_b.sql")
     assert db.ledger() == ["001_a.sql", "002_b.sql"] and db.count(lock.LOCK_TABLE) == 0
 

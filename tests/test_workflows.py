@@ -802,7 +802,7 @@ def test_the_action_mirrors_d1deploys_outputs_and_splices_nothing_into_scripts()
         "command", "database", "config", "environment", "args", "working-directory"
     }  # fmt: skip
     # Each output is one d1deploy writes to $GITHUB_OUTPUT, taken from the step running it.
-    render = (ROOT / "d1deploy" / "render.py").read_text(encoding="utf-8")
+    render = (ROOT / "d1deploy" / "cli" / "render.py").read_text(encoding="utf-8")
     calls = re.findall(r"out\.outputs\(\s*\{(.*?)\}\s*\)", render, re.S)
     written = set(re.findall(r'"(\w+)":', " ".join(calls)))
     outputs = action["outputs"]

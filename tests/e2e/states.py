@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from d1deploy import migrations
 from d1deploy.client import D1Client
+from d1deploy.project import Project
 from d1deploy.remote import RemoteBackend
 from tests.emulator import D1Emulator
 from tests.helpers import REALISTIC_DATA
@@ -224,7 +225,7 @@ def migrate_in_process(
     backend = in_process_backend(emulator, name)
     try:
         migrations.migrate(
-            backend, migrations_dir, actor="e2e setup", options=migrations.MigrateOptions(to=to)
+            backend, Project(migrations_dir, actor="e2e setup"), migrations.MigrateOptions(to=to)
         )
     finally:
         backend.close()

@@ -20,6 +20,7 @@ from bench import soak
 from d1deploy import backups, errors, lock, migrations
 from d1deploy.backend import Backend
 from d1deploy.client import MAX_BACKOFF
+from d1deploy.project import Project
 from d1deploy.remote import RemoteBackend
 from tests.e2e.conftest import TOKEN
 from tests.e2e.states import (
@@ -114,7 +115,7 @@ def test_an_answer_lost_then_an_unreadable_ledger_says_what_is_known(
     time = FakeTime()
 
     with pytest.raises(migrations.DeployFailed) as info:
-        migrations.migrate(backend(quiet, time), folder, actor="e2e")
+        migrations.migrate(backend(quiet, time), Project(folder, actor="e2e"))
 
     err = info.value
     assert err.exit_code == 1
@@ -129,7 +130,7 @@ def test_an_answer_lost_then_an_unreadable_ledger_says_what_is_known(
     db = in_process_backend(quiet)
     try:
         lock.force_release(db)
-        again = migrations.migrate(db, folder, actor="e2e")
+        again = migrations.migrate(db, Project(folder, actor="e2e"))
     finally:
         db.close()
     assert again.applied == ()
@@ -150,10 +151,10 @@ def test_a_stale_atomicity_proof_never_lets_a_probe_row_into_production(
         finally:
             db.close()
 
-    one_run(lambda db: migrations.migrate(db, folder, actor="e2e"))  # proves atomicity
-    one_run(lambda db: migrations.rollback(db, folder, actor="e2e"))
+    one_run(lambda db: migrations.migrate(db, Project(folder, actor="e2e")))  # proves atomicity
+    one_run(lambda db: migrations.rollback(db, Project(folder, actor="e2e")))
     quiet.atomic_batches = False  # the platform changes under the remembered proof
-    one_run(lambda db: migrations.migrate(db, folder, actor="e2e"))
+    one_run(lambda db: migrations.migrate(db, Project(folder, actor="e2e")))
 
     state = read_state(quiet.db_path(DB))
     probes = [r for _, rows in state.fingerprint[1] for r in rows if 999999 in r]

@@ -4,18 +4,23 @@ Every function takes the `Output` (the only writer) and a core report. Data a us
 asked for (query results, lists) goes to stdout; narration goes to stderr; `--json`
 prints the report as one object; in GitHub Actions a Markdown summary and step outputs
 are written too.
+
+Longer than 500 lines because it holds one short function per report (and the
+`describe_*` line of each in a fleet) beside the helpers they share (checks, schema
+differences, failures); what a report says is found by its name here.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from d1deploy import suggest
-from d1deploy.errors import D1DeployError, InputError, PrecheckFailed
-from d1deploy.output import Output, cell, md_escape, md_table
+from d1deploy.cli.output import Output, cell, md_escape, md_table
+from d1deploy.errors import D1DeployError
 
 if TYPE_CHECKING:
     from d1deploy.backend import DatabaseInfo, RestoreResult
@@ -24,6 +29,7 @@ if TYPE_CHECKING:
     from d1deploy.fleet import FleetReport
     from d1deploy.layout import MoveReport
     from d1deploy.lint import Finding
+    from d1deploy.lock import Lease
     from d1deploy.migrations import (
         BaselineReport,
         MigrateReport,
@@ -398,32 +404,6 @@ def plan(out: Output, report: PlanReport) -> None:
         )
 
 
-def plan_verdict(report: PlanReport, *, allow_drift: bool = False) -> None:
-    """A plan that `migrate` would refuse fails too, so a CI plan job goes red early.
-
-    :raises DriftDetected, InputError, PrecheckFailed:"""
-    from d1deploy.migrations import refuse_drift
-
-    if not allow_drift:
-        refuse_drift(report.status, shown=True)
-    if report.lint_errors:
-        first = report.lint_errors[0]
-        raise InputError(
-            f"{len(report.lint_errors)} lint error(s) in the pending migrations: {first.message}",
-            hint="fix the statements listed above",
-            file=first.file,
-            line=first.line,
-        )
-    if report.precheck_failures:
-        first_check = report.precheck_failures[0].check
-        raise PrecheckFailed(
-            f"{len(report.precheck_failures)} precheck(s) failed: migrate would refuse",
-            hint="fix the data shown above, then plan again",
-            file=first_check.file,
-            line=first_check.line,
-        )
-
-
 def migrate(out: Output, report: MigrateReport) -> None:
     if report.plan is not None:  # --dry-run
         plan(out, report.plan)
@@ -535,22 +515,6 @@ def verify(out: Output, report: VerifyReport) -> None:
         )
     elif not report.checks:
         out.info("No verify checks for the applied migrations.")
-    verify_verdict(report)
-
-
-def verify_verdict(report: VerifyReport) -> None:
-    """:raises ChangeFailed: when a verify check failed."""
-    if not report.ok:
-        failed = next(r for r in report.checks if not r.ok)
-        from d1deploy.errors import ChangeFailed
-
-        raise ChangeFailed(
-            f"{sum(not r.ok for r in report.checks)} verify check(s) failed on {report.database}",
-            hint="the deployed schema does not do what its verify file expects; undo it with"
-            f" `{suggest.command('rollback')}`, or restore a bookmark from before the deploy",
-            file=failed.check.file,
-            line=failed.check.line,
-        )
 
 
 def baseline(out: Output, report: BaselineReport) -> None:
@@ -615,17 +579,48 @@ def proven(result: BackupResult) -> str:
 
 
 def restore_point(out: Output, point: RestorePoint) -> None:
+    if not out.json_mode:
+        out.info(f"Restore {point.database_name} to bookmark {point.bookmark}")
+        if point.span is not None:
+            out.info(
+                f"  discards every change since {point.point_in_time:%Y-%m-%d %H:%M:%S} UTC "
+                f"({point.span})"
+            )
+        if point.migrations_since:
+            out.info(f"  undoes migrations applied since: {', '.join(point.migrations_since)}")
+        out.info(f"  undo with: {suggest.restore(point.current_bookmark)}")
+    if point.is_current:
+        out.info("The database is already at that bookmark: nothing to restore.")
+
+
+def bookmark(out: Output, database: str, mark: str, at: datetime | None) -> None:
+    """The bookmark on stdout, how to return to it on stderr."""
     if out.json_mode:
+        out.json({"ok": True, "database": database, "bookmark": mark, "timestamp": at})
         return
-    out.info(f"Restore {point.database_name} to bookmark {point.bookmark}")
-    if point.span is not None:
+    out.print(mark)
+    out.info(f"To return {database} to this point: {suggest.restore(mark)}")
+
+
+def created(out: Output, paths: Sequence[Path]) -> None:
+    """The files `new` created, one a line on stdout."""
+    if out.json_mode:
+        out.json({"ok": True, "created": paths})
+        return
+    for path in paths:
+        out.print(str(path))
+
+
+def unlocked(out: Output, released: Lease | None) -> None:
+    """`unlock`: the lease it released, or that none was held."""
+    if released is None:
+        out.info("No deploy lock is held.")
+    else:
         out.info(
-            f"  discards every change since {point.point_in_time:%Y-%m-%d %H:%M:%S} UTC "
-            f"({point.span})"
+            f"Released the deploy lock held by {released.holder} (since {released.acquired_at})."
         )
-    if point.migrations_since:
-        out.info(f"  undoes migrations applied since: {', '.join(point.migrations_since)}")
-    out.info(f"  undo with: {suggest.restore(point.current_bookmark)}")
+    if out.json_mode:
+        out.json({"ok": True, "released": released})
 
 
 def restored(out: Output, point: RestorePoint, result: RestoreResult) -> None:

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import sys
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -99,6 +98,8 @@ class GitHub:
             return f"{name}={value}\n"
         # A fresh random delimiter (as actions/toolkit does): no value can contain it, by
         # chance or on purpose, so a value cannot end its block early and forge outputs.
+        import uuid  # only in GitHub Actions: it costs start-up time
+
         delimiter = f"ghadelimiter_{uuid.uuid4()}"
         return f"{name}<<{delimiter}\n{value}\n{delimiter}\n"
 
