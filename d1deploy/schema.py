@@ -42,6 +42,9 @@ Choices, and why:
   live one, which `d1deploy baseline` then records without running. A migration that
   changes no schema (data only) cannot be told ran or not from the schema: the other
   matching prefixes are listed in `also_matches_up_to`.
+- **Why ~580 lines, one module**: the replay, the token-normalised comparison and the
+  explanation of a changed table answer one question, and adoption is the same replay
+  run prefix by prefix; apart, each part would import the others' private readers.
 
 Why one module over 500 lines: replaying, comparing, explaining a change and searching
 for the prefix to adopt all work on the same normalised `sqlite_master` rows and the
