@@ -186,9 +186,10 @@ def seconds_text(value: float) -> str:
 _VENV: Path | None = None
 """The fresh virtual environment d1deploy was installed into for this run, if any."""
 
-DEPENDENCIES = ("typer", "click", "httpx", "rich")
+DEPENDENCIES = ("click", "httpx", "rich")
 """Whose versions the machine section records: what a fresh install resolves today
-decides start-up (typer 0.29 alone imports in ~84 ms), not what happened to be here."""
+decides start-up (typer 0.29, the CLI layer before Click, alone imported in ~84 ms), not
+what happened to be here."""
 
 
 def fresh_venv(path: Path) -> dict[str, str]:
