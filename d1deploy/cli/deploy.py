@@ -39,13 +39,12 @@ def status(run: Run, allow_drift: bool) -> None:
         return migrations.status(backend, run.project)
 
     if run.is_fleet:
-
-        def checked(backend: Backend) -> migrations.StatusReport:
-            report = operation(backend)
-            report.raise_for_verdict(allow_drift=allow_drift)
-            return report
-
-        fleetrun.each_database(run, checked, render.describe_status)
+        fleetrun.each_database(
+            run,
+            operation,
+            render.describe_status,
+            verdict=lambda report: report.raise_for_verdict(allow_drift=allow_drift),
+        )
         return
     with run.backend() as backend:
         report = operation(backend)
@@ -162,13 +161,12 @@ def verify(run: Run, name: str | None) -> None:
         return migrations.verify(backend, run.project, name=name)
 
     if run.is_fleet:
-
-        def checked(backend: Backend) -> migrations.VerifyReport:
-            report = operation(backend)
-            report.raise_for_verdict()
-            return report
-
-        fleetrun.each_database(run, checked, render.describe_verify)
+        fleetrun.each_database(
+            run,
+            operation,
+            render.describe_verify,
+            verdict=lambda report: report.raise_for_verdict(),
+        )
         return
     with run.backend() as backend:
         report = operation(backend)

@@ -13,9 +13,14 @@ if TYPE_CHECKING:
 
 
 def each_database(
-    run: Run, operation: Callable[[Backend], object], describe: Callable[[Any], str]
+    run: Run,
+    operation: Callable[[Backend], Any],
+    describe: Callable[[Any], str],
+    *,
+    verdict: Callable[[Any], None] | None = None,
 ) -> None:
-    """`operation` on every database the run selects; its report rendered.
+    """`operation` on every database the run selects; its report rendered. `verdict`
+    (a report's `raise_for_verdict`) makes a database whose report says no count as failed.
 
     :raises fleet.FleetFailed: when one database failed (each one's error is in the report).
     """
@@ -29,7 +34,10 @@ def each_database(
     def on_one(backend: Backend) -> object:
         # Worker threads: each suggests commands for its own database.
         with suggest.target(every.on(backend.info.name)):
-            return operation(backend)
+            report = operation(backend)
+            if verdict is not None:
+                verdict(report)
+            return report
 
     concurrency, canary = run.common["concurrency"], run.common["canary"]
     with run.client(transport=RateLimitTransport()) as client:

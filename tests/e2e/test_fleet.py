@@ -150,3 +150,17 @@ def test_fleet_backups_write_one_verified_file_per_database(fleet: Project) -> N
     for path in paths:
         sidecar = json.loads((fleet.root / f"{path}.json").read_text())
         assert sidecar["database"]["name"] in {"tenant-a", "tenant-b"}
+
+
+def test_a_fleet_status_fails_the_database_whose_schema_drifted(fleet: Project) -> None:
+    names = ("-d", "tenant-a", "-d", "tenant-c")
+    assert fleet.run("migrate", *names, "--no-backup").code == 0
+    with sqlite3.connect(fleet.emulator.db_path("tenant-c")) as db:
+        db.execute("CREATE TABLE made_by_hand (x)")
+
+    status = fleet.run("status", *names, "--json")
+
+    assert status.code == 5, status
+    outcome = {r["name"]: r["status"] for r in status.json()["report"]["results"]}
+    assert outcome == {"tenant-a": "ok", "tenant-c": "failed"}
+    assert fleet.run("status", *names, "--allow-drift").code == 0
