@@ -28,6 +28,7 @@ rewrite.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -353,7 +354,7 @@ def _was(names: Sequence[str]) -> str:
     return "was" if len(names) == 1 else "were"
 
 
-class _Run:
+class _Run(ABC):
     """One locked run (migrate, rollback, baseline) and the one way it ends when
     anything stops it: `settle`, for every error, any status or code of the API, a
     timeout, a lost connection, SIGINT, SIGTERM or a bug.
@@ -460,14 +461,19 @@ class _Run:
         return outcome
 
     # What each kind of run does and says.
+    @abstractmethod
     def _settle_changes(self, undo: bool, unknown: Sequence[str]) -> str:
-        raise NotImplementedError
+        """Judge from the ledger what landed and undo what is safe to undo (when `undo`);
+        what stands, in a sentence."""
 
+    @abstractmethod
     def remains(self) -> tuple[str, ...]:
-        raise NotImplementedError
+        """The migrations the failure leaves applied: ones this run applied (migrate), or
+        meant to undo and did not (rollback)."""
 
+    @abstractmethod
     def final(self, error: str, lock_held: str | None, interrupted: str | None) -> Any:
-        raise NotImplementedError
+        """The run's report (with `error` when it failed)."""
 
 
 # --- migrate -------------------------------------------------------------------------
