@@ -13,6 +13,7 @@ import json
 import shutil
 import sqlite3
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -52,6 +53,25 @@ TRACEBACK = "Traceback (most recent call last)"
 def requests_of(router: respx.Router) -> list[httpx.Request]:
     """Every request that reached a respx router, in order."""
     return [call.request for call in router.calls]
+
+
+class FakeTime:
+    """A clock and a sleep for the client's retry and rate-limit tests: sleeping moves
+    the clock and is recorded; safe from the fleet's worker threads."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += seconds
+
+    def clock(self) -> float:
+        with self._lock:
+            return self.now
 
 
 SEED = Path(__file__).resolve().parent.parent / "migrations"

@@ -22,6 +22,7 @@ from d1deploy.backend import ExportOptions, Statement
 from d1deploy.client import D1Client
 from d1deploy.config import DEFAULT_API_BASE_URL, validate_base_url
 from tests import wire
+from tests.helpers import FakeTime, requests_of
 
 TOKEN = "tok-SECRET-123"
 ACCOUNT = "acc123"
@@ -32,24 +33,6 @@ SIGNED = "https://r2.test/bucket/dump.sql"
 SIGNED_QUERY = "?X-Amz-Signature=sig-SECRET&X-Amz-Expires=3600"
 
 Reply = httpx.Response | Exception
-
-
-def requests_of(api: respx.Router) -> list[httpx.Request]:
-    """Every request that reached the mocked API, in order."""
-    return [call.request for call in api.calls]
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
 
 
 @pytest.fixture

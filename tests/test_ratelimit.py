@@ -17,7 +17,7 @@ from d1deploy import errors
 from d1deploy.backend import ExportOptions
 from d1deploy.client import D1Client
 from d1deploy.ratelimit import RateLimitTransport
-from tests.helpers import requests_of
+from tests.helpers import FakeTime, requests_of
 
 TOKEN = "tok-SECRET-123"
 ACCOUNT = "acc123"
@@ -25,22 +25,6 @@ BASE = "https://api.test/client/v4"
 DB = "0b6b1c5e-1111-2222-3333-444455556666"
 ROOT = f"{BASE}/accounts/{ACCOUNT}/d1/database"
 SIGNED = "https://r2.test/bucket/dump.sql"
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
-
-    def clock(self) -> float:
-        with self._lock:
-            return self.now
 
 
 @pytest.fixture
