@@ -509,9 +509,6 @@ def migrate(
         deploy.settle(exc)
 
 
-BATCH_SECONDS = limits.REQUEST_SECONDS
-
-
 def _open_taking_bookmark(
     session: ledger.Session, wanted: Sequence[str]
 ) -> tuple[DbState, str | None]:
@@ -526,7 +523,7 @@ def _open_taking_bookmark(
     release the lock) in between: restoring that bookmark would silently undo the other
     deploy too. Every change a deploy makes starts with a history event timed by the
     database's clock, and both requests ran within `window` seconds. So when no event
-    started within window + BATCH_SECONDS (a batch may commit that long after its
+    started within window + limits.REQUEST_SECONDS (a batch may commit that long after its
     event) + 1 s (clock granularity) before the lock was taken, nothing happened in
     between and the bookmark is kept; after a deploy moments ago it is dropped. Writes
     by others than d1deploy are not the lock's business either way.
@@ -542,7 +539,7 @@ def _open_taking_bookmark(
             return state, None
     if session.lease is None:  # nothing pending: no lock taken, no bookmark wanted
         return state, None
-    return state, bookmark if session.quiet_for(window + BATCH_SECONDS + 1) else None
+    return state, bookmark if session.quiet_for(window + limits.REQUEST_SECONDS + 1) else None
 
 
 class _Deploy(_Run):
