@@ -41,7 +41,7 @@ from urllib.parse import quote
 import httpx
 import tenacity
 
-from d1deploy import __version__, errors, interrupts, suggest
+from d1deploy import __version__, defaults, errors, interrupts, suggest
 from d1deploy.backend import (
     DatabaseInfo,
     ExportHandle,
@@ -52,7 +52,7 @@ from d1deploy.backend import (
     RestoreResult,
     Statement,
 )
-from d1deploy.config import DEFAULT_API_BASE_URL, validate_base_url
+from d1deploy.config import validate_base_url
 from d1deploy.envelope import (
     SQLITE_SUFFIX,
     as_object,
@@ -140,7 +140,7 @@ class D1Client:
         *,
         token: str,
         account_id: str,
-        base_url: str = DEFAULT_API_BASE_URL,
+        base_url: str = defaults.API_BASE_URL,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,

@@ -56,14 +56,7 @@ ENV_ACCOUNT_ID = "CLOUDFLARE_ACCOUNT_ID"
 ENV_API_BASE_URL = "CLOUDFLARE_API_BASE_URL"
 ENV_DATABASE = "D1DEPLOY_DATABASE"
 
-DEFAULT_API_BASE_URL = defaults.API_BASE_URL
-DEFAULT_MIGRATIONS_TABLE = defaults.MIGRATIONS_TABLE
-DEFAULT_MIGRATIONS_PATTERN = defaults.MIGRATIONS_PATTERN
-DEFAULT_LOCK_TTL_SECONDS = defaults.LOCK_TTL_SECONDS
-DEFAULT_LOCAL_PATH = defaults.LOCAL_PATH
 
-CONFIG_FILE_NAME = projectconfig.CONFIG_FILE_NAME
-PYPROJECT_FILE_NAME = projectconfig.PYPROJECT_FILE_NAME
 WRANGLER_FILE_NAMES = ("wrangler.toml", "wrangler.json", "wrangler.jsonc")
 
 _ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -189,7 +182,7 @@ class Settings:
                 f"no database chosen: {self.sources['wrangler_choices']} has"
                 f" {len(self.wrangler_choices)} d1_databases entries: {listing}",
                 hint=f"choose one by binding or database_name with --database (`-d {first}`),"
-                f' {ENV_DATABASE}, or binding = "{first}" in {CONFIG_FILE_NAME}',
+                f' {ENV_DATABASE}, or binding = "{first}" in {projectconfig.CONFIG_FILE_NAME}',
             )
         raise errors.ConfigMissing(
             "no database given",
@@ -239,7 +232,7 @@ class Settings:
             missing.append("the Cloudflare account id")
             hints.append(
                 f"pass --account-id ID, export {ENV_ACCOUNT_ID}, or set account_id in "
-                f"{CONFIG_FILE_NAME} or wrangler.toml"
+                f"{projectconfig.CONFIG_FILE_NAME} or wrangler.toml"
             )
         if missing:
             raise errors.ConfigMissing(
@@ -297,7 +290,7 @@ def resolve(
 
     base_url, sources["api_base_url"] = _pick(
         (_env_text(environ, ENV_API_BASE_URL), f"env {ENV_API_BASE_URL}"),
-        (DEFAULT_API_BASE_URL, _DEFAULT),
+        (defaults.API_BASE_URL, _DEFAULT),
     )
     assert base_url is not None
     base_url = validate_base_url(base_url, sources["api_base_url"])
@@ -372,13 +365,13 @@ def resolve(
             (entry.migrations_table or None) if entry else None,
             entry.source("migrations_table") if entry else "",
         ),
-        (DEFAULT_MIGRATIONS_TABLE, _DEFAULT),
+        (defaults.MIGRATIONS_TABLE, _DEFAULT),
     )
 
     migrations_pattern, sources["migrations_pattern"] = _pick(
         _toml_pattern(config, migrations_dir),
         entry.migrations_pattern if entry else (None, ""),
-        (DEFAULT_MIGRATIONS_PATTERN, _DEFAULT),
+        (defaults.MIGRATIONS_PATTERN, _DEFAULT),
     )
 
     local_path = None
@@ -387,7 +380,7 @@ def resolve(
         local_path, sources["local_path"] = _pick(
             _flag_path(flags, "local", cwd, "flag --local") if local_flag else (None, ""),
             config.path("local_path"),
-            (cwd / DEFAULT_LOCAL_PATH, _DEFAULT),
+            (cwd / defaults.LOCAL_PATH, _DEFAULT),
         )
 
     backup_dir, sources["backup_dir"] = _pick(
@@ -396,7 +389,7 @@ def resolve(
         (cwd / defaults.BACKUP_DIR, _DEFAULT),
     )
     lock_ttl, sources["lock_ttl_seconds"] = _pick(
-        config.value("lock_ttl_seconds"), (DEFAULT_LOCK_TTL_SECONDS, _DEFAULT)
+        config.value("lock_ttl_seconds"), (defaults.LOCK_TTL_SECONDS, _DEFAULT)
     )
     guard_tables, guard_source = config.value("row_loss_guard_tables")
     if guard_tables is not None:
@@ -419,7 +412,7 @@ def resolve(
         migrations_table=migrations_table,
         migrations_pattern=migrations_pattern,
         backup_dir=backup_dir,
-        lock_ttl_seconds=lock_ttl if isinstance(lock_ttl, int) else DEFAULT_LOCK_TTL_SECONDS,
+        lock_ttl_seconds=lock_ttl if isinstance(lock_ttl, int) else defaults.LOCK_TTL_SECONDS,
         guard_tables=_as_tuple(guard_tables),
         env_name=env_name,
         config_file=config.file,
@@ -514,7 +507,8 @@ def _check_env_name(
         + (
             ""
             if files
-            else f"; --env selects [env.NAME] in {CONFIG_FILE_NAME} or the wrangler config"
+            else f"; --env selects [env.NAME] in {projectconfig.CONFIG_FILE_NAME}"
+            " or the wrangler config"
         ),
     )
 
@@ -526,7 +520,7 @@ def validate_base_url(url: str, source: str = ENV_API_BASE_URL) -> str:
     since the token would otherwise travel unencrypted. The client checks again."""
     hint = (
         f"set {ENV_API_BASE_URL} to an https:// URL ending in /client/v4 (default "
-        f"{DEFAULT_API_BASE_URL}); plain http:// is accepted only for a loopback host "
+        f"{defaults.API_BASE_URL}); plain http:// is accepted only for a loopback host "
         "(127.0.0.1, localhost, ::1)"
     )
     parts = urlsplit(url.strip())

@@ -2,7 +2,7 @@
 flag, the environment nor a config file says otherwise (`config.resolve`), and what
 `Project` and the engine's functions assume when called from Python without them.
 
-D1's own limits live with the code that knows D1 (`d1sqlite`, `client`), not here.
+D1's own limits are not settings: they live in `limits`.
 """
 
 from __future__ import annotations

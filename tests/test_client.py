@@ -20,7 +20,8 @@ import respx
 from d1deploy import errors
 from d1deploy.backend import ExportOptions, Statement
 from d1deploy.client import D1Client
-from d1deploy.config import DEFAULT_API_BASE_URL, validate_base_url
+from d1deploy.config import validate_base_url
+from d1deploy.defaults import API_BASE_URL
 from tests import wire
 from tests.helpers import FakeTime, requests_of
 
@@ -110,7 +111,7 @@ def select(n: int = 1) -> list[Statement]:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        (DEFAULT_API_BASE_URL, DEFAULT_API_BASE_URL),
+        (API_BASE_URL, API_BASE_URL),
         ("https://proxy.example/cf/client/v4/", "https://proxy.example/cf/client/v4"),
         ("http://127.0.0.1:8787/client/v4", "http://127.0.0.1:8787/client/v4"),
         ("http://127.9.9.9/client/v4", "http://127.9.9.9/client/v4"),
