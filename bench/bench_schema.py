@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from unittest import mock
 
 from bench.harness import Options, Row, median, verdict
-from d1deploy import ledger, migrations, planning, schema
+from d1deploy import defaults, ledger, migrations, planning, schema
 from d1deploy.backend import DatabaseInfo
 from d1deploy.client import D1Client
 from d1deploy.discovery import discover
@@ -177,7 +177,7 @@ def _local_work(
     CPU) seconds per run. CPU time shows the work itself when other processes share
     the cores."""
     db = _prepared(bench, "local", applied)
-    state = ledger.read_state(db, ledger.DEFAULT_TABLE)
+    state = ledger.read_state(db, defaults.MIGRATIONS_TABLE)
     files = discover(folder)
     times = []
     for i in range(runs):

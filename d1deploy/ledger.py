@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from d1deploy import defaults, guard, interrupts, lock, suggest
+from d1deploy import guard, interrupts, lock, suggest
 from d1deploy.backend import Backend, QueryResult, SqlValue, Statement
 from d1deploy.errors import D1DeployError, OutOfTime, SqlError, Unavailable
 from d1deploy.guard import quote_ident, quote_text
@@ -40,7 +40,6 @@ from d1deploy.guard import quote_ident, quote_text
 if TYPE_CHECKING:
     from d1deploy.project import Project
 
-DEFAULT_TABLE = defaults.MIGRATIONS_TABLE
 HISTORY_TABLE = "_d1deploy_history"
 
 Event = Literal["apply", "rollback", "baseline"]

@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from d1deploy import backups, dumps, errors, suggest
+from d1deploy import backups, defaults, dumps, errors, suggest
 from d1deploy.backend import Backend, RestoreResult, Statement
-from d1deploy.ledger import DEFAULT_TABLE, HISTORY_TABLE
+from d1deploy.ledger import HISTORY_TABLE
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def restore_from_backup(
     source: Path | backups.DumpFile,
     *,
     force: bool = False,
-    table: str = DEFAULT_TABLE,
+    table: str = defaults.MIGRATIONS_TABLE,
     notify: backups.Notify | None = None,
 ) -> RestoreFromBackupResult:
     """Re-import a dump (checked first by `backups.inspect_dump`) into `backend` through the

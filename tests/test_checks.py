@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from d1deploy import checks, errors, guard, ledger, lint, planning
+from d1deploy import checks, defaults, errors, guard, ledger, lint, planning
 from d1deploy.backend import (
     Backend,
     QueryResult,
@@ -368,7 +368,7 @@ def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Recording
 
 def live(backend: Backend) -> lint.SchemaModel:
     """A schema-only copy of what `backend` holds now (what its checks meet)."""
-    return planning.model_of(ledger.read_state(backend, ledger.DEFAULT_TABLE))
+    return planning.model_of(ledger.read_state(backend, defaults.MIGRATIONS_TABLE))
 
 
 @pytest.fixture

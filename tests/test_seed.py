@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from d1deploy import checks, errors, ledger, lint, migrations, planning, sqlsplit
+from d1deploy import checks, defaults, errors, ledger, lint, migrations, planning, sqlsplit
 from d1deploy.backend import Backend, SqlValue, Statement
 from d1deploy.local import LocalBackend
 from d1deploy.migrations import MigrateOptions
@@ -76,7 +76,7 @@ def run_file(backend: Backend, path: Path) -> list[checks.CheckResult]:
     """Run a check file on the database as it is (as `verify` does)."""
     inside = path.is_relative_to(MIGRATIONS)
     shown = path.relative_to(MIGRATIONS).as_posix() if inside else path.name
-    with planning.model_of(ledger.read_state(backend, ledger.DEFAULT_TABLE)) as live:
+    with planning.model_of(ledger.read_state(backend, defaults.MIGRATIONS_TABLE)) as live:
         found = checks.parse_check_file(path, display_name=shown, schema=live, strict=False)
     return checks.run_checks(backend, found)
 

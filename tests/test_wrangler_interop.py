@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from d1deploy import config, discovery, ledger
+from d1deploy import config, defaults, discovery, ledger
 from tests import realtools
 from tests.e2e.states import fingerprint
 from tests.emulator import D1Emulator, ServedEmulator
@@ -199,7 +199,7 @@ def stored_ledger_ddl() -> str:
     """d1deploy's ledger DDL as SQLite stores it in sqlite_master."""
     con = sqlite3.connect(":memory:")
     try:
-        con.execute(ledger.create_ledger_sql(ledger.DEFAULT_TABLE))
+        con.execute(ledger.create_ledger_sql(defaults.MIGRATIONS_TABLE))
         (sql,) = con.execute(
             "SELECT sql FROM sqlite_master WHERE name = 'd1_migrations'"
         ).fetchone()
