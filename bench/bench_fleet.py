@@ -585,8 +585,9 @@ def _rate_rows(
             pending,
             idle,
             (),
-            f"one request takes the lock and reads the ledger and schema, one fetches the"
-            f" Time Travel bookmark, one per migration ({n}; the last also releases the lock)",
+            "one request takes the lock and reads the ledger and schema, one fetches the"
+            f" Time Travel bookmark, one applies the {n} migrations (as many as fit D1's"
+            " limits, each verified right after it) and releases the lock",
         ),
         (
             "`--atomic`",

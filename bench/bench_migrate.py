@@ -5,8 +5,8 @@ a `migrations/` folder of small CREATE TABLE / INSERT / CREATE INDEX files) agai
 emulator with a fixed per-request latency, alternating run by run. Every run gets a new
 database and is checked afterwards: the ledger must list all N migrations. Reported:
 median wall time, API requests per deploy (from the emulator's log), and the ratios.
-d1deploy also runs with its automatic backup and with `--atomic` (every pending
-migration in one request), each reported on its own rows.
+d1deploy also runs with its automatic backup and with `--atomic` (verify checks once,
+on the final state, so never a request cut for them), each reported on its own rows.
 """
 
 from __future__ import annotations
@@ -298,16 +298,13 @@ def _floor_note(
         f"At {opts.latency * 1000:.0f} ms a request, d1deploy's {requests} requests alone"
         f" take {seconds_text(floor)}; start-up, client work and the emulator's own work"
         f" per request on the same cores add {seconds_text(max(ours - floor, 0.0))}. It"
-        " sends one request per migration (statements, ledger and history rows, its read"
-        f" checks, in one batch; the last one also unlocks) plus {requests - migrations}"
-        " (database lookup; ledger read and lock in one batch; the bookmark)."
+        " sends the database lookup, the ledger read and lock in one batch, the bookmark,"
+        f" and the {migrations} migrations in as few requests as fit D1's limits (each with"
+        " its statements, ledger and history rows and read checks; the last one also"
+        " unlocks)."
     )
     if theirs:
-        text += (
-            f" That floor is {floor / theirs:.2f}x wrangler's whole run, so a lower ratio needs"
-            " fewer requests than one per migration: the opt-in `--atomic` (its own row)"
-            " sends them all in one request."
-        )
+        text += f" That floor is {floor / theirs:.2f}x wrangler's whole run."
     return text
 
 

@@ -1,15 +1,15 @@
 """Read checks as assertions inside a migration's own request.
 
 A precheck or verify check that reads rows (`checks.in_batch`) need not cost a request
-of its own: the migration's batch carries it (`ledger.Session.send`'s `head` and
-`tail`). Its own SELECT comes first, so that when the batch succeeds the check's rows
-come back in that statement's result, as they do when it runs alone; then ONE statement
-per group of checks asserts every expectation and fails the batch otherwise
-(`guard.abort_if`, with this run's nonce), its message carrying what each check found:
-its row count and up to `checks.ROW_SAMPLE` rows, as JSON (BLOBs as hex). The batch is
-one transaction on D1, so a failing check aborts the migration it sits with, and needs
-no rollback SQL. A read that D1 says wrote is caught from the SELECT's answer, as
-outside a batch.
+of its own: the migration's batch carries it (`ledger.Session.send`'s `head`, and
+`ledger.Change.checks` right after the migration it verifies). Its own SELECT comes
+first, so that when the batch succeeds the check's rows come back in that statement's
+result, as they do when it runs alone; then ONE statement per group of checks asserts
+every expectation and fails the batch otherwise (`guard.abort_if`, with this run's
+nonce), its message carrying what each check found: its row count and up to
+`checks.ROW_SAMPLE` rows, as JSON (BLOBs as hex). The batch is one transaction on D1,
+so a failing check aborts the migrations it sits with, and needs no rollback SQL. A
+read that D1 says wrote is caught from the SELECT's answer, as outside a batch.
 """
 
 from __future__ import annotations
@@ -24,6 +24,12 @@ from d1deploy.checks import ROW_SAMPLE, Check, CheckResult, Expectation, judge, 
 
 PRECHECKS_ABORT = "prechecks failed: "
 VERIFY_ABORT = "verification failed: "
+
+
+def verify_abort(name: str) -> str:
+    """The abort message of the verify checks sent with migration `name`: several
+    migrations share a request, and the message says whose checks failed."""
+    return f"verification of {name} failed: "
 
 
 def batch_statements(found: Sequence[Check], abort: str) -> list[Statement]:
@@ -101,7 +107,7 @@ def judge_batch(found: Sequence[Check], results: Sequence[QueryResult]) -> list[
 def failed_batch(found: Sequence[Check], abort: str, message: str) -> list[CheckResult] | None:
     """The results of `found` from the message of the assertion that failed their
     batch (`batch_statements`), or None when `message` is not that assertion's."""
-    if not message.startswith(abort):
+    if not found or not message.startswith(abort):
         return None
     try:
         facts = json.loads(message[len(abort) :])

@@ -34,7 +34,16 @@ from typing import TYPE_CHECKING, Literal
 
 from d1deploy import guard, interrupts, lock, suggest
 from d1deploy.backend import Backend, QueryResult, SqlValue, Statement
-from d1deploy.errors import D1DeployError, OutOfTime, SqlError, Unavailable
+from d1deploy.errors import (
+    D1DeployError,
+    NetworkError,
+    OutOfTime,
+    ServerError,
+    SqlError,
+    Unavailable,
+    Unreachable,
+    UsageError,
+)
 from d1deploy.guard import quote_ident, quote_text
 
 if TYPE_CHECKING:
@@ -332,7 +341,10 @@ def rollback_sql_of(backend: Backend, names: Iterable[str]) -> dict[str, str | N
 @dataclass(frozen=True)
 class Change:
     """One migration's apply or rollback: its statements (`body`) and what its part of
-    a batch records. `watched`, `dropped` and `allowed` configure its row-loss guard."""
+    a batch records. `watched`, `dropped` and `allowed` configure its row-loss guard.
+    `checks` (assertions, see `assertions.batch_statements`) run right after the body
+    and the guard, before the ledger row: a failing one aborts the batch, and were D1
+    ever to keep part of it, the ledger would not say the change landed."""
 
     name: str
     event: Event
@@ -342,6 +354,7 @@ class Change:
     watched: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
     allowed: tuple[str, ...] = ()
+    checks: tuple[Statement, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -354,8 +367,8 @@ class Limits:
     guarded change counts its tables before and after, reading up to the whole database
     (its size as D1 reports it) each time. 1 GB read in all takes 10 s even at a
     pessimistic 100 MB/s, which leaves two thirds of the 30 s to the migrations' own SQL
-    (which nobody can predict: a request that runs out of time fails, and the ledger
-    then says nothing landed).
+    (which nobody can predict: a request that runs out of time fails, the ledger then
+    says nothing landed, and the engine sends its migrations again one per request).
     """
 
     max_body_bytes: int = 1_000_000
@@ -377,11 +390,13 @@ Verdict = Literal["done", "not_applied", "partly", "unknown", "lock_lost"]
 @dataclass(frozen=True)
 class Landed:
     """One change of a request that landed. `rows_written` is None when the answer was
-    lost; `duration_ms` is measured by the database inside the batch."""
+    lost; `duration_ms` is measured by the database inside the batch; `checks` holds
+    the answers to its `Change.checks` (none when the answer was lost)."""
 
     name: str
     duration_ms: float | None
     rows_written: int | None
+    checks: tuple[QueryResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -390,28 +405,31 @@ class Sent:
     lost but the ledger shows every change), not_applied (none of them), partly (D1 kept
     part of a failed batch), unknown (the ledger could not be read afterwards), lock_lost
     (another run holds the lock). `failed` names the change whose statement failed, when
-    the error says which."""
+    the error says which. `whole`: D1 refused the request as a whole, not a statement it
+    placed (its size or time, a server error, a timeout, an SQL error it did not place),
+    so its changes may fare otherwise one per request."""
 
     verdict: Verdict
     landed: tuple[Landed, ...] = ()
     answer_lost: bool = False
     error: str = ""
     failed: str | None = None
+    whole: bool = False
     file: str | None = None
     line: int | None = None
     head: tuple[QueryResult, ...] = ()
-    tail: tuple[QueryResult, ...] = ()
-    """The answers to the request's `head` and `tail` statements (when it was done)."""
+    """The answers to the request's `head` statements (when it was done)."""
 
 
 @dataclass(frozen=True)
 class _Part:
     """Where one change sits in a batch: its first statement's index, its body's, its
-    finish_event's (its last statement)."""
+    checks', its finish_event's (its last statement)."""
 
     change: Change
     start_at: int
     body_at: int
+    checks_at: int
     finish_at: int
     releases: bool = False
     """The request ends with the lock's release."""
@@ -554,9 +572,10 @@ class Session:
                 self.asked = False
         return None
 
-    def _part(self, change: Change, bookmark: str | None) -> tuple[list[Statement], int, int]:
+    def _part(self, change: Change, bookmark: str | None) -> tuple[list[Statement], int, int, int]:
         """`change`'s statements in a batch: history event, guard counts, body, guard
-        checks, ledger row, event completion; with where its body and finish sit."""
+        checks, its own checks, ledger row, event completion; with where its body, its
+        checks and its finish sit."""
         before, after = guard.guard_statements(
             change.watched, set(change.allowed), set(change.dropped)
         )
@@ -576,8 +595,10 @@ class Session:
             ),
             *before,
         ]
-        tail = [*after, row, finish_event(change.name)]
-        return [*head, *change.body, *tail], len(head), len(head) + len(change.body) + len(tail) - 1
+        checks_at = len(head) + len(change.body) + len(after)
+        tail = [*after, *change.checks, row, finish_event(change.name)]
+        statements = [*head, *change.body, *tail]
+        return statements, len(head), checks_at, len(statements) - 1
 
     def pack(
         self,
@@ -629,10 +650,9 @@ class Session:
         bookmark: str | None,
         release: bool = False,
         head: Sequence[Statement] = (),
-        tail: Sequence[Statement] = (),
     ) -> Sent:
         """Apply (or roll back, or record) `changes` in ONE request: the lease check and
-        extension, `head` (prechecks), each change's part (see `_part`), `tail` (verify
+        extension, `head` (prechecks), each change's part (see `_part`, with its verify
         checks), a read of the schema, and the lock's release when `release`. Any failed
         or lost answer, whatever the error, is judged by re-reading the ledger: never
         sent twice. Anything else on the way (an interrupt) leaves the request
@@ -646,12 +666,10 @@ class Session:
         batch += head
         parts: list[_Part] = []
         for change in changes:
-            statements, body_at, finish_at = self._part(change, bookmark)
+            statements, body_at, checks_at, finish_at = self._part(change, bookmark)
             at = len(batch)
-            parts.append(_Part(change, at, at + body_at, at + finish_at, release))
+            parts.append(_Part(change, at, at + body_at, at + checks_at, at + finish_at, release))
             batch += statements
-        tail_at = len(batch)
-        batch += tail
         schema_at = len(batch)
         batch.append(Statement(SCHEMA_SQL))
         if release:
@@ -666,7 +684,7 @@ class Session:
             if isinstance(exc, SqlError) and lock.is_lost(exc.message):
                 self.lost = guard.parse_abort(exc.message)
                 return Sent("lock_lost", error=self.lost or exc.message)
-            return self._judge(parts, *_describe(exc, parts))
+            return self._judge(parts, *_describe(exc, parts), whole=_whole(exc))
         self.in_flight = ()
         if release:
             self.lease = None
@@ -679,14 +697,10 @@ class Session:
                     part.change.name,
                     _float(results[part.finish_at]),
                     sum(r.rows_written for r in done),
+                    tuple(results[part.checks_at : part.checks_at + len(part.change.checks)]),
                 )
             )
-        return Sent(
-            "done",
-            tuple(landed),
-            head=tuple(results[head_at : head_at + len(head)]),
-            tail=tuple(results[tail_at : tail_at + len(tail)]),
-        )
+        return Sent("done", tuple(landed), head=tuple(results[head_at : head_at + len(head)]))
 
     def fenced_outcome(self, names: Sequence[str], sent: Sequence[_Part] = ()) -> Outcome:
         """What the ledger says of `names`, read in one request that also fences the
@@ -738,6 +752,8 @@ class Session:
         failed: str | None,
         file: str | None,
         line: int | None,
+        *,
+        whole: bool = False,
     ) -> Sent:
         """Judge a request whose answer was an error or never came (`fenced_outcome`)."""
         names = [p.change.name for p in parts]
@@ -763,7 +779,7 @@ class Session:
             return Sent("partly", error=error, failed=failed, file=file, line=line)
         if self.lost is not None:
             return Sent("lock_lost", error=f"{error}; {self.lost}", failed=failed)
-        return Sent("not_applied", error=error, failed=failed, file=file, line=line)
+        return Sent("not_applied", error=error, failed=failed, file=file, line=line, whole=whole)
 
 
 _MAX_NAMES_BYTES = 50_000
@@ -784,6 +800,15 @@ def _float(result: QueryResult) -> float | None:
 
 def _duration(event: HistoryEvent | None) -> float | None:
     return None if event is None or event.duration_ms is None else float(event.duration_ms)
+
+
+def _whole(exc: D1DeployError) -> bool:
+    """Whether `exc` refused a request as a whole (see `Sent.whole`)."""
+    if isinstance(exc, SqlError):
+        return exc.index is None
+    if isinstance(exc, Unreachable):  # nothing got there: no size or time to blame
+        return False
+    return isinstance(exc, UsageError | ServerError | NetworkError)
 
 
 def _describe(

@@ -1,16 +1,18 @@
 """The migration engine's write side: migrate, rollback, baseline, verify.
 
-Each migration is applied as ONE request (`ledger.Session.send`): the lease check,
-the row-loss guard, its statements (split locally, one per batch item), its ledger and
-history rows. With `--atomic` every pending migration goes in that same one request when
-they fit D1's limits (else in as few requests as fit). After any failed or unanswered
-request the engine re-reads the ledger to tell "not applied", "applied" (the answer was
-lost) and "partly applied" (D1 did not abort the batch), and never applies a migration
-twice. Whatever stops a run after its first change (an error of any kind, SIGINT,
-SIGTERM, a bug) ends it the same way (`_Run.settle`): the ledger says what landed, this
-run's migrations are undone newest first with their rollback SQL sent together (or a
-Time Travel restore, when asked to), the lock is released and the report says what
-stands.
+Consecutive migrations are applied together, in as few requests as fit D1's limits
+(`ledger.Session.send`): the lease check, then for each migration the row-loss guard,
+its statements (split locally, one per batch item), its read verify checks as
+assertions and its ledger and history rows. Checks that cannot ride in a request end
+their migration's request; a request D1 refused without saying which statement failed
+goes again one migration each. `--atomic` verifies the final state once instead, and
+never splits a request that failed. After any failed or unanswered request the engine
+re-reads the ledger to tell "not applied", "applied" (the answer was lost) and "partly
+applied" (D1 did not abort the batch), and never applies a migration twice. Whatever
+stops a run after its first change (an error of any kind, SIGINT, SIGTERM, a bug) ends
+it the same way (`_Run.settle`): the ledger says what landed, this run's migrations are
+undone newest first with their rollback SQL sent together (or a Time Travel restore,
+when asked to), the lock is released and the report says what stands.
 
 Discovery lives in `discovery.py`, status and plan in `planning.py`, the tables and the
 one-request changes in `ledger.py`; this module re-exports what the CLI needs. Core
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NoReturn
@@ -46,7 +48,7 @@ from d1deploy import (
     sqlsplit,
     suggest,
 )
-from d1deploy.backend import Backend
+from d1deploy.backend import Backend, Statement
 from d1deploy.checks import CheckResult
 from d1deploy.discovery import Migration, discover, new_migration, resolve
 from d1deploy.errors import (
@@ -118,14 +120,16 @@ class MigrateOptions:
     """`on_failure="restore"` restores the Time Travel bookmark where rollback SQL is
     missing (or the database was left partly applied); the default stops and says how.
 
-    `atomic=True` sends all the pending migrations (up to `to`) with their ledger rows,
-    guards and the lease check in ONE request, so a failure anywhere leaves none of them
-    (on D1, as far as its batches are atomic; the ledger tells otherwise). When they do
-    not fit one request (`ledger.Limits`), or a migration's prechecks must wait for the
-    ones before it, the deploy says so and uses as few requests as fit, undoing the
-    earlier ones with their rollback SQL when a later one fails, as without `atomic`.
-    Verify checks then run once, after the request, on the final state (not after each
-    migration). `limits` bounds what shares a request (also when undoing)."""
+    The pending migrations (up to `to`) share requests as far as `limits` allow (also
+    when undoing), each verified right after it; a migration whose verify checks run
+    outside a request ends its request. `atomic=True` verifies the final state once
+    instead, so all of them go in ONE request, and a failure anywhere leaves none of
+    them (on D1, as far as its batches are atomic; the ledger tells otherwise). When
+    they do not fit one request (`ledger.Limits`), or a migration's prechecks must wait
+    for the ones before it, the deploy says so and uses as few requests as fit, undoing
+    the earlier ones with their rollback SQL when a later one fails. Without `atomic`, a
+    request D1 refused without saying which statement failed goes again one migration
+    per request; with it, the deploy stops there."""
 
     to: str | None = None
     dry_run: bool = False
@@ -488,9 +492,10 @@ def migrate(
 ) -> MigrateReport:
     """Apply the pending migrations (up to `options.to`): lock, refuse on drift, lint
     errors or failed prechecks, call `before_change` (the backup) and take a bookmark,
-    apply each migration in one request (all of them in one with `options.atomic`) and
-    run its verify checks; on any failure or interrupt after the first change, settle
-    (`_Run.settle`): undo this run's migrations newest first, release the lock, report.
+    apply the migrations in as few requests as fit, each verified right after it (with
+    `options.atomic`, the final state); on any failure or interrupt after the first
+    change, settle (`_Run.settle`): undo this run's migrations newest first, release the
+    lock, report.
 
     :raises LockHeld, DriftDetected, PrechecksFailed: refused before changing anything.
     :raises LintFailed, InputError: a migration or check file is unusable.
@@ -660,9 +665,16 @@ class _Deploy(_Run):
             bookmark = backend.bookmark()
         say(f"bookmark before this deploy: {bookmark}")
         self.bookmark = bookmark
+        # Verify checks that read rows are assertions inside the request, right after
+        # their migration (with --atomic, after the request's last one: the final state),
+        # so a failing one aborts the request. The others run after the request, so
+        # without --atomic a migration that has them ends its request.
+        inside = [[c for c in p.verifies if checks.in_batch(c)] for p in planned]
+        after_ = [[c for c in p.verifies if not checks.in_batch(c)] for p in planned]
         changes = [_apply(m, p) for m, p in zip(todo, planned, strict=True)]
-        groups = self._groups(changes, bookmark, todo, deferred)
-        for n, group in enumerate(groups):
+        groups = self._groups(changes, bookmark, todo, deferred, after_)
+        while groups:
+            group = groups.pop(0)
             ms = [todo[i] for i in group]
             head, self.heading = self.heading, []
             listed, self.listed = self.listed, False  # head's results already reported
@@ -672,27 +684,35 @@ class _Deploy(_Run):
                 if rest := [c for c in waited if not checks.in_batch(c)]:
                     self.at(f"running the prechecks of {ms[0].name}")
                     self._checks("precheck", ms[:1], rest)
-            # Verify checks that read rows are assertions inside the request: a failing
-            # one aborts its migrations with it. The others run after it, as before.
-            verifying = [c for i in group for c in planned[i].verifies]
-            tail = [c for c in verifying if checks.in_batch(c)]
-            after = [c for c in verifying if not checks.in_batch(c)]
+            verifying = self._verifying(group, inside)
+            after = [c for i in group for c in after_[i]]
             self.at(f"applying {_label(ms)}")
             sent = self.send(
-                [changes[i] for i in group],
-                release=n == len(groups) - 1 and not after,
+                [
+                    replace(changes[i], checks=_asserting(verifying.get(i, ()), todo[i]))
+                    for i in group
+                ],
+                release=not groups and not after,
                 head=assertions.batch_statements(head, assertions.PRECHECKS_ABORT) if head else (),
-                tail=assertions.batch_statements(tail, assertions.VERIFY_ABORT) if tail else (),
             )
             if sent.verdict != "done":
-                self._failed_checks(ms, sent, head, tail)
+                self._failed_checks(ms, sent, head, {todo[i]: verifying[i] for i in verifying})
+                if self._one_by_one(group, sent):
+                    groups[:0] = [range(i, i + 1) for i in group]
+                    if ms[0].name not in deferred:
+                        self.heading, self.listed = head, listed
+                    continue
                 raise self._failure(ms, sent)
             self.applied += [(todo[i], planned[i]) for i in group]
             self._record_apply([planned[i] for i in group], sent)
             # Their SELECTs' answers: the results as listed, and a read that wrote.
             judged = assertions.judge_batch(head, sent.head[: len(head)])
             self._checked("precheck", ms, [r for r in judged if not (listed and r.ok)])
-            self._checked("verify", ms, assertions.judge_batch(tail, sent.tail[: len(tail)]))
+            for i, landed in zip(group, sent.landed, strict=True):
+                if found := verifying.get(i):
+                    checked = todo[group.start : i + 1] if self.options.atomic else [todo[i]]
+                    judged = assertions.judge_batch(found, landed.checks[: len(found)])
+                    self._checked("verify", checked, judged)
             if after:
                 self.at(f"verifying {_label(ms)}")
                 self._checks("verify", ms, after)
@@ -711,28 +731,27 @@ class _Deploy(_Run):
         ms: Sequence[Migration],
         sent: ledger.Sent,
         head: Sequence[checks.Check],
-        tail: Sequence[checks.Check],
+        verifying: Mapping[Migration, Sequence[checks.Check]],
     ) -> None:
         """When a request failed on its checks' assertion (nothing of it applied), say
         so as checks that failed: the prechecks of the first request refuse the deploy
         as before it changed anything (exit 5); other failures stop it (settled)."""
         if sent.verdict != "not_applied":
             return
-        kinds: tuple[tuple[Literal["precheck", "verify"], Sequence[checks.Check], str], ...] = (
-            ("precheck", head, assertions.PRECHECKS_ABORT),
-            ("verify", tail, assertions.VERIFY_ABORT),
-        )
-        for kind, found, abort in kinds:
-            results = assertions.failed_batch(found, abort, sent.error) if found else None
-            if results is None:
-                continue
+        results = assertions.failed_batch(head, assertions.PRECHECKS_ABORT, sent.error)
+        if results is not None:
             # Listed once: a precheck that passed before the backup, failing now.
-            self.results = [r for r in self.results if r.check not in found]
-            if kind == "precheck" and not self.applied and ms[0].name not in self.deferred:
+            self.results = [r for r in self.results if r.check not in head]
+            if not self.applied and ms[0].name not in self.deferred:
                 self.changing = False  # its one request was aborted: nothing changed
                 self.results += results
                 self._refuse(self.results)
-            self._checked(kind, ms, results)
+            self._checked("precheck", ms, results)
+        for m, found in verifying.items():
+            results = assertions.failed_batch(found, assertions.verify_abort(m.name), sent.error)
+            if results is not None:
+                checked = ms[: ms.index(m) + 1] if self.options.atomic else [m]
+                self._checked("verify", checked, results, aborted=ms)
 
     def _done(self) -> MigrateReport:
         return self._report(self.s.close())
@@ -743,17 +762,24 @@ class _Deploy(_Run):
         bookmark: str,
         todo: Sequence[Migration],
         deferred: Sequence[str],
-    ) -> tuple[range, ...]:
-        """The requests the migrations go in: one each, or with --atomic as few as fit
-        D1's limits (one, unless they are too big or prechecks must run in between)."""
-        if not self.options.atomic:
-            return tuple(range(i, i + 1) for i in range(len(changes)))
+        after: Sequence[Sequence[checks.Check]],
+    ) -> list[range]:
+        """The requests the migrations go in: as few as fit D1's limits (one, unless
+        they are too big). Prechecks that wait for the migrations before theirs start a
+        request; without --atomic, so does the migration after one whose verify checks
+        cannot ride in its request (probes, expected errors), as they run in between."""
         breaks = {
             i: f"the prechecks of {m.name} can only run once the migrations before it are applied"
             for i, m in enumerate(todo)
             if m.name in deferred
         }
+        if not self.options.atomic:
+            for i, m in enumerate(todo[:-1]):
+                if after[i]:
+                    breaks.setdefault(i + 1, f"the verify checks of {m.name} run after it")
         packing = self.s.pack(changes, bookmark, limits=self.options.limits, breaks=breaks)
+        if not self.options.atomic:
+            return list(packing.groups)
         if len(packing.groups) == 1:
             self.s.notify(f"--atomic: applying {len(changes)} migration(s) in one request")
         else:
@@ -762,7 +788,32 @@ class _Deploy(_Run):
                 f" ({'; '.join(packing.cuts)}), so they go in {len(packing.groups)} requests;"
                 " if a later one fails, the earlier ones are undone with their rollback SQL"
             )
-        return packing.groups
+        return list(packing.groups)
+
+    def _verifying(
+        self, group: range, inside: Sequence[Sequence[checks.Check]]
+    ) -> dict[int, Sequence[checks.Check]]:
+        """The verify checks that ride in the request of `group`, by the migration they
+        follow: each its own, or with --atomic all of them after the last one."""
+        if self.options.atomic:
+            found = [c for i in group for c in inside[i]]
+            return {group[-1]: found} if found else {}
+        return {i: inside[i] for i in group if inside[i]}
+
+    def _one_by_one(self, group: range, sent: ledger.Sent) -> bool:
+        """Whether to send the migrations of a failed request again, one per request:
+        without --atomic, when none of them landed and D1 refused the request as a whole
+        (`Sent.whole`: its limits on a request's size or time, an error it did not place).
+        Each then fails or lands on its own, as if it had never shared a request."""
+        if self.options.atomic or len(group) == 1 or sent.verdict != "not_applied":
+            return False
+        if not sent.whole or sent.failed is not None:
+            return False
+        self.s.notify(
+            f"the request applying {len(group)} migrations failed ({sent.error}) and none"
+            " of them was applied; applying them one per request"
+        )
+        return True
 
     def _checks(
         self,
@@ -779,8 +830,11 @@ class _Deploy(_Run):
         kind: Literal["precheck", "verify"],
         ms: Sequence[Migration],
         results: Sequence[CheckResult],
+        *,
+        aborted: Sequence[Migration] = (),
     ) -> None:
-        """List the results of checks of `ms`; a failure stops the run."""
+        """List the results of checks of `ms`; a failure stops the run. `aborted`: the
+        request they failed took these migrations with it."""
         self.results += results
         if bad := [r for r in results if not r.ok]:
             what = "; ".join(f"{r.check.label} ({r.outcome})" for r in bad)
@@ -789,6 +843,8 @@ class _Deploy(_Run):
                 if kind == "verify"
                 else f"prechecks of {ms[0].name} failed"
             )
+            if len(aborted) > len(ms):
+                what += f"; none of {_label(aborted)}, sent as one request, was applied"
             raise _Failure(f"{when}: {what}")
 
     def _record_apply(self, planned: Sequence[PlannedMigration], sent: ledger.Sent) -> None:
@@ -922,6 +978,13 @@ def _label(ms: Sequence[Migration]) -> str:
     if len(ms) == 1:
         return ms[0].name
     return f"the {len(ms)} migrations {ms[0].name} to {ms[-1].name}"
+
+
+def _asserting(found: Sequence[checks.Check], m: Migration) -> tuple[Statement, ...]:
+    """`found`, the verify checks that follow `m` in its request, as assertions."""
+    if not found:
+        return ()
+    return tuple(assertions.batch_statements(found, assertions.verify_abort(m.name)))
 
 
 def _apply(m: Migration, p: PlannedMigration) -> ledger.Change:

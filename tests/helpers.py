@@ -179,6 +179,11 @@ def deploy(db: Db, folder: Path, **options: object) -> MigrateReport:
     )
 
 
+ONE_EACH = ledger.Limits(max_body_bytes=1)
+"""Limits no two migrations fit in together: each goes in a request of its own, so a
+test can fail a later one while an earlier one stands applied."""
+
+
 def three(folder: Path, *, rollbacks: bool = True) -> None:
     for n, table in ((1, "a"), (2, "b"), (3, "c")):
         write(folder, f"00{n}_{table}.sql", f"CREATE TABLE {table} (id INTEGER PRIMARY KEY);\n")

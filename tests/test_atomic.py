@@ -27,7 +27,15 @@ from d1deploy.migrations import DeployFailed, MigrateReport
 from d1deploy.project import Project
 from tests import helpers
 from tests.emulator import D1Emulator
-from tests.helpers import SEED, USER_TABLES, Db, deploy, remote_backend, three, write
+from tests.helpers import (
+    SEED,
+    USER_TABLES,
+    Db,
+    deploy,
+    remote_backend,
+    three,
+    write,
+)
 
 APPLY_ROW = 'INSERT INTO "d1_migrations"'
 UNDO_ROW = 'DELETE FROM "d1_migrations"'
@@ -236,14 +244,95 @@ def test_a_verify_failure_aborts_everything_in_its_own_request(db: Db, mdir: Pat
 
 def test_undoing_a_failed_default_deploy_takes_one_request(db: Db, mdir: Path) -> None:
     three(mdir)
+    # A check expecting nothing but success runs after its migration's request, so 002
+    # ends one: 001 and 002 share it, 003 goes alone.
+    write(mdir, "002_b/verify.sql", "SELECT id FROM b;\n")
     write(mdir, "003_c/verify.sql", "-- expect: rows >= 1\nSELECT * FROM c;\n")
     with pytest.raises(DeployFailed, match=r"verification failed after 003_c\.sql") as info:
         deploy(db, mdir)
     # 003's check aborted 003 in its own request (#19); 001 and 002 are undone together.
     assert [r.name for r in info.value.report.rolled_back] == ["002_b.sql", "001_a.sql"]
-    assert recording(db).requests_with(APPLY_ROW) == 3
+    assert recording(db).requests_with(APPLY_ROW) == 2
     assert recording(db).requests_with(UNDO_ROW) == 1
     assert db.ledger() == [] and tables(db) == set()
+
+
+def test_a_failing_statement_takes_its_whole_request_with_it(db: Db, mdir: Path) -> None:
+    third_fails(mdir)
+    lines: list[str] = []
+    with pytest.raises(DeployFailed) as info:
+        deploy(db, mdir, notify=lines.append)
+    err = info.value
+    if db.emulator is None:
+        # SQLite says which statement failed: none of the request landed, nothing to undo.
+        assert "003_c.sql failed, so none of the 3 migrations 001_a.sql to 003_c.sql" in err.message
+        assert err.file is not None and err.file.endswith("003_c.sql") and err.line == 2
+        assert err.report.applied == () and err.report.rolled_back == ()
+        assert recording(db).requests_with(APPLY_ROW) == 1
+    else:
+        # D1's answer does not say which: they go again one per request, and the one that
+        # fails is named as when it went alone; the ones before it are undone.
+        assert any("applying them one per request" in line for line in lines)
+        assert "003_c.sql failed and was not applied" in err.message
+        assert [r.name for r in err.report.rolled_back] == ["002_b.sql", "001_a.sql"]
+        assert recording(db).requests_with(APPLY_ROW) == 4
+    assert db.ledger() == [] and tables(db) == set() and db.count(lock.LOCK_TABLE) == 0
+
+
+@pytest.mark.parametrize("atomic", [False, True])
+def test_a_request_too_big_for_d1_goes_again_one_migration_each(
+    remote: Db, mdir: Path, atomic: bool
+) -> None:
+    three(mdir)
+    assert remote.emulator is not None
+    too_big = {"success": False, "errors": [{"code": 7400, "message": "Request body too large"}]}
+    remote.emulator.faults.add(
+        "POST", r"/query$", body="CREATE TABLE c", status=413, reply=too_big, times=1
+    )
+    lines: list[str] = []
+    if atomic:  # all or none, as asked: nothing applied, nothing to undo
+        with pytest.raises(DeployFailed, match="none of them was applied") as info:
+            deploy(remote, mdir, notify=lines.append, atomic=True)
+        assert info.value.report.rolled_back == () and remote.ledger() == []
+        return
+    report = deploy(remote, mdir, notify=lines.append)
+    assert any("none of them was applied; applying them one per request" in x for x in lines)
+    assert [a.name for a in report.applied] == NAMES and remote.ledger() == NAMES
+    assert remote.count(lock.LOCK_TABLE) == 0
+
+
+def test_a_refused_token_is_not_tried_again_one_migration_each(remote: Db, mdir: Path) -> None:
+    three(mdir)
+    assert remote.emulator is not None
+    refused = {"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]}
+    remote.emulator.faults.add(
+        "POST", r"/query$", body="CREATE TABLE c", status=403, reply=refused, times=1
+    )
+    lines: list[str] = []
+    with pytest.raises(DeployFailed, match="the API token was refused") as info:
+        deploy(remote, mdir, notify=lines.append)
+    assert not any("one per request" in line for line in lines)
+    assert info.value.report.applied == () and info.value.report.rolled_back == ()
+    assert remote.ledger() == [] and remote.count(lock.LOCK_TABLE) == 0
+
+
+@pytest.mark.parametrize("atomic", [False, True])
+def test_verify_checks_see_the_state_their_migration_leaves(
+    db: Db, mdir: Path, atomic: bool
+) -> None:
+    write(mdir, "001_a.sql", "CREATE TABLE a (id INTEGER PRIMARY KEY);\n")
+    write(
+        mdir, "001_a/verify.sql", "-- check: a starts empty\n-- expect: no rows\nSELECT * FROM a;\n"
+    )
+    write(mdir, "002_b.sql", "INSERT INTO a VALUES (1);\n")
+    if not atomic:  # right after 001, in the one request that carries both
+        assert deploy(db, mdir).ok and db.ledger() == ["001_a.sql", "002_b.sql"]
+        assert recording(db).requests_with(APPLY_ROW) == 1
+        return
+    # --atomic verifies the final state, once
+    with pytest.raises(DeployFailed, match="verification failed after the 2 migrations"):
+        deploy(db, mdir, atomic=True)
+    assert db.ledger() == []
 
 
 # --- the bookmark, fetched while the lock is taken --------------------------------------
@@ -474,7 +563,14 @@ def test_read_checks_ride_in_their_migrations_request(db: Db, mdir: Path) -> Non
     ):
         holding = [batch for batch in sent if any(s.startswith(check) for s in batch)]
         assert len(holding) == 1 and any(s.startswith(migration) for s in holding[0])
-    assert recording(db).requests_with(APPLY_ROW) == 3
+    # The three share one request; 003's verify check sits right after 003's statements,
+    # before its ledger row, so it sees the state 003 leaves.
+    (batch,) = [b for b in sent if any(s.startswith(APPLY_ROW) for s in b)]
+    at = [
+        i for i, s in enumerate(batch) if s.startswith(("CREATE TABLE c", "SELECT count(*) FROM c"))
+    ]
+    rows = [i for i, s in enumerate(batch) if s.startswith(APPLY_ROW)]
+    assert len(rows) == 3 and rows[1] < at[0] < at[1] < rows[2]
     assert db.ledger() == ["000_base.sql", *NAMES] and db.count(lock.LOCK_TABLE) == 0
 
 

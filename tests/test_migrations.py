@@ -14,7 +14,7 @@ from d1deploy.migrations import MigrateReport
 from d1deploy.project import Project
 from d1deploy.remote import RemoteBackend
 from tests import helpers
-from tests.helpers import USER_TABLES, Db, deploy, remote_backend, three, write
+from tests.helpers import ONE_EACH, USER_TABLES, Db, deploy, remote_backend, three, write
 
 # The engine's fixtures (tests/helpers.py): a database on a local file and on the
 # emulator, the emulator alone, a migrations folder, a copy of the seed.
@@ -48,17 +48,21 @@ def test_fresh_database_gets_every_migration_and_a_second_run_does_nothing(
     assert db.ledger() == names
 
 
-def test_one_request_per_migration(remote: Db, mdir: Path) -> None:
+@pytest.mark.parametrize(("limits", "changes"), [(ledger.Limits(), 1), (ONE_EACH, 3)])
+def test_consecutive_migrations_share_a_request_as_far_as_they_fit(
+    remote: Db, mdir: Path, limits: ledger.Limits, changes: int
+) -> None:
     three(mdir)
     assert remote.emulator is not None
     remote.emulator.reset_log()
-    report = deploy(remote, mdir)
+    report = deploy(remote, mdir, limits=limits)
     assert [a.statements for a in report.applied] == [1, 1, 1]
-    # setup+lock+read, the bookmark, then one request per migration (the last one also
-    # releases the lock).
-    assert remote.emulator.count("POST", "/query") == 4
+    # setup+lock+read, the bookmark, then the migrations in as few requests as fit (the
+    # last one also releases the lock).
+    assert remote.emulator.count("POST", "/query") == 1 + changes
     assert remote.emulator.count("GET", "/time_travel/bookmark") == 1
     assert remote.count(lock.LOCK_TABLE) == 0
+    assert remote.ledger() == ["001_a.sql", "002_b.sql", "003_c.sql"]
 
 
 def test_editing_an_applied_file_is_drift(db: Db, mdir: Path) -> None:
@@ -140,7 +144,7 @@ def test_a_failing_statement_leaves_nothing_of_its_migration(db: Db, mdir: Path)
         "CREATE TABLE third (id INTEGER);\n",
     )
     with pytest.raises(errors.ChangeFailed) as info:
-        deploy(db, mdir)
+        deploy(db, mdir, limits=ONE_EACH)
     err = info.value
     assert isinstance(err, migrations.DeployFailed)
     assert "002_bad.sql failed and was not applied" in err.message
@@ -179,7 +183,7 @@ def test_verify_failure_after_3_of_3_rolls_back_this_run_only(db: Db, mdir: Path
         mdir, "003_c/verify.sql", "-- check: c has a row\n-- expect: rows >= 1\nSELECT * FROM c;\n"
     )
     with pytest.raises(migrations.DeployFailed) as info:
-        deploy(db, mdir)
+        deploy(db, mdir, limits=ONE_EACH)
     report = info.value.report
     assert isinstance(report, MigrateReport) and not report.ok
     assert "verification failed after 003_c.sql: c has a row (no rows)" in info.value.message
@@ -196,7 +200,7 @@ def test_verify_failure_without_rollback_sql_names_the_restore_command(db: Db, m
     three(mdir, rollbacks=False)
     write(mdir, "003_c/verify.sql", "-- expect: value = 1\nSELECT count(*) FROM c;\n")
     with pytest.raises(migrations.DeployFailed) as info:
-        deploy(db, mdir)
+        deploy(db, mdir, limits=ONE_EACH)
     report = info.value.report
     assert report.bookmark_before is not None
     assert (
@@ -212,7 +216,7 @@ def test_on_failure_restore_uses_the_bookmark(db: Db, mdir: Path) -> None:
     three(mdir, rollbacks=False)
     write(mdir, "003_c/verify.sql", "-- expect: value = 1\nSELECT count(*) FROM c;\n")
     with pytest.raises(migrations.DeployFailed) as info:
-        deploy(db, mdir, on_failure="restore")
+        deploy(db, mdir, on_failure="restore", limits=ONE_EACH)
     report = info.value.report
     assert isinstance(report, MigrateReport)
     assert report.restored_to == report.bookmark_before is not None
@@ -475,7 +479,7 @@ def test_when_the_ledger_cannot_be_read_after_a_lost_answer_the_run_stops(
     remote.emulator.faults.add("POST", r"/query$", status=503, after=2)
     lines: list[str] = []
     with pytest.raises(migrations.DeployFailed) as info:
-        deploy(remote, mdir, notify=lines.append)
+        deploy(remote, mdir, notify=lines.append, limits=ONE_EACH)
     err = info.value
     assert "could not tell whether 002_b.sql was applied" in err.message
     assert err.hint is not None and "d1deploy restore --bookmark" in err.hint

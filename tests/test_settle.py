@@ -25,7 +25,7 @@ from d1deploy.project import Project
 from d1deploy.remote import RemoteBackend
 from tests import helpers
 from tests.emulator import ServedEmulator
-from tests.helpers import Db, deploy, take_lock, three, write
+from tests.helpers import ONE_EACH, Db, deploy, take_lock, three, write
 
 # The engine's fixtures: a database on a local file and on the emulator, the emulator
 # alone, a migrations folder.
@@ -78,13 +78,15 @@ def test_every_way_out_of_the_second_migration_is_settled_the_same(
     if landed and isinstance(error, errors.D1DeployError):
         # An error for an answer whose request ran: the ledger says it landed, and the
         # deploy goes on, as after a lost answer.
-        report = deploy(Db(failing, db.emulator, db.path), mdir, notify=lines.append)
+        report = deploy(
+            Db(failing, db.emulator, db.path), mdir, notify=lines.append, limits=ONE_EACH
+        )
         assert [(a.name, a.answer_lost) for a in report.applied][1] == ("002_b.sql", True)
         assert db.ledger() == THREE and db.count(lock.LOCK_TABLE) == 0
         return
 
     with pytest.raises(migrations.DeployFailed) as info:
-        deploy(Db(failing, db.emulator, db.path), mdir, notify=lines.append)
+        deploy(Db(failing, db.emulator, db.path), mdir, notify=lines.append, limits=ONE_EACH)
 
     err, report = info.value, info.value.report
     signal_name = way if way.startswith("SIG") else None
@@ -298,7 +300,8 @@ def test_the_settle_gives_up_in_time_and_still_releases_the_lock(
     emulator.faults.add("POST", r"/query$", body="SET token", delay=1, after=1, times=1)
     started = time.monotonic()
     with pytest.raises(migrations.DeployFailed) as info:
-        deploy(Db(backend, emulator, emulator.db_path(emulator.default_db.uuid)), mdir)
+        db = Db(backend, emulator, emulator.db_path(emulator.default_db.uuid))
+        deploy(db, mdir, limits=ONE_EACH)
     took = time.monotonic() - started
     backend.close()
     err = info.value

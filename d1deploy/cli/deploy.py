@@ -89,8 +89,9 @@ def plan(run: Run, to: str | None, allow_drift: bool) -> None:
 @click.option(
     "--atomic",
     is_flag=True,
-    help="Apply all pending migrations in one request (all or none), when they fit "
-    "D1's limits; else in as few requests as fit. Verify checks run once, after.",
+    help="Verify checks run once, on the final state, so the pending migrations go in "
+    "one request (all or none) when they fit D1's limits, else in as few as fit; a failed "
+    "request is not retried one migration at a time.",
 )
 def migrate(
     run: Run,

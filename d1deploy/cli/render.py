@@ -377,7 +377,7 @@ def plan(out: Output, report: PlanReport) -> None:
     if not names:
         out.info(f"{db}: nothing to do; every migration is applied.")
     else:
-        out.info(f"{db}: {len(names)} migration(s) would be applied, each as one request:")
+        out.info(f"{db}: {len(names)} migration(s) would be applied:")
         for p in report.pending:
             guard = f"row-loss guard on {len(p.guarded_tables)} table(s)"
             if p.dropped_tables:

@@ -340,7 +340,10 @@ EXTRA = {
 
 
 def write_extra(project: Project) -> None:
+    """EXTRA with rollbacks; 003's verify check runs after its request, so 002 and 003
+    share one request and 004 goes alone."""
     for name, sql in EXTRA.items():
         project.write(name, sql)
         table = sql.split()[2]
         project.write(name.replace(".sql", "/rollback.sql"), f"DROP TABLE {table};\n")
+    project.write("003_b/verify.sql", "SELECT id FROM b_003;\n")

@@ -23,7 +23,7 @@ APPLY_001 = "CREATE TABLE user_deposits_new"
 
 
 def kill_while_parked(project: Project) -> tuple[int, list[Served]]:
-    """Start `migrate`, SIGKILL it while its request for 003 is parked in the emulator,
+    """Start `migrate`, SIGKILL it while its request for 002 and 003 is parked in the emulator,
     then let that request go on (it lands, or is dropped, as its fault says) and wait
     until the emulator has finished it. Returns the dead process's pid."""
     process = project.start("migrate")
@@ -54,8 +54,8 @@ def test_sigkill_mid_deploy_leaves_a_stale_lock_that_unlock_force_clears(
     pid, _ = kill_while_parked(project)
 
     crashed = project.state()
-    landed = ("003_b.sql",) if in_flight == "lands" else ()
-    assert crashed.ledger == ("000_base_schema.sql", M001, "002_a.sql", *landed)
+    landed = ("002_a.sql", "003_b.sql") if in_flight == "lands" else ()
+    assert crashed.ledger == ("000_base_schema.sql", M001, *landed)
     assert crashed.torn_events == []
     assert crashed.lock is not None and f"pid {pid}" in crashed.lock[0]
     holder, expires_at = crashed.lock
