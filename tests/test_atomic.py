@@ -279,16 +279,21 @@ def test_a_failing_statement_takes_its_whole_request_with_it(db: Db, mdir: Path)
     assert db.ledger() == [] and tables(db) == set() and db.count(lock.LOCK_TABLE) == 0
 
 
+def refuse_the_shared_request(db: Db, status: int, code: int, message: str) -> None:
+    """The emulator answers the request carrying 001 to 003 with an API error, once."""
+    assert db.emulator is not None
+    reply = {"success": False, "errors": [{"code": code, "message": message}]}
+    db.emulator.faults.add(
+        "POST", r"/query$", body="CREATE TABLE c", status=status, reply=reply, times=1
+    )
+
+
 @pytest.mark.parametrize("atomic", [False, True])
 def test_a_request_too_big_for_d1_goes_again_one_migration_each(
     remote: Db, mdir: Path, atomic: bool
 ) -> None:
     three(mdir)
-    assert remote.emulator is not None
-    too_big = {"success": False, "errors": [{"code": 7400, "message": "Request body too large"}]}
-    remote.emulator.faults.add(
-        "POST", r"/query$", body="CREATE TABLE c", status=413, reply=too_big, times=1
-    )
+    refuse_the_shared_request(remote, 413, 7400, "Request body too large")
     lines: list[str] = []
     if atomic:  # all or none, as asked: nothing applied, nothing to undo
         with pytest.raises(DeployFailed, match="none of them was applied") as info:
@@ -303,11 +308,7 @@ def test_a_request_too_big_for_d1_goes_again_one_migration_each(
 
 def test_a_refused_token_is_not_tried_again_one_migration_each(remote: Db, mdir: Path) -> None:
     three(mdir)
-    assert remote.emulator is not None
-    refused = {"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]}
-    remote.emulator.faults.add(
-        "POST", r"/query$", body="CREATE TABLE c", status=403, reply=refused, times=1
-    )
+    refuse_the_shared_request(remote, 403, 10000, "Authentication error")
     lines: list[str] = []
     with pytest.raises(DeployFailed, match="the API token was refused") as info:
         deploy(remote, mdir, notify=lines.append)
