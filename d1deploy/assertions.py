@@ -23,7 +23,6 @@ from d1deploy.backend import QueryResult, SqlValue, Statement
 from d1deploy.checks import ROW_SAMPLE, Check, CheckResult, Expectation, judge, sql_literal
 
 PRECHECKS_ABORT = "prechecks failed: "
-VERIFY_ABORT = "verification failed: "
 
 
 def verify_abort(name: str) -> str:

@@ -115,6 +115,10 @@ def padded(total: int) -> str:
     return head + "x" * (total - len(head) - len(tail)) + tail
 
 
+VERIFY_ABORT = assertions.verify_abort("0002_checked.sql")
+"""What the verify checks of a migration abort its request with."""
+
+
 def _in_batch(table: str, expect: str) -> list[str]:
     """A read check of `table` as a migration's batch carries it (`assertions.batch_statements`):
     its SELECT, then the assertion that fails the batch unless it holds."""
@@ -127,7 +131,7 @@ def _in_batch(table: str, expect: str) -> list[str]:
     )
     return [
         s.sql if s.sql.endswith(";") else s.sql + ";"
-        for s in assertions.batch_statements(found, assertions.VERIFY_ABORT)
+        for s in assertions.batch_statements(found, VERIFY_ABORT)
     ]
 
 
@@ -139,7 +143,7 @@ def _with_rows(table: str) -> list[str]:
 
 
 CHECK_FAILED = r"(?:bad JSON path: '\$|JSON path error near ')" + re.escape(
-    f"{guard.marker()}{assertions.VERIFY_ABORT}"
+    f"{guard.marker()}{VERIFY_ABORT}"
     """[[2,[[1,"it''s",{"blob":"00FF"},1.5],[2,null,null,-2.0]]]]'"""
 )
 """A check failing inside a batch: its row count and rows come back in the error (the
