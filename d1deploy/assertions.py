@@ -36,7 +36,10 @@ def batch_statements(found: Sequence[Check], abort: str) -> list[Statement]:
     SELECT, whose result brings its rows back when the batch succeeds, then ONE
     assertion that fails the batch (`guard.abort_if`, message `abort` + what each check
     found: its row count and up to ROW_SAMPLE rows) unless every check holds. A failing
-    check thus aborts the batch it sits in, with the migration in it."""
+    check thus aborts the batch it sits in, with the migration in it. No checks, no
+    statements."""
+    if not found:
+        return []
     ctes: list[str] = []
     holds: list[str] = []
     found_sql: list[str] = []

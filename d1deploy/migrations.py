@@ -108,6 +108,8 @@ __all__ = [
 ]
 
 Notify = Callable[[str], None]
+_Verifying = tuple[Sequence[Migration], Sequence[checks.Check]]
+"""Verify checks riding in a request: the migrations they verify, and the checks."""
 
 
 # --- reports and errors --------------------------------------------------------------
@@ -667,12 +669,13 @@ class _Deploy(_Run):
         self.bookmark = bookmark
         # Verify checks that read rows are assertions inside the request, right after
         # their migration (with --atomic, after the request's last one: the final state),
-        # so a failing one aborts the request. The others run after the request, so
+        # so a failing one aborts the request. Each change carries its own from the start,
+        # so that packing counts their bytes. The others run after the request, so
         # without --atomic a migration that has them ends its request.
         inside = [[c for c in p.verifies if checks.in_batch(c)] for p in planned]
-        after_ = [[c for c in p.verifies if not checks.in_batch(c)] for p in planned]
-        changes = [_apply(m, p) for m, p in zip(todo, planned, strict=True)]
-        groups = self._groups(changes, bookmark, todo, deferred, after_)
+        outside = [[c for c in p.verifies if not checks.in_batch(c)] for p in planned]
+        changes = [_apply(m, p, v) for m, p, v in zip(todo, planned, inside, strict=True)]
+        groups = self._groups(changes, bookmark, todo, deferred, outside)
         while groups:
             group = groups.pop(0)
             ms = [todo[i] for i in group]
@@ -685,18 +688,15 @@ class _Deploy(_Run):
                     self.at(f"running the prechecks of {ms[0].name}")
                     self._checks("precheck", ms[:1], rest)
             verifying = self._verifying(group, inside)
-            after = [c for i in group for c in after_[i]]
+            after = [c for i in group for c in outside[i]]
             self.at(f"applying {_label(ms)}")
             sent = self.send(
-                [
-                    replace(changes[i], checks=_asserting(verifying.get(i, ()), todo[i]))
-                    for i in group
-                ],
+                self._sending(group, changes, verifying),
                 release=not groups and not after,
-                head=assertions.batch_statements(head, assertions.PRECHECKS_ABORT) if head else (),
+                head=assertions.batch_statements(head, assertions.PRECHECKS_ABORT),
             )
             if sent.verdict != "done":
-                self._failed_checks(ms, sent, head, {todo[i]: verifying[i] for i in verifying})
+                self._failed_checks(ms, sent, head, verifying)
                 if self._one_by_one(group, sent):
                     groups[:0] = [range(i, i + 1) for i in group]
                     if ms[0].name not in deferred:
@@ -709,10 +709,10 @@ class _Deploy(_Run):
             judged = assertions.judge_batch(head, sent.head[: len(head)])
             self._checked("precheck", ms, [r for r in judged if not (listed and r.ok)])
             for i, landed in zip(group, sent.landed, strict=True):
-                if found := verifying.get(i):
-                    checked = todo[group.start : i + 1] if self.options.atomic else [todo[i]]
+                if i in verifying:
+                    verified, found = verifying[i]
                     judged = assertions.judge_batch(found, landed.checks[: len(found)])
-                    self._checked("verify", checked, judged)
+                    self._checked("verify", verified, judged)
             if after:
                 self.at(f"verifying {_label(ms)}")
                 self._checks("verify", ms, after)
@@ -731,7 +731,7 @@ class _Deploy(_Run):
         ms: Sequence[Migration],
         sent: ledger.Sent,
         head: Sequence[checks.Check],
-        verifying: Mapping[Migration, Sequence[checks.Check]],
+        verifying: Mapping[int, _Verifying],
     ) -> None:
         """When a request failed on its checks' assertion (nothing of it applied), say
         so as checks that failed: the prechecks of the first request refuse the deploy
@@ -747,11 +747,11 @@ class _Deploy(_Run):
                 self.results += results
                 self._refuse(self.results)
             self._checked("precheck", ms, results)
-        for m, found in verifying.items():
-            results = assertions.failed_batch(found, assertions.verify_abort(m.name), sent.error)
+        for i, (verified, found) in verifying.items():
+            abort = assertions.verify_abort(self.todo[i].name)
+            results = assertions.failed_batch(found, abort, sent.error)
             if results is not None:
-                checked = ms[: ms.index(m) + 1] if self.options.atomic else [m]
-                self._checked("verify", checked, results, aborted=ms)
+                self._checked("verify", verified, results, aborted=ms)
 
     def _done(self) -> MigrateReport:
         return self._report(self.s.close())
@@ -792,13 +792,27 @@ class _Deploy(_Run):
 
     def _verifying(
         self, group: range, inside: Sequence[Sequence[checks.Check]]
-    ) -> dict[int, Sequence[checks.Check]]:
+    ) -> dict[int, _Verifying]:
         """The verify checks that ride in the request of `group`, by the migration they
-        follow: each its own, or with --atomic all of them after the last one."""
+        follow, with the migrations they verify: each its own, or with --atomic all of
+        them after the last one, verifying the whole group (the final state)."""
         if self.options.atomic:
             found = [c for i in group for c in inside[i]]
-            return {group[-1]: found} if found else {}
-        return {i: inside[i] for i in group if inside[i]}
+            return {group[-1]: (self.todo[group.start : group.stop], found)} if found else {}
+        return {i: ([self.todo[i]], inside[i]) for i in group if inside[i]}
+
+    def _sending(
+        self, group: range, changes: Sequence[ledger.Change], verifying: Mapping[int, _Verifying]
+    ) -> list[ledger.Change]:
+        """The changes of `group` as sent: each already carries its own verify checks;
+        with --atomic they follow the last one instead (`_verifying`)."""
+        sending = [changes[i] for i in group]
+        if not self.options.atomic:
+            return sending
+        return [
+            replace(c, checks=_asserting(verifying[i][1], c.name) if i in verifying else ())
+            for i, c in zip(group, sending, strict=True)
+        ]
 
     def _one_by_one(self, group: range, sent: ledger.Sent) -> bool:
         """Whether to send the migrations of a failed request again, one per request:
@@ -807,7 +821,7 @@ class _Deploy(_Run):
         Each then fails or lands on its own, as if it had never shared a request."""
         if self.options.atomic or len(group) == 1 or sent.verdict != "not_applied":
             return False
-        if not sent.whole or sent.failed is not None:
+        if not sent.whole:
             return False
         self.s.notify(
             f"the request applying {len(group)} migrations failed ({sent.error}) and none"
@@ -980,14 +994,14 @@ def _label(ms: Sequence[Migration]) -> str:
     return f"the {len(ms)} migrations {ms[0].name} to {ms[-1].name}"
 
 
-def _asserting(found: Sequence[checks.Check], m: Migration) -> tuple[Statement, ...]:
-    """`found`, the verify checks that follow `m` in its request, as assertions."""
-    if not found:
-        return ()
-    return tuple(assertions.batch_statements(found, assertions.verify_abort(m.name)))
+def _asserting(found: Sequence[checks.Check], name: str) -> tuple[Statement, ...]:
+    """`found`, the verify checks that follow migration `name` in its request, as
+    assertions."""
+    return tuple(assertions.batch_statements(found, assertions.verify_abort(name)))
 
 
-def _apply(m: Migration, p: PlannedMigration) -> ledger.Change:
+def _apply(m: Migration, p: PlannedMigration, verifies: Sequence[checks.Check]) -> ledger.Change:
+    """`m` as a change, carrying `verifies` (its read verify checks) as assertions."""
     return ledger.Change(
         m.name,
         "apply",
@@ -997,6 +1011,7 @@ def _apply(m: Migration, p: PlannedMigration) -> ledger.Change:
         p.guarded_tables,
         p.dropped_tables,
         p.allowed_row_loss,
+        _asserting(verifies, m.name),
     )
 
 

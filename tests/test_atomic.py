@@ -317,6 +317,18 @@ def test_a_refused_token_is_not_tried_again_one_migration_each(remote: Db, mdir:
     assert remote.ledger() == [] and remote.count(lock.LOCK_TABLE) == 0
 
 
+def test_packing_counts_the_verify_checks_a_request_carries(db: Db, mdir: Path) -> None:
+    three(mdir)
+    for name, table in (("001_a", "a"), ("002_b", "b"), ("003_c", "c")):
+        long = "x" * 20_000
+        check = f"-- expect: value = 0\nSELECT count(*) FROM {table} WHERE id = length('{long}');\n"
+        write(mdir, f"{name}/verify.sql", check)
+    # The migrations alone fit in 30 KB; each with its ~40 KB of assertions does not.
+    assert deploy(db, mdir, limits=ledger.Limits(max_body_bytes=30_000)).ok
+    assert recording(db).requests_with(APPLY_ROW) == 3
+    assert db.ledger() == NAMES
+
+
 @pytest.mark.parametrize("atomic", [False, True])
 def test_verify_checks_see_the_state_their_migration_leaves(
     db: Db, mdir: Path, atomic: bool
